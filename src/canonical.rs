@@ -1,0 +1,392 @@
+//! Canonical JSON (RFC 8785, "JCS") and the SHA-256 that pins a payload.
+//!
+//! This is the one place that decides what a payload's hash is. Approvals are pinned
+//! to it, the audit chain is built from it, and `countersign hash` prints it, so all
+//! three must agree byte for byte; they do because they all call [`canonicalize`].
+//!
+//! JSON text from outside passes [`check_json_text`] first. JCS represents every number
+//! as an IEEE-754 double, so a few inputs cannot survive canonicalisation unchanged; we
+//! refuse them rather than hash something other than what was sent:
+//! - numbers beyond the range of a double (`1e400`), and non-zero numbers so small they
+//!   would become `0` (`1e-400`);
+//! - integers whose canonical form is a different integer (`9007199254740993` would
+//!   become `9007199254740992`): an account number must not change under the hash.
+//!
+//! Decimal fractions are rounded to the nearest double, as every JSON consumer does
+//! (`333333333.33333329` is `333333333.3333333`; RFC 8785's own example).
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// How deeply arrays and objects may nest in any JSON we accept. Deep enough for any
+/// real payload, shallow enough that no document can exhaust a stack.
+pub const MAX_DEPTH: usize = 64;
+
+/// Why a JSON text or value was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JsonError {
+    #[error("invalid JSON at line {line}, column {column}: {message}")]
+    Syntax { line: usize, column: usize, message: String },
+    #[error("JSON nests deeper than {max} levels at line {line}, column {column}")]
+    TooDeep { max: usize, line: usize, column: usize },
+    #[error("the number {literal} at line {line}, column {column} {problem}")]
+    Number { literal: String, line: usize, column: usize, problem: String },
+}
+
+impl JsonError {
+    /// The 1-based line and column of the problem.
+    pub fn position(&self) -> (usize, usize) {
+        match self {
+            JsonError::Syntax { line, column, .. }
+            | JsonError::TooDeep { line, column, .. }
+            | JsonError::Number { line, column, .. } => (*line, *column),
+        }
+    }
+
+    pub(crate) fn from_serde(e: &serde_json::Error) -> Self {
+        let message = e.to_string();
+        // serde_json appends " at line L column C"; we report the position separately.
+        let message = match message.rfind(" at line ") {
+            Some(i) => message[..i].to_string(),
+            None => message,
+        };
+        if message.contains("recursion limit") {
+            return JsonError::TooDeep { max: MAX_DEPTH, line: e.line(), column: e.column() };
+        }
+        JsonError::Syntax { line: e.line(), column: e.column(), message }
+    }
+}
+
+/// Parses JSON text into a value, refusing what JCS would change (see the module
+/// comment) and anything nested deeper than [`MAX_DEPTH`].
+pub fn parse(text: &[u8]) -> Result<Value, JsonError> {
+    match serde_json::from_slice::<Value>(text) {
+        Ok(value) => {
+            check_json_text(text)?;
+            Ok(value)
+        }
+        // serde refuses `1e400` itself, as "number out of range"; our scan says more.
+        Err(e) => Err(check_json_text(text).err().unwrap_or_else(|| JsonError::from_serde(&e))),
+    }
+}
+
+/// Checks syntactically valid JSON text for the two things serde cannot see once it has
+/// parsed: nesting depth and the exact digits of every number.
+pub fn check_json_text(text: &[u8]) -> Result<(), JsonError> {
+    let mut depth = 0usize;
+    let mut line = 1usize;
+    let mut line_start = 0usize;
+    let mut i = 0usize;
+    while i < text.len() {
+        let b = text[i];
+        match b {
+            b'"' => {
+                // Skip the string, honouring escapes; strings hold no numbers.
+                i += 1;
+                while i < text.len() && text[i] != b'"' {
+                    i += if text[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(JsonError::TooDeep { max: MAX_DEPTH, line, column: i - line_start + 1 });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'\n' => {
+                line += 1;
+                line_start = i + 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i + 1 < text.len() && matches!(text[i + 1], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                    i += 1;
+                }
+                // Valid UTF-8 is guaranteed by the parse that came first; number bytes are ASCII.
+                let literal = std::str::from_utf8(&text[start..=i]).unwrap_or_default();
+                if let Err(problem) = check_number(literal) {
+                    return Err(JsonError::Number {
+                        literal: literal.to_string(),
+                        line,
+                        column: start - line_start + 1,
+                        problem,
+                    });
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Checks one number literal; `Err` says what JCS would do to it.
+fn check_number(literal: &str) -> Result<(), String> {
+    let is_integer = !literal.contains(['.', 'e', 'E']);
+    let digits = literal.trim_start_matches('-');
+    // Fast path: integers of up to 15 digits are always exact doubles.
+    if is_integer && digits.len() <= 15 {
+        return Ok(());
+    }
+    let Ok(value) = literal.parse::<f64>() else {
+        return Err("is not a number".to_string());
+    };
+    if !value.is_finite() {
+        return Err("is beyond the range of an IEEE-754 double, which RFC 8785 requires".to_string());
+    }
+    let written = normalize_decimal(literal);
+    if value == 0.0 {
+        return if written.digits.is_empty() {
+            Ok(())
+        } else {
+            Err("is too small for an IEEE-754 double: it would become 0".to_string())
+        };
+    }
+    if is_integer {
+        let canonical = format_number(value);
+        if normalize_decimal(&canonical) != written {
+            return Err(format!(
+                "cannot be represented exactly as an IEEE-754 double: RFC 8785 would change it to {canonical}; send it as a string"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A decimal number as sign, significant digits and a power of ten, so that two
+/// spellings of one value (`1.50`, `15e-1`) compare equal.
+#[derive(Debug, PartialEq, Eq)]
+struct Decimal {
+    negative: bool,
+    digits: String,
+    exponent: i64,
+}
+
+fn normalize_decimal(s: &str) -> Decimal {
+    let (negative, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (mantissa, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], s[i + 1..].parse::<i64>().unwrap_or(i64::MAX / 2)),
+        None => (s, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits: String = format!("{int}{frac}").trim_start_matches('0').to_string();
+    let mut exponent = exp.saturating_sub(frac.len() as i64);
+    while digits.ends_with('0') {
+        digits.pop();
+        exponent = exponent.saturating_add(1);
+    }
+    if digits.is_empty() {
+        return Decimal { negative: false, digits, exponent: 0 };
+    }
+    Decimal { negative, digits, exponent }
+}
+
+/// Formats a finite double the way RFC 8785 (and ECMAScript) does.
+pub fn format_number(value: f64) -> String {
+    ryu_js::Buffer::new().format_finite(value).to_string()
+}
+
+/// The RFC 8785 canonical form of any serialisable value built by our own code.
+/// Refuses NaN and infinities (which JSON cannot carry).
+pub fn canonicalize<T: Serialize>(value: &T) -> Result<String, JsonError> {
+    serde_json_canonicalizer::to_string(value).map_err(|e| JsonError::Number {
+        literal: String::new(),
+        line: 0,
+        column: 0,
+        problem: format!("cannot be canonicalised: {e}"),
+    })
+}
+
+/// The canonical form of a JSON value, refusing integers a double cannot hold exactly
+/// (a value built in code gets the same protection as JSON text from outside).
+pub fn canonicalize_value(value: &Value) -> Result<String, JsonError> {
+    check_value_numbers(value)?;
+    canonicalize(value)
+}
+
+fn check_value_numbers(value: &Value) -> Result<(), JsonError> {
+    match value {
+        Value::Number(n) => {
+            let literal = n.to_string();
+            check_number(&literal).map_err(|problem| JsonError::Number { literal, line: 0, column: 0, problem })
+        }
+        Value::Array(items) => items.iter().try_for_each(check_value_numbers),
+        Value::Object(map) => map.values().try_for_each(check_value_numbers),
+        _ => Ok(()),
+    }
+}
+
+/// Lower-case hex SHA-256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A payload's canonical form and the hex SHA-256 of that form: what approvals pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinned {
+    pub canonical: String,
+    pub sha256: String,
+}
+
+/// Canonicalises a payload and hashes it.
+pub fn pin(value: &Value) -> Result<Pinned, JsonError> {
+    let canonical = canonicalize_value(value)?;
+    let sha256 = sha256_hex(canonical.as_bytes());
+    Ok(Pinned { canonical, sha256 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn canon_text(text: &str) -> String {
+        canonicalize_value(&parse(text.as_bytes()).unwrap()).unwrap()
+    }
+
+    /// RFC 8785 section 3.2.2, the worked example.
+    #[test]
+    fn rfc8785_worked_example() {
+        let input = r#"{
+          "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+          "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+          "literals": [null, true, false]
+        }"#;
+        let expected = "{\"literals\":[null,true,false],\"numbers\":[333333333.3333333,1e+30,4.5,0.002,1e-27],\"string\":\"\u{20ac}$\\u000f\\nA'B\\\"\\\\\\\\\\\"/\"}";
+        assert_eq!(canon_text(input), expected);
+    }
+
+    /// RFC 8785 appendix B: IEEE-754 bit patterns and their canonical text.
+    #[test]
+    fn rfc8785_number_serialisation() {
+        let cases: &[(u64, &str)] = &[
+            (0x0000000000000000, "0"),
+            (0x8000000000000000, "0"),
+            (0x0000000000000001, "5e-324"),
+            (0x8000000000000001, "-5e-324"),
+            (0x7fefffffffffffff, "1.7976931348623157e+308"),
+            (0xffefffffffffffff, "-1.7976931348623157e+308"),
+            (0x4340000000000000, "9007199254740992"),
+            (0xc340000000000000, "-9007199254740992"),
+            (0x4430000000000000, "295147905179352830000"),
+            (0x44b52d02c7e14af5, "9.999999999999997e+22"),
+            (0x44b52d02c7e14af6, "1e+23"),
+            (0x44b52d02c7e14af7, "1.0000000000000001e+23"),
+            (0x444b1ae4d6e2ef4e, "999999999999999700000"),
+            (0x444b1ae4d6e2ef4f, "999999999999999900000"),
+            (0x444b1ae4d6e2ef50, "1e+21"),
+            (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+            (0x3eb0c6f7a0b5ed8d, "0.000001"),
+            (0x41b3de4355555553, "333333333.3333332"),
+            (0x41b3de4355555554, "333333333.33333325"),
+            (0x41b3de4355555555, "333333333.3333333"),
+            (0x41b3de4355555556, "333333333.3333334"),
+            (0x41b3de4355555557, "333333333.33333343"),
+            (0xbecbf647612f3696, "-0.0000033333333333333333"),
+            (0x43143ff3c1cb0959, "1424953923781206.2"),
+        ];
+        for (bits, expected) in cases {
+            let value = f64::from_bits(*bits);
+            assert_eq!(canonicalize(&value).unwrap(), *expected, "bits {bits:#018x}");
+        }
+        assert!(canonicalize(&f64::NAN).is_err());
+        assert!(canonicalize(&f64::INFINITY).is_err());
+    }
+
+    /// RFC 8785 section 3.2.3: properties sorted by UTF-16 code units, recursively.
+    #[test]
+    fn rfc8785_key_order_is_by_utf16_code_units() {
+        let input = r#"{"\u20ac":"Euro Sign","\r":"Carriage Return","\ufb33":"Hebrew Letter Dalet With Dagesh","1":"One","\ud83d\ude00":"Emoji: Grinning Face","\u0080":"Control","\u00f6":"Latin Small Letter O With Diaeresis"}"#;
+        let expected = "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",\"\u{f6}\":\"Latin Small Letter O With Diaeresis\",\"\u{20ac}\":\"Euro Sign\",\"\u{1f600}\":\"Emoji: Grinning Face\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}";
+        assert_eq!(canon_text(input), expected);
+    }
+
+    #[test]
+    fn string_escaping_follows_the_rfc() {
+        let out = canon_text(r#"["\u0000\u001f\b\f\n\r\t", "\u007f", "</script>"]"#);
+        assert_eq!(out, "[\"\\u0000\\u001f\\b\\f\\n\\r\\t\",\"\u{7f}\",\"</script>\"]");
+    }
+
+    #[test]
+    fn numbers_jcs_would_change_are_refused() {
+        for bad in ["1e400", "-1e400", "1e-400", "9007199254740993", "18446744073709551615", "123456789012345678901234567890"] {
+            let text = format!("{{\"n\": {bad}}}");
+            let err = parse(text.as_bytes()).unwrap_err();
+            assert!(matches!(err, JsonError::Number { .. }), "{bad}: {err:?}");
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+        // These are represented exactly, or are decimals rounded as every JSON reader does.
+        for good in ["9007199254740992", "1e21", "1000000000000000000000", "0.1", "-0", "0e99", "333333333.33333329", "1.5E3"] {
+            parse(format!("[{good}]").as_bytes()).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_positions_are_reported() {
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(matches!(parse(deep.as_bytes()), Err(JsonError::TooDeep { .. })));
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(ok.as_bytes()).is_ok());
+        let err = parse(b"{\n  \"a\": 1,\n  \"b\": @\n}").unwrap_err();
+        assert_eq!(err.position().0, 3);
+    }
+
+    #[test]
+    fn numbers_inside_strings_are_not_numbers() {
+        assert!(parse(br#"{"id": "9007199254740993", "esc": "\"1e400"}"#).is_ok());
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-(1i64 << 53)..(1i64 << 53)).prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,8}", inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_form_is_idempotent(v in arb_json()) {
+            let once = canonicalize_value(&v).unwrap();
+            let twice = canonicalize_value(&parse(once.as_bytes()).unwrap()).unwrap();
+            prop_assert_eq!(once, twice);
+        }
+
+        #[test]
+        fn key_order_and_whitespace_never_change_the_hash(v in arb_json()) {
+            let compact = serde_json::to_string(&v).unwrap();
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            // Reverse every object's key order in a third spelling.
+            fn reversed(v: &Value) -> String {
+                match v {
+                    Value::Object(m) => {
+                        let parts: Vec<String> = m.iter().rev()
+                            .map(|(k, v)| format!("{} : {}", serde_json::to_string(k).unwrap(), reversed(v)))
+                            .collect();
+                        format!("{{ {} }}", parts.join(" ,\n "))
+                    }
+                    Value::Array(a) => format!("[ {} ]", a.iter().map(reversed).collect::<Vec<_>>().join(", ")),
+                    other => serde_json::to_string(other).unwrap(),
+                }
+            }
+            let hashes: Vec<String> = [compact, pretty, reversed(&v)].iter()
+                .map(|t| pin(&parse(t.as_bytes()).unwrap()).unwrap().sha256)
+                .collect();
+            prop_assert_eq!(&hashes[0], &hashes[1]);
+            prop_assert_eq!(&hashes[0], &hashes[2]);
+        }
+    }
+}

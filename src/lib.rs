@@ -1,0 +1,16 @@
+//! Countersign: a governance gateway for AI-agent actions.
+//!
+//! See `docs/ARCHITECTURE.md` for how the pieces fit. In short: the pure core
+//! ([`canonical`], [`audit`], [`permissions`], [`secrets`], [`ids`], [`names`]) has no
+//! I/O; [`store`] remembers; [`server`] speaks HTTP; [`cli`] is the command line.
+
+pub mod audit;
+pub mod canonical;
+pub mod clock;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod names;
+pub mod permissions;
+pub mod secrets;
+pub mod store;

@@ -1,0 +1,74 @@
+//! What names may look like: tools, roles, workspaces, tokens. One rule each, so the
+//! API, the store and the console agree.
+
+/// Tool names are dotted lower-case words: `email.send`, `payments.charge`,
+/// `crm.contacts.read`. Words are `[a-z0-9_-]`, start with a letter, 1..=64 bytes in all.
+pub fn valid_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.split('.').all(|word| {
+            let mut chars = word.chars();
+            matches!(chars.next(), Some('a'..='z'))
+                && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
+        })
+}
+
+/// Custom role names are lower-case slugs, 2..=40 bytes, and never a built-in's name.
+pub fn valid_role_name(name: &str) -> bool {
+    (2..=40).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '_'))
+}
+
+/// Display names (workspaces, tokens, members): 1..=100 characters, no control characters,
+/// not blank. They are shown in terminals, so control characters could repaint a screen.
+pub fn valid_display_name(name: &str) -> bool {
+    let n = name.chars().count();
+    (1..=100).contains(&n) && !name.trim().is_empty() && !name.chars().any(char::is_control)
+}
+
+/// A deliberately plain e-mail check: one `@`, something either side, a dot in the
+/// domain, no spaces or control characters, at most 254 bytes. Delivery proves the rest.
+pub fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else { return false };
+    email.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Normalises an e-mail for lookup: addresses are matched case-insensitively.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_names() {
+        for ok in ["email.send", "payments.charge", "crm.read", "a", "x1.y_2.z-3"] {
+            assert!(valid_tool_name(ok), "{ok}");
+        }
+        for bad in ["", "Email.send", "email..send", ".email", "email.", "1email", "email send", &"a".repeat(65)] {
+            assert!(!valid_tool_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn emails_and_names() {
+        assert!(valid_email("ada@example.com"));
+        assert!(!valid_email("ada@example"));
+        assert!(!valid_email("ada example.com"));
+        assert!(!valid_email("@example.com"));
+        assert!(valid_display_name("On-call responder"));
+        assert!(!valid_display_name("   "));
+        assert!(!valid_display_name("bad\u{1b}[2J"));
+        assert!(valid_role_name("approver"));
+        assert!(!valid_role_name("Approver"));
+    }
+}

@@ -1,0 +1,63 @@
+//! Versioned schema migrations, applied in order when the store opens.
+//!
+//! Each store keeps its own list (the SQL differs), with the same version numbers for the
+//! same change. Applied versions are recorded in `schema_migrations`; a database written
+//! by a newer Countersign than this one is refused rather than guessed at.
+
+use super::db::{Conn, DbError, Value};
+
+/// One step of the schema.
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub from: i64,
+    pub to: i64,
+}
+
+/// Brings the schema up to date, each migration in its own transaction.
+pub fn apply(conn: &mut dyn Conn, migrations: &[Migration]) -> Result<Applied, MigrateError> {
+    conn.batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )?;
+    let current = conn
+        .query_opt("SELECT MAX(version) FROM schema_migrations", &[])?
+        .and_then(|r| r.opt_int(0).ok().flatten())
+        .unwrap_or(0);
+    let latest = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+    if current > latest {
+        return Err(MigrateError::TooNew { found: current, known: latest });
+    }
+    for m in migrations.iter().filter(|m| m.version > current) {
+        conn.batch(conn.dialect().begin_write())?;
+        let step = conn.batch(m.sql).and_then(|_| {
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                &[Value::Int(m.version), Value::from(m.name), Value::from(crate::clock::format_ts(chrono::Utc::now()))],
+            )
+        });
+        match step {
+            Ok(_) => conn.batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.batch("ROLLBACK");
+                return Err(MigrateError::Step { version: m.version, name: m.name, source: e });
+            }
+        }
+    }
+    Ok(Applied { from: current, to: latest.max(current) })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("the database is at schema version {found}, newer than this Countersign knows ({known}); upgrade Countersign")]
+    TooNew { found: i64, known: i64 },
+    #[error("migration {version} ({name}) failed: {source}")]
+    Step { version: i64, name: &'static str, source: DbError },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}

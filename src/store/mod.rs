@@ -1,0 +1,111 @@
+//! The store: everything Countersign remembers, behind one trait.
+//!
+//! [`Store`] is the whole API; it is made of one trait per resource so each lives in
+//! its own file. Every call that touches a workspace's data takes a [`WorkspaceId`],
+//! which only the authentication layer (and the admin tools) can make, so no caller can
+//! forget whose data it means. The only calls without one are those that find the
+//! workspace in the first place: looking up a secret, finding an account by e-mail,
+//! creating a workspace.
+//!
+//! [`SqlStore`] implements it once, over [`db::Conn`]; SQLite and PostgreSQL differ
+//! only below that line.
+
+pub mod db;
+pub mod engine;
+pub mod migrate;
+pub mod sqlite;
+
+mod audit_log;
+mod identity;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use audit_log::AuditLog;
+pub use identity::{
+    AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewToken, Roles, RoleChange, Sessions, SettingsChange,
+    SignInAccount, Tokens, Workspaces,
+};
+
+use crate::audit::{Actor, Via};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use engine::Engine;
+
+/// A workspace the caller has been authenticated into.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkspaceId(String);
+
+impl WorkspaceId {
+    /// Vouches for a workspace id. Only the authentication layer and the admin command
+    /// line call this: everywhere else a `WorkspaceId` arrives from them.
+    pub fn trusted(id: impl Into<String>) -> Self {
+        WorkspaceId(id.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for WorkspaceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who is making a change, and through which door: recorded on its audit event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub actor: Actor,
+    pub via: Via,
+}
+
+impl Origin {
+    pub fn system(task: &str) -> Self {
+        Origin { actor: Actor::system(task), via: Via::System }
+    }
+}
+
+/// Everything the server asks of a store.
+pub trait Store: Workspaces + Members + Roles + Sessions + Tokens + AuditLog + Send + Sync {
+    /// Finishes queued writes and closes connections.
+    fn close(&self);
+}
+
+/// The store over SQL, for either database.
+pub struct SqlStore {
+    engine: Engine,
+    clock: Clock,
+}
+
+impl SqlStore {
+    /// Opens (creating if needed) the SQLite store at `path`, applying migrations.
+    pub fn open_sqlite(path: &Path, clock: Clock) -> Result<Arc<SqlStore>> {
+        let connector = sqlite::SqliteConnector::new(path);
+        Self::open(&connector, sqlite::MIGRATIONS, clock)
+    }
+
+    /// Opens a store through any connector, applying its migrations first.
+    pub fn open(connector: &dyn db::Connector, migrations: &[migrate::Migration], clock: Clock) -> Result<Arc<SqlStore>> {
+        let mut conn = connector.open_writer().map_err(Error::from)?;
+        migrate::apply(&mut *conn, migrations).map_err(|e| Error::unavailable("store_migration_failed", e.to_string()))?;
+        drop(conn);
+        let engine = Engine::start(connector, clock.clone()).map_err(Error::from)?;
+        Ok(Arc::new(SqlStore { engine, clock }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Now, as stored text, from the store's clock.
+    pub(crate) fn now_ts(&self) -> String {
+        crate::clock::format_ts(self.clock.now())
+    }
+}
+
+impl Store for SqlStore {
+    fn close(&self) {
+        self.engine.close();
+    }
+}
