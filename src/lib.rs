@@ -14,3 +14,6 @@ pub mod names;
 pub mod permissions;
 pub mod secrets;
 pub mod store;
+pub mod server;
+pub mod csv;
+pub mod cli;

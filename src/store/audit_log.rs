@@ -12,6 +12,7 @@ use crate::params;
 /// The most events one page may hold.
 pub const MAX_PAGE: i64 = 1000;
 
+
 /// Events read per round trip while verifying: bounds memory over any length of log.
 const VERIFY_CHUNK: i64 = 2000;
 
@@ -56,7 +57,7 @@ pub(crate) fn event_from_row(r: &Row) -> Result<AuditEvent, DbError> {
 impl AuditLog for SqlStore {
     async fn audit_page(&self, ws: &WorkspaceId, after_seq: i64, limit: i64) -> Result<Vec<AuditEvent>> {
         let ws = ws.clone();
-        let limit = limit.clamp(1, MAX_PAGE);
+        let limit = limit.clamp(1, MAX_PAGE + 1);
         self.engine
             .read(move |conn| {
                 conn.set_workspace(ws.as_str())?;

@@ -682,8 +682,10 @@ pub trait Sessions {
     /// Records a failed sign-in under each rate-limit key, and on the audit log of the
     /// workspace whose account it was, when there was one.
     async fn record_sign_in_failure(&self, keys: Vec<String>, account: Option<(WorkspaceId, String)>, email: &str, address: &str, reason: &'static str) -> Result<()>;
-    /// How many failures each key has at or after `since`.
-    async fn count_sign_in_failures(&self, keys: Vec<String>, since: &str) -> Result<Vec<i64>>;
+    /// How many failures each key has at or after `since`, and when the oldest of them was.
+    async fn count_sign_in_failures(&self, keys: Vec<String>, since: &str) -> Result<Vec<(i64, Option<String>)>>;
+    /// Forgets an account's failures after it signs in.
+    async fn clear_sign_in_failures(&self, key: &str) -> Result<()>;
     /// Forgets failures older than `before`.
     async fn prune_sign_in_failures(&self, before: &str) -> Result<u64>;
 }
@@ -845,16 +847,29 @@ impl Sessions for SqlStore {
             .await
     }
 
-    async fn count_sign_in_failures(&self, keys: Vec<String>, since: &str) -> Result<Vec<i64>> {
+    async fn count_sign_in_failures(&self, keys: Vec<String>, since: &str) -> Result<Vec<(i64, Option<String>)>> {
         let since = since.to_string();
         self.engine
             .read(move |conn| {
                 keys.iter()
                     .map(|k| {
-                        let r = conn.query_opt("SELECT COUNT(*) FROM auth_failures WHERE key = $1 AND at >= $2", params![k, &since])?;
-                        Ok(r.map(|r| r.int(0)).transpose()?.unwrap_or(0))
+                        let r = conn.query_opt("SELECT COUNT(*), MIN(at) FROM auth_failures WHERE key = $1 AND at >= $2", params![k, &since])?;
+                        Ok(match r {
+                            Some(r) => (r.int(0)?, r.opt_text(1)?),
+                            None => (0, None),
+                        })
                     })
                     .collect()
+            })
+            .await
+    }
+
+    async fn clear_sign_in_failures(&self, key: &str) -> Result<()> {
+        let key = key.to_string();
+        self.engine
+            .write(move |tx| {
+                tx.execute("DELETE FROM auth_failures WHERE key = $1", params![&key])?;
+                Ok(())
             })
             .await
     }

@@ -21,7 +21,7 @@ mod identity;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use audit_log::AuditLog;
+pub use audit_log::{AuditLog, MAX_PAGE as AUDIT_MAX_PAGE};
 pub use identity::{
     AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewToken, Roles, RoleChange, Sessions, SettingsChange,
     SignInAccount, Tokens, Workspaces,

@@ -1,0 +1,88 @@
+//! The command line: one binary, subcommands, exit codes that mean something.
+
+mod admin;
+mod audit;
+mod hash;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// What each exit code means. Scripts may rely on these.
+pub mod exit {
+    /// Done.
+    pub const OK: u8 = 0;
+    /// Something failed at run time: a file, the network, the store.
+    pub const FAILURE: u8 = 1;
+    /// The command line or its input was wrong (bad flags, bad JSON).
+    pub const USAGE: u8 = 2;
+    /// A verification ran and failed: the audit chain does not hold.
+    pub const VERIFY_FAILED: u8 = 3;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success; 1 failure at run time; 2 bad usage or input; 3 verification failed.
+
+Start here:
+  countersign admin init --data-dir ./data --workspace acme --email you@example.com
+  countersign serve --data-dir ./data
+Docs: README.md and docs/ in the source tree.";
+
+#[derive(Parser)]
+#[command(
+    name = "countersign",
+    version,
+    about = "A governance gateway for AI-agent actions, with a keyboard-first console",
+    long_about = "Countersign decides whether each tool call an AI agent wants to make runs now, waits \
+for one or two humans, or is refused, and records every step in a tamper-evident audit log.",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::Args),
+    /// Set up and administer a data directory (first workspace, owners).
+    #[command(subcommand)]
+    Admin(admin::Command),
+    /// Verify or export the audit log.
+    #[command(subcommand)]
+    Audit(audit::Command),
+    /// Print the RFC 8785 canonical form and SHA-256 of a JSON payload.
+    Hash(hash::Args),
+}
+
+/// Where a data directory keeps its database.
+pub fn db_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("countersign.db")
+}
+
+/// Runs the command line and returns the process's exit code.
+pub fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Admin(cmd) => admin::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
+        Command::Hash(args) => hash::run(args),
+    };
+    ExitCode::from(code)
+}
+
+/// Prints an error the way every command does: `countersign: <what>`, plus a hint.
+pub fn fail(code: u8, message: impl std::fmt::Display) -> u8 {
+    eprintln!("countersign: {message}");
+    code
+}
+
+/// A runtime for commands that talk to the store or the network.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("start the async runtime")
+}

@@ -1,0 +1,100 @@
+//! `countersign serve`: the server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{db_path, exit, fail};
+use crate::clock::Clock;
+use crate::server::{self, AppState, ServerConfig};
+use crate::store::SqlStore;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The data directory made by `countersign admin init`.
+    #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address to listen on. Put TLS in front (a reverse proxy) for anything but loopback.
+    #[arg(long, env = "COUNTERSIGN_LISTEN", default_value = "127.0.0.1:8750")]
+    listen: SocketAddr,
+    /// Log format: `human` for a terminal, `json` for a log pipeline.
+    #[arg(long, env = "COUNTERSIGN_LOG_FORMAT", value_enum, default_value = "human")]
+    log_format: LogFormat,
+    /// How long a sign-in lasts, in hours.
+    #[arg(long, default_value_t = 12)]
+    session_hours: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Sets up logging. `RUST_LOG` overrides the level (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+pub fn run(args: Args) -> u8 {
+    init_logging(args.log_format);
+    let db = db_path(&args.data_dir);
+    if !db.exists() {
+        return fail(
+            exit::FAILURE,
+            format!("there is no Countersign data in {}; create it with `countersign admin init --data-dir {} …`", args.data_dir.display(), args.data_dir.display()),
+        );
+    }
+    let rt = super::runtime();
+    rt.block_on(async move {
+        let clock = Clock::system();
+        let store = match SqlStore::open_sqlite(&db, clock.clone()) {
+            Ok(s) => s,
+            Err(e) => return fail(exit::FAILURE, format!("cannot open the store at {}: {}", db.display(), e.message)),
+        };
+        let config = ServerConfig { session_ttl: Duration::from_secs(args.session_hours.max(1) * 3600), ..ServerConfig::default() };
+        let state = AppState::new(store, clock, config);
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(exit::FAILURE, format!("cannot listen on {}: {e}", args.listen)),
+        };
+        let running = match server::start(listener, state.clone()).await {
+            Ok(r) => r,
+            Err(e) => return fail(exit::FAILURE, e),
+        };
+        tracing::info!(addr = %running.addr, data_dir = %args.data_dir.display(), "countersign is serving on http://{}", running.addr);
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        state.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(30), running.shutdown()).await {
+            Ok(Ok(())) => {
+                tracing::info!("stopped");
+                exit::OK
+            }
+            Ok(Err(e)) => fail(exit::FAILURE, e),
+            Err(_) => fail(exit::FAILURE, "in-flight requests did not finish within 30 seconds; stopping anyway"),
+        }
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,115 @@
+//! How an [`Error`] becomes an HTTP response, and the safety net that gives every other
+//! failure (a rejection from the framework, an unknown route) the same JSON shape.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{Error, Kind};
+
+/// The body of every error response.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, snake_case: match on this.
+    pub code: String,
+    /// For a person: what went wrong and what to do.
+    pub message: String,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
+        let mut resp = (status, axum::Json(body)).into_response();
+        match self.kind {
+            Kind::RateLimited { retry_after_secs } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            Kind::Unauthenticated => {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"countersign\""));
+            }
+            Kind::Unavailable => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// Unknown paths.
+pub async fn route_not_found(method: axum::http::Method, uri: axum::http::Uri) -> Error {
+    let path: String = uri.path().chars().filter(|c| c.is_ascii_graphic()).take(200).collect();
+    Error::new(Kind::NotFound, "route_not_found", format!("there is no route {method} {path}; the API is described at GET /v1/openapi.json"))
+}
+
+/// Known paths, wrong method.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Error {
+    let path: String = uri.path().chars().filter(|c| c.is_ascii_graphic()).take(200).collect();
+    Error::new(
+        Kind::MethodNotAllowed,
+        "method_not_allowed",
+        format!("{path} does not accept {method}; the API is described at GET /v1/openapi.json"),
+    )
+}
+
+/// Middleware: any error response that is not already our JSON (a framework rejection,
+/// a timeout, a caught panic) is rewritten into it, so clients only ever parse one shape.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let (kind, code) = match parts.status.as_u16() {
+        400 => (Kind::BadRequest, "bad_request"),
+        404 => (Kind::NotFound, "route_not_found"),
+        405 => (Kind::MethodNotAllowed, "method_not_allowed"),
+        413 => (Kind::PayloadTooLarge, "payload_too_large"),
+        415 => (Kind::BadRequest, "unsupported_media_type"),
+        422 => (Kind::Unprocessable, "invalid_request"),
+        408 | 503 => (Kind::Unavailable, "unavailable"),
+        s if s < 500 => (Kind::BadRequest, "bad_request"),
+        _ => (Kind::Internal, "internal_error"),
+    };
+    let message = if kind == Kind::Internal || text.trim().is_empty() {
+        match kind {
+            Kind::Internal => "something went wrong on our side; the request was not completed".to_string(),
+            _ => parts.status.canonical_reason().unwrap_or("error").to_lowercase(),
+        }
+    } else {
+        text.trim().chars().take(300).collect()
+    };
+    let mut out = Error::new(kind, code, message).into_response();
+    *out.status_mut() = parts.status;
+    out
+}
+
+/// Turns a caught panic into a 500 with our body, and logs it. (A panic is a bug; the
+/// request it hit did not complete, and the store's transaction, if any, rolled back.)
+pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    let detail = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = detail, "request handler panicked");
+    Error::internal("something went wrong on our side; the request was not completed").into_response()
+}

@@ -1,0 +1,116 @@
+//! Request extractors with our error shape: JSON bodies and query strings.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::canonical::{self, JsonError};
+use crate::error::{Error, Kind};
+
+/// The most bytes a request body may have. Explicit and documented (docs/API.md).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A JSON body, checked the way every body is: not empty, UTF-8, syntactically JSON,
+/// nested no deeper than [`canonical::MAX_DEPTH`], numbers that survive RFC 8785, and
+/// the shape of `T` (unknown fields refused).
+pub struct Body<T>(pub T);
+
+/// The same checks, also keeping the raw bytes (for idempotency fingerprints).
+pub struct RawBody<T> {
+    pub value: T,
+    pub bytes: Bytes,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let RawBody { value, .. } = RawBody::<T>::from_request(req, state).await?;
+        Ok(Body(value))
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for RawBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                Error::new(Kind::PayloadTooLarge, "payload_too_large", format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"))
+            } else {
+                Error::bad_request("unreadable_body", format!("the request body could not be read: {e}"))
+            }
+        })?;
+        let value = parse_body(&bytes)?;
+        Ok(RawBody { value, bytes })
+    }
+}
+
+/// Parses a body by the rules above.
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::bad_request("empty_body", "this request needs a JSON body"));
+    }
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(Error::bad_request("invalid_utf8", format!("the body is not valid UTF-8 (bad byte at offset {})", e.valid_up_to())));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    match parsed {
+        Ok(value) => {
+            // Trailing garbage after the document is a syntax error too.
+            de.end().map_err(|e| json_error(JsonError::from_serde(&e)))?;
+            canonical::check_json_text(bytes).map_err(json_error)?;
+            Ok(value)
+        }
+        Err(e) => {
+            let inner = e.inner();
+            if inner.is_data() {
+                // Prefer our own number message if that is what went wrong.
+                if let Err(j) = canonical::check_json_text(bytes) {
+                    return Err(json_error(j));
+                }
+                let path = e.path().to_string();
+                let what = strip_position(&inner.to_string());
+                let message = if path == "." || path.is_empty() { what } else { format!("{path}: {what}") };
+                Err(Error::unprocessable("invalid_field", message))
+            } else {
+                Err(json_error(canonical::check_json_text(bytes).err().unwrap_or_else(|| JsonError::from_serde(inner))))
+            }
+        }
+    }
+}
+
+fn strip_position(s: &str) -> String {
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+fn json_error(e: JsonError) -> Error {
+    match e {
+        JsonError::Syntax { .. } => Error::bad_request("malformed_json", format!("the body is not valid JSON: {e}")),
+        JsonError::TooDeep { .. } => Error::bad_request("nesting_too_deep", e.to_string()),
+        JsonError::Number { .. } => Error::unprocessable("unrepresentable_number", e.to_string()),
+    }
+}
+
+/// A query string parsed into `T`, refusing unknown parameters with our error shape.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or_default();
+        serde_urlencoded_parse(q).map(Query)
+    }
+}
+
+fn serde_urlencoded_parse<T: DeserializeOwned>(q: &str) -> Result<T, Error> {
+    axum::extract::Query::<T>::try_from_uri(&format!("/?{q}").parse().map_err(|_| Error::bad_request("invalid_query", "the query string is not valid"))?)
+        .map(|axum::extract::Query(v)| v)
+        .map_err(|e| Error::bad_request("invalid_query", format!("the query string is not valid: {}", e.body_text())))
+}

@@ -1,0 +1,191 @@
+//! The HTTP server: thin routes grouped by resource, one authentication extractor, one
+//! error type, and the background tasks, all stopped by one shutdown signal.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use chrono::{DateTime, Utc};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::clock::{Clock, format_ts};
+use crate::store::{Store, WorkspaceId};
+
+/// What the server can be told.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// How long a sign-in lasts.
+    pub session_ttl: Duration,
+    /// Failed sign-ins allowed per account within `sign_in_window`.
+    pub sign_in_per_account: i64,
+    /// Failed sign-ins allowed per client address within `sign_in_window`.
+    pub sign_in_per_address: i64,
+    pub sign_in_window: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            session_ttl: Duration::from_secs(12 * 3600),
+            sign_in_per_account: 5,
+            sign_in_per_address: 20,
+            sign_in_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
+    pub config: ServerConfig,
+    /// argon2 is slow and memory-hungry on purpose; bound how many run at once so a
+    /// burst of sign-ins cannot exhaust memory.
+    pub password_slots: tokio::sync::Semaphore,
+    /// When each token's `last_used_at` was last written, to write it at most once a minute.
+    token_touches: Mutex<HashMap<String, DateTime<Utc>>>,
+    pub shutdown: CancellationToken,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// How often a token's `last_used_at` is written at most.
+const TOUCH_INTERVAL: chrono::Duration = chrono::Duration::seconds(60);
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, clock: Clock, config: ServerConfig) -> Self {
+        AppState(Arc::new(Inner {
+            store,
+            clock,
+            config,
+            password_slots: tokio::sync::Semaphore::new(2),
+            token_touches: Mutex::default(),
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// Records that a token was used, in the background, at most once a minute per token.
+    pub(crate) fn note_token_use(&self, ws: &WorkspaceId, token_id: &str, stored: Option<&str>, now: DateTime<Utc>) {
+        let stale = |t: DateTime<Utc>| now - t >= TOUCH_INTERVAL;
+        if stored.and_then(crate::clock::parse_ts).is_some_and(|t| !stale(t)) {
+            return;
+        }
+        {
+            let mut touches = self.token_touches.lock().expect("touch lock");
+            if touches.get(token_id).is_some_and(|t| !stale(*t)) {
+                return;
+            }
+            touches.insert(token_id.to_string(), now);
+        }
+        let (store, ws, id, at) = (self.store.clone(), ws.clone(), token_id.to_string(), format_ts(now));
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_token(&ws, &id, &at).await {
+                tracing::warn!(token = %id, error = %e, "could not record token use");
+            }
+        });
+    }
+
+    /// Runs a password hash or check off the async runtime, a bounded number at a time.
+    pub async fn with_password_slot<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> crate::error::Result<T> {
+        let _slot = self.password_slots.acquire().await.map_err(|_| crate::error::Error::unavailable("shutting_down", "the server is shutting down"))?;
+        tokio::task::spawn_blocking(f).await.map_err(|_| crate::error::Error::internal("password hashing failed"))
+    }
+}
+
+/// The whole application: routes, fallbacks and layers.
+pub fn app(state: AppState) -> Router {
+    let (router, _) = routes::router().split_for_parts();
+    router
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    // Method and path only: headers (Authorization!) and bodies are never logged.
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                })
+                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .with_state(state)
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting connections, lets in-flight requests finish, stops background
+    /// tasks, and closes the store after its queued writes are durable.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        self.state.shutdown.cancel();
+        let served = self.task.await.unwrap_or(Ok(()));
+        for b in self.background {
+            let _ = b.await;
+        }
+        let store = self.state.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        served
+    }
+
+    /// Waits until the server stops (after the shutdown token is cancelled).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let token = self.state.shutdown.clone();
+        token.cancelled().await;
+        self.shutdown().await
+    }
+}
+
+/// Starts serving on `listener` until `state.shutdown` is cancelled.
+pub async fn start(listener: TcpListener, state: AppState) -> std::io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let token = state.shutdown.clone();
+    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, service).with_graceful_shutdown(async move { token.cancelled().await }).await
+    });
+    let background = vec![tokio::spawn(prune_sign_in_failures(state.clone()))];
+    Ok(Running { addr, state, task, background })
+}
+
+/// Forgets failed sign-ins once they are older than the rate-limit window.
+async fn prune_sign_in_failures(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let window = chrono::Duration::from_std(state.config.sign_in_window).unwrap_or_default();
+                let before = format_ts(state.clock.now() - window);
+                if let Err(e) = state.store.prune_sign_in_failures(&before).await {
+                    tracing::warn!(error = %e, "could not prune old sign-in failures");
+                }
+            }
+        }
+    }
+}

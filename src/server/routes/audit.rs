@@ -1,0 +1,67 @@
+//! Reading and verifying the audit log.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::audit::{AuditEvent, VerifyReport};
+use crate::error::{Error, Result};
+use crate::server::AppState;
+use crate::server::auth::{Auth, need};
+use crate::server::error::ErrorBody;
+use crate::server::extract::Query;
+
+/// Page size when none is asked for, and the most one page may hold.
+pub const DEFAULT_PAGE: i64 = 100;
+pub const MAX_PAGE: i64 = crate::store::AUDIT_MAX_PAGE;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Events after this `seq` (default 0: from the start).
+    pub after_seq: Option<i64>,
+    /// How many, 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<AuditEvent>,
+    /// Pass as `after_seq` for the next page.
+    pub next_after_seq: i64,
+    /// Whether more events exist now beyond this page.
+    pub has_more: bool,
+}
+
+/// A page of the workspace's audit log, oldest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(PageQuery), responses(
+    (status = 200, body = EventPage),
+    (status = 400, body = ErrorBody),
+    (status = 403, body = ErrorBody),
+))]
+pub async fn list_events(State(state): State<AppState>, caller: Auth<need::AuditRead>, Query(q): Query<PageQuery>) -> Result<Json<EventPage>> {
+    let after = q.after_seq.unwrap_or(0);
+    if after < 0 {
+        return Err(Error::bad_request("invalid_query", "after_seq must be 0 or more"));
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::bad_request("invalid_query", format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    // Ask for one more than the page to know whether there is more.
+    let mut events = state.store.audit_page(&caller.workspace, after, limit + 1).await?;
+    let has_more = events.len() as i64 > limit;
+    events.truncate(limit as usize);
+    let next_after_seq = events.last().map_or(after, |e| e.seq);
+    Ok(Json(EventPage { events, next_after_seq, has_more }))
+}
+
+/// Recomputes the workspace's whole chain and names the first broken `seq`.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses(
+    (status = 200, body = VerifyReport),
+    (status = 403, body = ErrorBody),
+))]
+pub async fn verify(State(state): State<AppState>, caller: Auth<need::AuditRead>) -> Result<Json<VerifyReport>> {
+    Ok(Json(state.store.audit_verify(&caller.workspace).await?))
+}

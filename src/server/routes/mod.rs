@@ -1,0 +1,38 @@
+//! The routes, one file per resource. Each handler names its permission in its
+//! signature (`Auth<need::…>`) and its contract in `#[utoipa::path]`, from which
+//! `GET /v1/openapi.json` is generated.
+
+mod audit;
+mod health;
+mod members;
+mod roles;
+mod sessions;
+mod tokens;
+mod workspace;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+
+/// Every route, with its OpenAPI description.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(super::openapi::base())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::openapi_json))
+        .routes(routes!(sessions::sign_in))
+        .routes(routes!(sessions::sign_out))
+        .routes(routes!(sessions::me))
+        .routes(routes!(workspace::get_workspace))
+        .routes(routes!(workspace::transfer_ownership))
+        .routes(routes!(workspace::get_settings, workspace::update_settings))
+        .routes(routes!(members::list_members, members::create_member))
+        .routes(routes!(members::get_member, members::update_member))
+        .routes(routes!(roles::list_roles, roles::create_role))
+        .routes(routes!(roles::get_role, roles::update_role, roles::delete_role))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::get_token, tokens::revoke_token))
+        .routes(routes!(tokens::rotate_token))
+        .routes(routes!(audit::list_events))
+        .routes(routes!(audit::verify))
+}

@@ -1,0 +1,237 @@
+//! Signing in and out, and "who am I".
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::clock::{format_ts, parse_ts};
+use crate::error::{Error, Result};
+use crate::model::Member;
+use crate::names;
+use crate::secrets::{self, SecretKind};
+use crate::server::AppState;
+use crate::server::auth::{Auth, CallerKind, need};
+use crate::server::error::ErrorBody;
+use crate::server::extract::Body;
+use crate::store::{Origin, WorkspaceId};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    pub email: String,
+    pub password: String,
+    /// Which workspace, by name or id; needed only when the e-mail belongs to several.
+    pub workspace: Option<String>,
+    /// `console` or `api` (the default): recorded on the session.
+    pub client: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SignedIn {
+    /// The session secret: send it as `Authorization: Bearer <token>`. Shown once.
+    pub token: String,
+    pub expires_at: String,
+    pub session_id: String,
+    pub workspace: WorkspaceRef,
+    pub member: Member,
+    pub permissions: Vec<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkspaceRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// Signs a person in with e-mail and password.
+///
+/// Failed attempts are limited per account and per client address; past the limit the
+/// answer is 429 with `Retry-After`, and the password is not even checked.
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", security(()), request_body = SignIn, responses(
+    (status = 201, body = SignedIn),
+    (status = 401, description = "wrong e-mail or password", body = ErrorBody),
+    (status = 409, description = "the e-mail belongs to several workspaces: name one", body = ErrorBody),
+    (status = 429, description = "too many failed attempts", body = ErrorBody),
+))]
+pub async fn sign_in(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Body(req): Body<SignIn>,
+) -> Result<(StatusCode, Json<SignedIn>)> {
+    let email = names::normalize_email(&req.email);
+    if email.len() > 254 || req.password.len() > secrets::MAX_PASSWORD_BYTES {
+        return Err(Error::unauthenticated("invalid_credentials", "the e-mail or password is wrong"));
+    }
+    let client = match req.client.as_deref() {
+        None | Some("api") => "api",
+        Some("console") => "console",
+        Some(other) => return Err(Error::unprocessable("invalid_field", format!("client: `{other}` is not `console` or `api`"))),
+    };
+    let address = peer.ip().to_string();
+    let account_key = format!("account:{email}");
+    let address_key = format!("address:{address}");
+    check_rate_limit(&state, &account_key, &address_key).await?;
+
+    let mut accounts = state.store.find_accounts(&email).await?;
+    if let Some(w) = &req.workspace {
+        accounts.retain(|a| a.workspace_name == *w || a.workspace_id.as_str() == w);
+    }
+    // Check the password against every candidate (or a decoy when there are none), so an
+    // unknown e-mail takes as long as a wrong password.
+    let password = req.password.clone();
+    let hashes: Vec<String> = accounts.iter().map(|a| a.password_hash.clone()).collect();
+    let matches: Vec<bool> = state
+        .with_password_slot(move || {
+            if hashes.is_empty() {
+                let _ = secrets::verify_password(&password, secrets::decoy_password_hash());
+                return Vec::new();
+            }
+            hashes.iter().map(|h| secrets::verify_password(&password, h)).collect()
+        })
+        .await?;
+    let matched: Vec<_> = accounts.iter().zip(&matches).filter(|(_, ok)| **ok).map(|(a, _)| a.clone()).collect();
+
+    let account = match matched.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            // Audit the failure on the account's own log when the e-mail names one account.
+            let audited = match accounts.as_slice() {
+                [only] => Some((only.workspace_id.clone(), only.member_id.clone())),
+                _ => None,
+            };
+            state
+                .store
+                .record_sign_in_failure(vec![account_key.clone(), address_key], audited, &email, &address, "wrong_password")
+                .await?;
+            return Err(Error::unauthenticated("invalid_credentials", "the e-mail or password is wrong"));
+        }
+        several => {
+            let names: Vec<&str> = several.iter().map(|a| a.workspace_name.as_str()).collect();
+            return Err(Error::conflict(
+                "workspace_required",
+                format!("this e-mail has accounts in several workspaces ({}); say which with `workspace`", names.join(", ")),
+            ));
+        }
+    };
+    if !account.active {
+        return Err(Error::unauthenticated("member_deactivated", "this account has been deactivated; ask an admin of the workspace"));
+    }
+
+    let secret = secrets::generate(SecretKind::Session);
+    let ttl = chrono::Duration::from_std(state.config.session_ttl).unwrap_or(chrono::Duration::hours(12));
+    let expires_at = format_ts(state.clock.now() + ttl);
+    let ws = account.workspace_id.clone();
+    let by = Origin { actor: crate::audit::Actor::user(&account.member_id), via: if client == "console" { crate::audit::Via::Console } else { crate::audit::Via::Api } };
+    state.store.clear_sign_in_failures(&account_key).await?;
+    let session = state
+        .store
+        .create_session(&ws, &by, &account.member_id, &secrets::storage_hash(&secret), client, &expires_at, &address)
+        .await?;
+    let member = state.store.get_member(&ws, &account.member_id).await?;
+    let permissions = permissions_of(&state, &ws, &member.role).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SignedIn {
+            token: secret,
+            expires_at: session.expires_at,
+            session_id: session.id,
+            workspace: WorkspaceRef { id: ws.to_string(), name: account.workspace_name },
+            member,
+            permissions,
+        }),
+    ))
+}
+
+async fn permissions_of(state: &AppState, ws: &WorkspaceId, role: &str) -> Result<Vec<String>> {
+    let roles = state.store.list_roles(ws).await?;
+    Ok(roles
+        .into_iter()
+        .find(|r| r.name == role)
+        .map(|r| r.permissions.iter().map(|p| p.as_str().to_string()).collect())
+        .unwrap_or_default())
+}
+
+async fn check_rate_limit(state: &AppState, account_key: &str, address_key: &str) -> Result<()> {
+    let window = chrono::Duration::from_std(state.config.sign_in_window).unwrap_or(chrono::Duration::minutes(15));
+    let now = state.clock.now();
+    let since = format_ts(now - window);
+    let counts = state.store.count_sign_in_failures(vec![account_key.to_string(), address_key.to_string()], &since).await?;
+    let limits = [state.config.sign_in_per_account, state.config.sign_in_per_address];
+    for ((count, oldest), limit) in counts.iter().zip(limits) {
+        if *count >= limit {
+            let retry = oldest
+                .as_deref()
+                .and_then(parse_ts)
+                .map(|t| (t + window - now).num_seconds().max(1) as u64)
+                .unwrap_or(window.num_seconds() as u64);
+            return Err(Error::rate_limited(
+                retry,
+                format!("too many failed sign-ins; try again in {} (or ask an admin to check the account)", human_duration(retry)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// "14 minutes", "40 seconds": for messages.
+pub fn human_duration(secs: u64) -> String {
+    match secs {
+        0..=1 => "1 second".into(),
+        2..=59 => format!("{secs} seconds"),
+        60..=119 => "1 minute".into(),
+        120..=3599 => format!("{} minutes", secs.div_ceil(60)),
+        _ => format!("{} hours", secs.div_ceil(3600)),
+    }
+}
+
+/// Ends the caller's session.
+#[utoipa::path(delete, path = "/v1/sessions/current", tag = "sessions", responses(
+    (status = 204, description = "signed out"),
+    (status = 401, body = ErrorBody),
+    (status = 403, description = "agent tokens have no session", body = ErrorBody),
+))]
+pub async fn sign_out(State(state): State<AppState>, caller: Auth<need::Authenticated>) -> Result<StatusCode> {
+    let CallerKind::Human { session_id, .. } = &caller.kind else {
+        return Err(Error::forbidden("not_a_session", "this is an agent token, which has no session; revoke it with DELETE /v1/tokens/{id}"));
+    };
+    state.store.revoke_session(&caller.workspace, &caller.origin(), session_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub workspace: WorkspaceRef,
+    pub member: Member,
+    /// `session` or `agent_token`.
+    pub credential: String,
+    /// The session or token id.
+    pub credential_id: String,
+    pub expires_at: Option<String>,
+    /// What this credential may do now.
+    pub permissions: Vec<String>,
+    /// For agent tokens: the tool patterns it may call.
+    pub tools: Option<Vec<String>>,
+}
+
+/// Who the caller is and what they may do right now.
+#[utoipa::path(get, path = "/v1/me", tag = "sessions", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+pub async fn me(State(state): State<AppState>, caller: Auth<need::Authenticated>) -> Result<Json<Me>> {
+    let member = state.store.get_member(&caller.workspace, &caller.member_id).await?;
+    let (credential, credential_id, expires_at, tools) = match &caller.kind {
+        CallerKind::Human { session_id, expires_at } => ("session", session_id.clone(), Some(expires_at.clone()), None),
+        CallerKind::Agent { token_id, expires_at, tools, .. } => ("agent_token", token_id.clone(), expires_at.clone(), Some(tools.clone())),
+    };
+    Ok(Json(Me {
+        workspace: WorkspaceRef { id: caller.workspace.to_string(), name: caller.workspace_name.clone() },
+        member,
+        credential: credential.to_string(),
+        credential_id,
+        expires_at,
+        permissions: caller.permissions.iter().map(|p| p.as_str().to_string()).collect(),
+        tools,
+    }))
+}
