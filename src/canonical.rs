@@ -38,9 +38,9 @@ impl JsonError {
     /// The 1-based line and column of the problem.
     pub fn position(&self) -> (usize, usize) {
         match self {
-            JsonError::Syntax { line, column, .. }
-            | JsonError::TooDeep { line, column, .. }
-            | JsonError::Number { line, column, .. } => (*line, *column),
+            JsonError::Syntax { line, column, .. } | JsonError::TooDeep { line, column, .. } | JsonError::Number { line, column, .. } => {
+                (*line, *column)
+            }
         }
     }
 
@@ -107,12 +107,7 @@ pub fn check_json_text(text: &[u8]) -> Result<(), JsonError> {
                 // Valid UTF-8 is guaranteed by the parse that came first; number bytes are ASCII.
                 let literal = std::str::from_utf8(&text[start..=i]).unwrap_or_default();
                 if let Err(problem) = check_number(literal) {
-                    return Err(JsonError::Number {
-                        literal: literal.to_string(),
-                        line,
-                        column: start - line_start + 1,
-                        problem,
-                    });
+                    return Err(JsonError::Number { literal: literal.to_string(), line, column: start - line_start + 1, problem });
                 }
             }
             _ => {}
@@ -138,11 +133,7 @@ fn check_number(literal: &str) -> Result<(), String> {
     }
     let written = normalize_decimal(literal);
     if value == 0.0 {
-        return if written.digits.is_empty() {
-            Ok(())
-        } else {
-            Err("is too small for an IEEE-754 double: it would become 0".to_string())
-        };
+        return if written.digits.is_empty() { Ok(()) } else { Err("is too small for an IEEE-754 double: it would become 0".to_string()) };
     }
     if is_integer {
         let canonical = format_number(value);

@@ -7,11 +7,7 @@ const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 /// holds a comma, quote or line break, with quotes doubled.
 pub fn cell(value: &str) -> String {
     let neutral = if value.starts_with(FORMULA_STARTS) { format!("'{value}") } else { value.to_string() };
-    if neutral.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", neutral.replace('"', "\"\""))
-    } else {
-        neutral
-    }
+    if neutral.contains([',', '"', '\n', '\r']) { format!("\"{}\"", neutral.replace('"', "\"\"")) } else { neutral }
 }
 
 /// One record, CRLF-terminated as RFC 4180 says.
@@ -22,8 +18,22 @@ pub fn row<S: AsRef<str>>(cells: &[S]) -> String {
 }
 
 /// The audit event columns, in export order.
-pub const AUDIT_HEADER: [&str; 14] =
-    ["seq", "id", "ts", "workspace_id", "event_type", "actor_kind", "actor_id", "via", "resource", "payload_sha256", "outcome", "data", "prev_hash", "hash"];
+pub const AUDIT_HEADER: [&str; 14] = [
+    "seq",
+    "id",
+    "ts",
+    "workspace_id",
+    "event_type",
+    "actor_kind",
+    "actor_id",
+    "via",
+    "resource",
+    "payload_sha256",
+    "outcome",
+    "data",
+    "prev_hash",
+    "hash",
+];
 
 /// One audit event as a CSV record.
 pub fn audit_row(e: &crate::audit::AuditEvent) -> String {

@@ -6,14 +6,14 @@
 
 pub mod audit;
 pub mod canonical;
+pub mod cli;
 pub mod clock;
+pub mod csv;
 pub mod error;
 pub mod ids;
 pub mod model;
 pub mod names;
 pub mod permissions;
 pub mod secrets;
-pub mod store;
 pub mod server;
-pub mod csv;
-pub mod cli;
+pub mod store;

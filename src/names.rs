@@ -8,8 +8,7 @@ pub fn valid_tool_name(name: &str) -> bool {
         && name.len() <= 64
         && name.split('.').all(|word| {
             let mut chars = word.chars();
-            matches!(chars.next(), Some('a'..='z'))
-                && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
+            matches!(chars.next(), Some('a'..='z')) && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
         })
 }
 

@@ -143,7 +143,9 @@ impl BuiltinRole {
     pub const fn describe(self) -> &'static str {
         match self {
             BuiltinRole::Owner => "every power; one per workspace; transfers ownership",
-            BuiltinRole::Admin => "tools, policies, constitution, members, tokens, webhooks, audit, settings; lifts kill switches; decides approvals",
+            BuiltinRole::Admin => {
+                "tools, policies, constitution, members, tokens, webhooks, audit, settings; lifts kill switches; decides approvals"
+            }
             BuiltinRole::Member => "submits actions through its own agent tokens, requests approvals, reads its own runs",
             BuiltinRole::Viewer => "read-only: runs, approvals, audit",
         }
@@ -172,18 +174,11 @@ impl BuiltinRole {
             ]
             .into_iter()
             .collect(),
-            BuiltinRole::Viewer => [
-                ActionsRead,
-                ApprovalsRead,
-                AuditRead,
-                KillswitchRead,
-                ToolsRead,
-                ConstitutionRead,
-                MembersRead,
-                SettingsRead,
-            ]
-            .into_iter()
-            .collect(),
+            BuiltinRole::Viewer => {
+                [ActionsRead, ApprovalsRead, AuditRead, KillswitchRead, ToolsRead, ConstitutionRead, MembersRead, SettingsRead]
+                    .into_iter()
+                    .collect()
+            }
         }
     }
 }

@@ -47,7 +47,11 @@ pub fn run(args: Args) -> u8 {
     if !db.exists() {
         return fail(
             exit::FAILURE,
-            format!("there is no Countersign data in {}; create it with `countersign admin init --data-dir {} …`", args.data_dir.display(), args.data_dir.display()),
+            format!(
+                "there is no Countersign data in {}; create it with `countersign admin init --data-dir {} …`",
+                args.data_dir.display(),
+                args.data_dir.display()
+            ),
         );
     }
     let rt = super::runtime();

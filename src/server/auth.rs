@@ -80,7 +80,10 @@ impl Caller {
             }
             CallerKind::Agent { .. } => Error::forbidden(
                 "permission_denied",
-                format!("this needs the `{p}` permission, which this token does not hold (its scopes, limited by its owner's role `{}`)", self.role),
+                format!(
+                    "this needs the `{p}` permission, which this token does not hold (its scopes, limited by its owner's role `{}`)",
+                    self.role
+                ),
             ),
         })
     }
@@ -88,7 +91,10 @@ impl Caller {
     /// Refuses agent tokens: for things only a person may do.
     pub fn require_human(&self, what: &str) -> Result<()> {
         if self.is_agent() {
-            return Err(Error::forbidden("humans_only", format!("{what} is for people signed in with their own account, not agent tokens")));
+            return Err(Error::forbidden(
+                "humans_only",
+                format!("{what} is for people signed in with their own account, not agent tokens"),
+            ));
         }
         Ok(())
     }
@@ -126,10 +132,29 @@ pub mod need {
         )* };
     }
     needs!(
-        ActionsSubmit, ActionsRead, ActionsSimulate, ApprovalsRead, ApprovalsDecide, AuditRead, AuditExport,
-        KillswitchRead, KillswitchEngage, KillswitchLift, ToolsRead, ToolsManage, ConstitutionRead,
-        ConstitutionPublish, MembersRead, MembersManage, RolesManage, TokensCreate, TokensManage, SettingsRead,
-        SettingsManage, WebhooksManage, OwnershipTransfer,
+        ActionsSubmit,
+        ActionsRead,
+        ActionsSimulate,
+        ApprovalsRead,
+        ApprovalsDecide,
+        AuditRead,
+        AuditExport,
+        KillswitchRead,
+        KillswitchEngage,
+        KillswitchLift,
+        ToolsRead,
+        ToolsManage,
+        ConstitutionRead,
+        ConstitutionPublish,
+        MembersRead,
+        MembersManage,
+        RolesManage,
+        TokensCreate,
+        TokensManage,
+        SettingsRead,
+        SettingsManage,
+        WebhooksManage,
+        OwnershipTransfer,
     );
 }
 
@@ -160,7 +185,10 @@ pub const CLIENT_HEADER: &str = "x-countersign-client";
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller> {
     let header_value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-        Error::unauthenticated("missing_credentials", "send `Authorization: Bearer <token>`: a session from POST /v1/sessions, or an agent token")
+        Error::unauthenticated(
+            "missing_credentials",
+            "send `Authorization: Bearer <token>`: a session from POST /v1/sessions, or an agent token",
+        )
     })?;
     let text = header_value
         .to_str()
@@ -169,7 +197,10 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller> {
         .map(str::trim)
         .ok_or_else(|| Error::unauthenticated("invalid_authorization_header", "the Authorization header must be `Bearer <token>`"))?;
     let kind = secrets::recognize(text).ok_or_else(|| {
-        Error::unauthenticated("invalid_token", "that is not a valid Countersign token (wrong prefix, length or checksum); check it was copied whole")
+        Error::unauthenticated(
+            "invalid_token",
+            "that is not a valid Countersign token (wrong prefix, length or checksum); check it was copied whole",
+        )
     })?;
     let hash = secrets::storage_hash(text);
     let found = match kind {
@@ -184,7 +215,8 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller> {
         return Err(Error::unauthenticated("member_deactivated", "the member this credential belongs to has been deactivated"));
     }
     let via_console = parts.headers.get(CLIENT_HEADER).and_then(|v| v.to_str().ok()) == Some("console");
-    let AuthSubject { workspace_id, workspace_name, member_id, member_email, member_name, role_name, role_permissions, credential, .. } = subject;
+    let AuthSubject { workspace_id, workspace_name, member_id, member_email, member_name, role_name, role_permissions, credential, .. } =
+        subject;
     let (kind, permissions, via) = match credential {
         AuthCredential::Session { id, expires_at, revoked, .. } => {
             if revoked {
@@ -204,11 +236,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller> {
                 return Err(Error::unauthenticated("token_expired", "this agent token has expired"));
             }
             let granted: PermissionSet = scopes.iter().filter_map(|s| s.parse::<Permission>().ok()).collect();
-            let effective = granted
-                .intersection(&role_permissions)
-                .copied()
-                .filter(|p| p.grantable_to_agents())
-                .collect();
+            let effective = granted.intersection(&role_permissions).copied().filter(|p| p.grantable_to_agents()).collect();
             state.note_token_use(&workspace_id, &id, last_used_at.as_deref(), now);
             (CallerKind::Agent { token_id: id, token_name: name, tools, expires_at }, effective, Via::Agent)
         }

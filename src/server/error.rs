@@ -47,7 +47,11 @@ impl IntoResponse for Error {
 /// Unknown paths.
 pub async fn route_not_found(method: axum::http::Method, uri: axum::http::Uri) -> Error {
     let path: String = uri.path().chars().filter(|c| c.is_ascii_graphic()).take(200).collect();
-    Error::new(Kind::NotFound, "route_not_found", format!("there is no route {method} {path}; the API is described at GET /v1/openapi.json"))
+    Error::new(
+        Kind::NotFound,
+        "route_not_found",
+        format!("there is no route {method} {path}; the API is described at GET /v1/openapi.json"),
+    )
 }
 
 /// Known paths, wrong method.
@@ -68,11 +72,7 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+    let is_json = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     if is_json {
         return resp;
     }
@@ -105,11 +105,8 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
 /// Turns a caught panic into a 500 with our body, and logs it. (A panic is a bug; the
 /// request it hit did not complete, and the store's transaction, if any, rolled back.)
 pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
-    let detail = err
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| err.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic");
+    let detail =
+        err.downcast_ref::<String>().map(String::as_str).or_else(|| err.downcast_ref::<&str>().copied()).unwrap_or("unknown panic");
     tracing::error!(panic = detail, "request handler panicked");
     Error::internal("something went wrong on our side; the request was not completed").into_response()
 }

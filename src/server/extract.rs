@@ -37,7 +37,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for RawBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                Error::new(Kind::PayloadTooLarge, "payload_too_large", format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"))
+                Error::new(
+                    Kind::PayloadTooLarge,
+                    "payload_too_large",
+                    format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+                )
             } else {
                 Error::bad_request("unreadable_body", format!("the request body could not be read: {e}"))
             }
@@ -110,7 +114,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 }
 
 fn serde_urlencoded_parse<T: DeserializeOwned>(q: &str) -> Result<T, Error> {
-    axum::extract::Query::<T>::try_from_uri(&format!("/?{q}").parse().map_err(|_| Error::bad_request("invalid_query", "the query string is not valid"))?)
-        .map(|axum::extract::Query(v)| v)
-        .map_err(|e| Error::bad_request("invalid_query", format!("the query string is not valid: {}", e.body_text())))
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{q}").parse().map_err(|_| Error::bad_request("invalid_query", "the query string is not valid"))?,
+    )
+    .map(|axum::extract::Query(v)| v)
+    .map_err(|e| Error::bad_request("invalid_query", format!("the query string is not valid: {}", e.body_text())))
 }

@@ -106,7 +106,11 @@ impl AppState {
 
     /// Runs a password hash or check off the async runtime, a bounded number at a time.
     pub async fn with_password_slot<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> crate::error::Result<T> {
-        let _slot = self.password_slots.acquire().await.map_err(|_| crate::error::Error::unavailable("shutting_down", "the server is shutting down"))?;
+        let _slot = self
+            .password_slots
+            .acquire()
+            .await
+            .map_err(|_| crate::error::Error::unavailable("shutting_down", "the server is shutting down"))?;
         tokio::task::spawn_blocking(f).await.map_err(|_| crate::error::Error::internal("password hashing failed"))
     }
 }
@@ -166,9 +170,8 @@ pub async fn start(listener: TcpListener, state: AppState) -> std::io::Result<Ru
     let addr = listener.local_addr()?;
     let token = state.shutdown.clone();
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, service).with_graceful_shutdown(async move { token.cancelled().await }).await
-    });
+    let task =
+        tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(async move { token.cancelled().await }).await });
     let background = vec![tokio::spawn(prune_sign_in_failures(state.clone()))];
     Ok(Running { addr, state, task, background })
 }

@@ -12,7 +12,6 @@ use crate::params;
 /// The most events one page may hold.
 pub const MAX_PAGE: i64 = 1000;
 
-
 /// Events read per round trip while verifying: bounds memory over any length of log.
 const VERIFY_CHUNK: i64 = 2000;
 

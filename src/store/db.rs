@@ -85,7 +85,10 @@ impl From<DbError> for crate::error::Error {
             DbError::Constraint(m) => crate::error::Error::conflict("conflict", format!("the change conflicts with existing data ({m})")),
             other => {
                 tracing::error!(error = %other, "store failure");
-                crate::error::Error::unavailable("store_unavailable", "the store could not be read or written; nothing was changed; try again")
+                crate::error::Error::unavailable(
+                    "store_unavailable",
+                    "the store could not be read or written; nothing was changed; try again",
+                )
             }
         }
     }
@@ -159,9 +162,9 @@ impl Row {
     pub fn opt_json<T: serde::de::DeserializeOwned>(&self, i: usize) -> Result<Option<T>, DbError> {
         match self.opt_text(i)? {
             None => Ok(None),
-            Some(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| DbError::Decode { column: i, message: format!("bad JSON: {e}") }),
+            Some(text) => {
+                serde_json::from_str(&text).map(Some).map_err(|e| DbError::Decode { column: i, message: format!("bad JSON: {e}") })
+            }
         }
     }
 }

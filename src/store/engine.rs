@@ -85,14 +85,7 @@ impl Engine {
                     .expect("spawn store reader"),
             );
         }
-        Ok(Engine {
-            writer: wtx,
-            readers: rtx,
-            reader_count,
-            threads: std::sync::Mutex::new(threads),
-            hook,
-            dialect: connector.dialect(),
-        })
+        Ok(Engine { writer: wtx, readers: rtx, reader_count, threads: std::sync::Mutex::new(threads), hook, dialect: connector.dialect() })
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -315,7 +308,11 @@ fn run_batch(conn: &mut dyn Conn, begin: &str, batch: Vec<WriteFn>, clock: &Cloc
         let WriteTx { heads: h, job_heads, events: ev, job_events, .. } = tx;
         heads = h;
         events = ev;
-        let end = if ok { conn.batch("RELEASE SAVEPOINT job") } else { conn.batch("ROLLBACK TO SAVEPOINT job").and_then(|_| conn.batch("RELEASE SAVEPOINT job")) };
+        let end = if ok {
+            conn.batch("RELEASE SAVEPOINT job")
+        } else {
+            conn.batch("ROLLBACK TO SAVEPOINT job").and_then(|_| conn.batch("RELEASE SAVEPOINT job"))
+        };
         match end {
             Ok(()) if ok => {
                 heads.extend(job_heads);

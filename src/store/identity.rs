@@ -10,8 +10,8 @@ use crate::audit::{Actor, EventDraft, GENESIS_HASH, Via};
 use crate::error::{Error, Result};
 use crate::ids::{IdKind, new_id};
 use crate::model::{Member, MemberStatus, Role, Session, Settings, Token, TokenState, Workspace};
-use crate::permissions::{BuiltinRole, Permission, PermissionSet};
 use crate::params;
+use crate::permissions::{BuiltinRole, Permission, PermissionSet};
 
 // ---------------------------------------------------------------------------------------
 // Workspaces and settings
@@ -114,7 +114,10 @@ impl Workspaces for SqlStore {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
                 let before = {
-                    let sql = format!("SELECT agent_writes_enabled, approval_ttl_seconds FROM workspaces WHERE id = $1{}", tx.dialect().for_update());
+                    let sql = format!(
+                        "SELECT agent_writes_enabled, approval_ttl_seconds FROM workspaces WHERE id = $1{}",
+                        tx.dialect().for_update()
+                    );
                     let row = tx.query_opt(&sql, params![w])?.ok_or_else(|| Error::not_found("workspace", w))?;
                     Settings { agent_writes_enabled: row.bool(0)?, approval_ttl_seconds: row.int(1)? }
                 };
@@ -259,7 +262,10 @@ impl Members for SqlStore {
         self.engine
             .read(move |conn| {
                 conn.set_workspace(ws.as_str())?;
-                let rows = conn.query(&format!("SELECT {MEMBER_COLS} FROM {MEMBER_FROM} WHERE m.workspace_id = $1 ORDER BY m.id"), params![ws.as_str()])?;
+                let rows = conn.query(
+                    &format!("SELECT {MEMBER_COLS} FROM {MEMBER_FROM} WHERE m.workspace_id = $1 ORDER BY m.id"),
+                    params![ws.as_str()],
+                )?;
                 Ok(rows.iter().map(member_from_row).collect::<Result<_, _>>()?)
             })
             .await
@@ -312,7 +318,10 @@ impl Members for SqlStore {
                 }
                 let now = tx.now_ts();
                 if let Some(role) = change.role.as_ref().filter(|r| **r != role_key) {
-                    tx.execute("UPDATE members SET role = $3, updated_at = $4 WHERE workspace_id = $1 AND id = $2", params![w, &id, role, &now])?;
+                    tx.execute(
+                        "UPDATE members SET role = $3, updated_at = $4 WHERE workspace_id = $1 AND id = $2",
+                        params![w, &id, role, &now],
+                    )?;
                     let (after, _) = read_member_tx(tx, w, &id)?;
                     tx.append(
                         w,
@@ -323,7 +332,10 @@ impl Members for SqlStore {
                 }
                 match change.status {
                     Some(MemberStatus::Deactivated) if before.status == MemberStatus::Active => {
-                        tx.execute("UPDATE members SET status = 'deactivated', updated_at = $3 WHERE workspace_id = $1 AND id = $2", params![w, &id, &now])?;
+                        tx.execute(
+                            "UPDATE members SET status = 'deactivated', updated_at = $3 WHERE workspace_id = $1 AND id = $2",
+                            params![w, &id, &now],
+                        )?;
                         let (sessions, tokens) = revoke_credentials(tx, w, &id)?;
                         tx.append(
                             w,
@@ -333,10 +345,15 @@ impl Members for SqlStore {
                         )?;
                     }
                     Some(MemberStatus::Active) if before.status == MemberStatus::Deactivated => {
-                        tx.execute("UPDATE members SET status = 'active', updated_at = $3 WHERE workspace_id = $1 AND id = $2", params![w, &id, &now])?;
+                        tx.execute(
+                            "UPDATE members SET status = 'active', updated_at = $3 WHERE workspace_id = $1 AND id = $2",
+                            params![w, &id, &now],
+                        )?;
                         tx.append(
                             w,
-                            EventDraft::new("member.reactivated", by.actor.clone(), by.via).resource(id.clone()).data(json!({"email": before.email})),
+                            EventDraft::new("member.reactivated", by.actor.clone(), by.via)
+                                .resource(id.clone())
+                                .data(json!({"email": before.email})),
                         )?;
                     }
                     _ => {}
@@ -366,8 +383,14 @@ impl Members for SqlStore {
                     .ok_or_else(|| Error::internal("the workspace has no owner"))?;
                 let now = tx.now_ts();
                 // Demote first: the one-owner index must hold after every statement.
-                tx.execute("UPDATE members SET role = 'admin', updated_at = $3 WHERE workspace_id = $1 AND id = $2", params![w, &owner_id, &now])?;
-                tx.execute("UPDATE members SET role = 'owner', updated_at = $3 WHERE workspace_id = $1 AND id = $2", params![w, &to, &now])?;
+                tx.execute(
+                    "UPDATE members SET role = 'admin', updated_at = $3 WHERE workspace_id = $1 AND id = $2",
+                    params![w, &owner_id, &now],
+                )?;
+                tx.execute(
+                    "UPDATE members SET role = 'owner', updated_at = $3 WHERE workspace_id = $1 AND id = $2",
+                    params![w, &to, &now],
+                )?;
                 let (old_owner, _) = read_member_tx(tx, w, &owner_id)?;
                 let (new_owner, _) = read_member_tx(tx, w, &to)?;
                 tx.append(
@@ -449,11 +472,7 @@ fn perms_json(p: &PermissionSet) -> String {
 /// Reads a stored permission list. A name this build does not know (written by a newer
 /// one) grants nothing.
 fn perms_from_json(text: &str) -> PermissionSet {
-    serde_json::from_str::<Vec<String>>(text)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| s.parse::<Permission>().ok())
-        .collect()
+    serde_json::from_str::<Vec<String>>(text).unwrap_or_default().iter().filter_map(|s| s.parse::<Permission>().ok()).collect()
 }
 
 fn custom_role_from_row(r: &Row) -> Result<Role, DbError> {
@@ -482,7 +501,9 @@ fn role_name_free(conn: &mut dyn Conn, ws: &str, name: &str, except: Option<&str
     }
     let row = conn.query_opt("SELECT id FROM roles WHERE workspace_id = $1 AND name = $2", params![ws, name])?;
     match row {
-        Some(r) if Some(r.text(0)?.as_str()) != except => Err(Error::conflict("role_exists", format!("a role named `{name}` already exists"))),
+        Some(r) if Some(r.text(0)?.as_str()) != except => {
+            Err(Error::conflict("role_exists", format!("a role named `{name}` already exists")))
+        }
         _ => Ok(()),
     }
 }
@@ -516,7 +537,10 @@ impl Roles for SqlStore {
                 let mut out = Vec::new();
                 for role in BuiltinRole::ALL {
                     let count = conn
-                        .query_opt("SELECT COUNT(*) FROM members WHERE workspace_id = $1 AND role = $2 AND status = 'active'", params![w, role.name()])?
+                        .query_opt(
+                            "SELECT COUNT(*) FROM members WHERE workspace_id = $1 AND role = $2 AND status = 'active'",
+                            params![w, role.name()],
+                        )?
                         .map(|r| r.int(0))
                         .transpose()?
                         .unwrap_or(0);
@@ -657,8 +681,21 @@ pub struct AuthSubject {
 
 #[derive(Clone, Debug)]
 pub enum AuthCredential {
-    Session { id: String, client: String, expires_at: String, revoked: bool },
-    Token { id: String, name: String, scopes: Vec<String>, tools: Vec<String>, expires_at: Option<String>, last_used_at: Option<String>, revoked: bool },
+    Session {
+        id: String,
+        client: String,
+        expires_at: String,
+        revoked: bool,
+    },
+    Token {
+        id: String,
+        name: String,
+        scopes: Vec<String>,
+        tools: Vec<String>,
+        expires_at: Option<String>,
+        last_used_at: Option<String>,
+        revoked: bool,
+    },
 }
 
 /// An agent token to create.
@@ -675,13 +712,29 @@ pub struct NewToken {
 
 #[async_trait]
 pub trait Sessions {
-    async fn create_session(&self, ws: &WorkspaceId, by: &Origin, member_id: &str, secret_hash: &str, client: &str, expires_at: &str, address: &str) -> Result<Session>;
+    async fn create_session(
+        &self,
+        ws: &WorkspaceId,
+        by: &Origin,
+        member_id: &str,
+        secret_hash: &str,
+        client: &str,
+        expires_at: &str,
+        address: &str,
+    ) -> Result<Session>;
     async fn revoke_session(&self, ws: &WorkspaceId, by: &Origin, session_id: &str) -> Result<()>;
     /// Finds the session a secret's hash belongs to, in whatever workspace.
     async fn lookup_session(&self, secret_hash: &str) -> Result<Option<AuthSubject>>;
     /// Records a failed sign-in under each rate-limit key, and on the audit log of the
     /// workspace whose account it was, when there was one.
-    async fn record_sign_in_failure(&self, keys: Vec<String>, account: Option<(WorkspaceId, String)>, email: &str, address: &str, reason: &'static str) -> Result<()>;
+    async fn record_sign_in_failure(
+        &self,
+        keys: Vec<String>,
+        account: Option<(WorkspaceId, String)>,
+        email: &str,
+        address: &str,
+        reason: &'static str,
+    ) -> Result<()>;
     /// How many failures each key has at or after `since`, and when the oldest of them was.
     async fn count_sign_in_failures(&self, keys: Vec<String>, since: &str) -> Result<Vec<(i64, Option<String>)>>;
     /// Forgets an account's failures after it signs in.
@@ -767,7 +820,16 @@ fn subject_from_row(r: &Row, first: usize, credential: AuthCredential, secret_ha
 
 #[async_trait]
 impl Sessions for SqlStore {
-    async fn create_session(&self, ws: &WorkspaceId, by: &Origin, member_id: &str, secret_hash: &str, client: &str, expires_at: &str, address: &str) -> Result<Session> {
+    async fn create_session(
+        &self,
+        ws: &WorkspaceId,
+        by: &Origin,
+        member_id: &str,
+        secret_hash: &str,
+        client: &str,
+        expires_at: &str,
+        address: &str,
+    ) -> Result<Session> {
         let (ws, by) = (ws.clone(), by.clone());
         let (member_id, secret_hash, client, expires_at, address) =
             (member_id.to_string(), secret_hash.to_string(), client.to_string(), expires_at.to_string(), address.to_string());
@@ -799,7 +861,10 @@ impl Sessions for SqlStore {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
                 let now = tx.now_ts();
-                let n = tx.execute("UPDATE sessions SET revoked_at = $3 WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL", params![w, &id, &now])?;
+                let n = tx.execute(
+                    "UPDATE sessions SET revoked_at = $3 WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL",
+                    params![w, &id, &now],
+                )?;
                 if n == 0 {
                     return Err(Error::not_found("session", &id));
                 }
@@ -824,7 +889,14 @@ impl Sessions for SqlStore {
             .await
     }
 
-    async fn record_sign_in_failure(&self, keys: Vec<String>, account: Option<(WorkspaceId, String)>, email: &str, address: &str, reason: &'static str) -> Result<()> {
+    async fn record_sign_in_failure(
+        &self,
+        keys: Vec<String>,
+        account: Option<(WorkspaceId, String)>,
+        email: &str,
+        address: &str,
+        reason: &'static str,
+    ) -> Result<()> {
         let (email, address) = (email.to_string(), address.to_string());
         self.engine
             .write(move |tx| {
@@ -853,7 +925,8 @@ impl Sessions for SqlStore {
             .read(move |conn| {
                 keys.iter()
                     .map(|k| {
-                        let r = conn.query_opt("SELECT COUNT(*), MIN(at) FROM auth_failures WHERE key = $1 AND at >= $2", params![k, &since])?;
+                        let r =
+                            conn.query_opt("SELECT COUNT(*), MIN(at) FROM auth_failures WHERE key = $1 AND at >= $2", params![k, &since])?;
                         Ok(match r {
                             Some(r) => (r.int(0)?, r.opt_text(1)?),
                             None => (0, None),
@@ -926,8 +999,13 @@ impl Tokens for SqlStore {
             .read(move |conn| {
                 conn.set_workspace(ws.as_str())?;
                 let rows = match &owner {
-                    Some(o) => conn.query(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE workspace_id = $1 AND owner_id = $2 ORDER BY id"), params![ws.as_str(), o])?,
-                    None => conn.query(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE workspace_id = $1 ORDER BY id"), params![ws.as_str()])?,
+                    Some(o) => conn.query(
+                        &format!("SELECT {TOKEN_COLS} FROM tokens WHERE workspace_id = $1 AND owner_id = $2 ORDER BY id"),
+                        params![ws.as_str(), o],
+                    )?,
+                    None => {
+                        conn.query(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE workspace_id = $1 ORDER BY id"), params![ws.as_str()])?
+                    }
                 };
                 Ok(rows.iter().map(|r| token_from_row(r, &now)).collect::<Result<_, _>>()?)
             })
@@ -954,8 +1032,12 @@ impl Tokens for SqlStore {
                 let now = tx.now_ts();
                 let before = read_token(&mut TxConn(tx), w, &id, &now)?;
                 match before.state {
-                    TokenState::Revoked => return Err(Error::conflict("token_revoked", "a revoked token cannot be rotated; create a new one")),
-                    TokenState::Expired => return Err(Error::conflict("token_expired", "an expired token cannot be rotated; create a new one")),
+                    TokenState::Revoked => {
+                        return Err(Error::conflict("token_revoked", "a revoked token cannot be rotated; create a new one"));
+                    }
+                    TokenState::Expired => {
+                        return Err(Error::conflict("token_expired", "an expired token cannot be rotated; create a new one"));
+                    }
                     TokenState::Active => {}
                 }
                 tx.execute(

@@ -22,13 +22,8 @@ pub struct Applied {
 
 /// Brings the schema up to date, each migration in its own transaction.
 pub fn apply(conn: &mut dyn Conn, migrations: &[Migration]) -> Result<Applied, MigrateError> {
-    conn.batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
-    )?;
-    let current = conn
-        .query_opt("SELECT MAX(version) FROM schema_migrations", &[])?
-        .and_then(|r| r.opt_int(0).ok().flatten())
-        .unwrap_or(0);
+    conn.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")?;
+    let current = conn.query_opt("SELECT MAX(version) FROM schema_migrations", &[])?.and_then(|r| r.opt_int(0).ok().flatten()).unwrap_or(0);
     let latest = migrations.iter().map(|m| m.version).max().unwrap_or(0);
     if current > latest {
         return Err(MigrateError::TooNew { found: current, known: latest });

@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 pub use audit_log::{AuditLog, MAX_PAGE as AUDIT_MAX_PAGE};
 pub use identity::{
-    AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewToken, Roles, RoleChange, Sessions, SettingsChange,
-    SignInAccount, Tokens, Workspaces,
+    AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewToken, RoleChange, Roles, Sessions, SettingsChange, SignInAccount,
+    Tokens, Workspaces,
 };
 
 use crate::audit::{Actor, Via};

@@ -40,7 +40,11 @@ pub struct EventPage {
     (status = 400, body = ErrorBody),
     (status = 403, body = ErrorBody),
 ))]
-pub async fn list_events(State(state): State<AppState>, caller: Auth<need::AuditRead>, Query(q): Query<PageQuery>) -> Result<Json<EventPage>> {
+pub async fn list_events(
+    State(state): State<AppState>,
+    caller: Auth<need::AuditRead>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<EventPage>> {
     let after = q.after_seq.unwrap_or(0);
     if after < 0 {
         return Err(Error::bad_request("invalid_query", "after_seq must be 0 or more"));

@@ -96,7 +96,10 @@ pub async fn create_member(
 ) -> Result<(StatusCode, Json<Member>)> {
     let email = names::normalize_email(&req.email);
     if !names::valid_email(&email) {
-        return Err(Error::unprocessable("invalid_email", format!("`{}` is not an e-mail address", req.email.chars().take(254).collect::<String>())));
+        return Err(Error::unprocessable(
+            "invalid_email",
+            format!("`{}` is not an e-mail address", req.email.chars().take(254).collect::<String>()),
+        ));
     }
     let name = req.name.clone().unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_string());
     if !names::valid_display_name(&name) {
@@ -106,10 +109,7 @@ pub async fn create_member(
     let role = assignable_role(&state, &caller, &req.role).await?;
     let password = req.password;
     let password_hash = state.with_password_slot(move || secrets::hash_password(&password)).await?;
-    let member = state
-        .store
-        .create_member(&caller.workspace, &caller.origin(), NewMember { email, name, role, password_hash })
-        .await?;
+    let member = state.store.create_member(&caller.workspace, &caller.origin(), NewMember { email, name, role, password_hash }).await?;
     Ok((StatusCode::CREATED, Json(member)))
 }
 

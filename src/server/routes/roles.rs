@@ -63,11 +63,19 @@ pub struct CreateRole {
     pub permissions: Vec<String>,
 }
 
-fn check_role_fields(caller: &Caller, name: Option<&str>, description: Option<&str>, perms: Option<&[String]>) -> Result<Option<PermissionSet>> {
+fn check_role_fields(
+    caller: &Caller,
+    name: Option<&str>,
+    description: Option<&str>,
+    perms: Option<&[String]>,
+) -> Result<Option<PermissionSet>> {
     if let Some(name) = name
         && !names::valid_role_name(name)
     {
-        return Err(Error::unprocessable("invalid_name", "role names are 2 to 40 characters of a-z, 0-9, `-` and `_`, starting with a letter"));
+        return Err(Error::unprocessable(
+            "invalid_name",
+            "role names are 2 to 40 characters of a-z, 0-9, `-` and `_`, starting with a letter",
+        ));
     }
     if let Some(d) = description
         && (d.chars().count() > 500 || d.chars().any(char::is_control))
@@ -77,7 +85,10 @@ fn check_role_fields(caller: &Caller, name: Option<&str>, description: Option<&s
     let Some(perms) = perms else { return Ok(None) };
     let set = permissions::parse_set(perms).map_err(|e| Error::unprocessable("unknown_permission", e.to_string()))?;
     if let Some(p) = set.iter().find(|p| !p.grantable_to_custom_roles()) {
-        return Err(Error::unprocessable("permission_not_grantable", format!("`{p}` belongs to the owner alone and cannot be part of a custom role")));
+        return Err(Error::unprocessable(
+            "permission_not_grantable",
+            format!("`{p}` belongs to the owner alone and cannot be part of a custom role"),
+        ));
     }
     ensure_can_grant(caller, &set)?;
     Ok(Some(set))
@@ -90,12 +101,14 @@ fn check_role_fields(caller: &Caller, name: Option<&str>, description: Option<&s
     (status = 409, body = ErrorBody),
     (status = 422, body = ErrorBody),
 ))]
-pub async fn create_role(State(state): State<AppState>, caller: Auth<need::RolesManage>, Body(req): Body<CreateRole>) -> Result<(StatusCode, Json<Role>)> {
+pub async fn create_role(
+    State(state): State<AppState>,
+    caller: Auth<need::RolesManage>,
+    Body(req): Body<CreateRole>,
+) -> Result<(StatusCode, Json<Role>)> {
     let perms = check_role_fields(&caller, Some(&req.name), req.description.as_deref(), Some(&req.permissions))?.unwrap_or_default();
-    let role = state
-        .store
-        .create_role(&caller.workspace, &caller.origin(), &req.name, req.description.as_deref().unwrap_or(""), perms)
-        .await?;
+    let role =
+        state.store.create_role(&caller.workspace, &caller.origin(), &req.name, req.description.as_deref().unwrap_or(""), perms).await?;
     Ok((StatusCode::CREATED, Json(role)))
 }
 

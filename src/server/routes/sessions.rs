@@ -103,10 +103,7 @@ pub async fn sign_in(
                 [only] => Some((only.workspace_id.clone(), only.member_id.clone())),
                 _ => None,
             };
-            state
-                .store
-                .record_sign_in_failure(vec![account_key.clone(), address_key], audited, &email, &address, "wrong_password")
-                .await?;
+            state.store.record_sign_in_failure(vec![account_key.clone(), address_key], audited, &email, &address, "wrong_password").await?;
             return Err(Error::unauthenticated("invalid_credentials", "the e-mail or password is wrong"));
         }
         several => {
@@ -125,12 +122,13 @@ pub async fn sign_in(
     let ttl = chrono::Duration::from_std(state.config.session_ttl).unwrap_or(chrono::Duration::hours(12));
     let expires_at = format_ts(state.clock.now() + ttl);
     let ws = account.workspace_id.clone();
-    let by = Origin { actor: crate::audit::Actor::user(&account.member_id), via: if client == "console" { crate::audit::Via::Console } else { crate::audit::Via::Api } };
+    let by = Origin {
+        actor: crate::audit::Actor::user(&account.member_id),
+        via: if client == "console" { crate::audit::Via::Console } else { crate::audit::Via::Api },
+    };
     state.store.clear_sign_in_failures(&account_key).await?;
-    let session = state
-        .store
-        .create_session(&ws, &by, &account.member_id, &secrets::storage_hash(&secret), client, &expires_at, &address)
-        .await?;
+    let session =
+        state.store.create_session(&ws, &by, &account.member_id, &secrets::storage_hash(&secret), client, &expires_at, &address).await?;
     let member = state.store.get_member(&ws, &account.member_id).await?;
     let permissions = permissions_of(&state, &ws, &member.role).await?;
     Ok((
@@ -196,7 +194,10 @@ pub fn human_duration(secs: u64) -> String {
 ))]
 pub async fn sign_out(State(state): State<AppState>, caller: Auth<need::Authenticated>) -> Result<StatusCode> {
     let CallerKind::Human { session_id, .. } = &caller.kind else {
-        return Err(Error::forbidden("not_a_session", "this is an agent token, which has no session; revoke it with DELETE /v1/tokens/{id}"));
+        return Err(Error::forbidden(
+            "not_a_session",
+            "this is an agent token, which has no session; revoke it with DELETE /v1/tokens/{id}",
+        ));
     };
     state.store.revoke_session(&caller.workspace, &caller.origin(), session_id).await?;
     Ok(StatusCode::NO_CONTENT)

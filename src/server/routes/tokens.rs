@@ -63,11 +63,18 @@ fn check_create(caller: &Caller, req: &CreateToken) -> Result<()> {
         return Err(Error::unprocessable("invalid_name", "a token name is 1 to 100 characters, without control characters"));
     }
     if req.scopes.len() > MAX_TOKEN_LIST || req.tools.len() > MAX_TOKEN_LIST {
-        return Err(Error::unprocessable("too_many_entries", format!("a token has at most {MAX_TOKEN_LIST} scopes and {MAX_TOKEN_LIST} tool patterns")));
+        return Err(Error::unprocessable(
+            "too_many_entries",
+            format!("a token has at most {MAX_TOKEN_LIST} scopes and {MAX_TOKEN_LIST} tool patterns"),
+        ));
     }
     let scopes = permissions::parse_set(&req.scopes).map_err(|e| Error::unprocessable("unknown_permission", e.to_string()))?;
     if let Some(p) = scopes.iter().find(|p| !p.grantable_to_agents()) {
-        let why = if *p == Permission::ApprovalsDecide { "approvals are decided by people, never by agents" } else { "it governs the controls agents work under" };
+        let why = if *p == Permission::ApprovalsDecide {
+            "approvals are decided by people, never by agents"
+        } else {
+            "it governs the controls agents work under"
+        };
         return Err(Error::unprocessable("scope_not_allowed", format!("agent tokens cannot hold `{p}`: {why}")));
     }
     if let Some(p) = scopes.iter().find(|p| !caller.can(**p)) {
@@ -75,12 +82,18 @@ fn check_create(caller: &Caller, req: &CreateToken) -> Result<()> {
     }
     if let Some(bad) = req.tools.iter().find(|t| !permissions::valid_tool_pattern(t)) {
         let shown: String = bad.chars().take(80).collect();
-        return Err(Error::unprocessable("invalid_tool_pattern", format!("`{shown}` is not a tool pattern; use a tool name, `prefix.*`, or `*`")));
+        return Err(Error::unprocessable(
+            "invalid_tool_pattern",
+            format!("`{shown}` is not a tool pattern; use a tool name, `prefix.*`, or `*`"),
+        ));
     }
     if let Some(s) = req.expires_in_seconds
         && !(60..=MAX_TOKEN_LIFETIME_SECONDS).contains(&s)
     {
-        return Err(Error::unprocessable("invalid_expiry", format!("expires_in_seconds must be between 60 and {MAX_TOKEN_LIFETIME_SECONDS} (2 years)")));
+        return Err(Error::unprocessable(
+            "invalid_expiry",
+            format!("expires_in_seconds must be between 60 and {MAX_TOKEN_LIFETIME_SECONDS} (2 years)"),
+        ));
     }
     Ok(())
 }
@@ -123,7 +136,11 @@ pub async fn create_token(
     (status = 200, body = TokenList),
     (status = 403, body = ErrorBody),
 ))]
-pub async fn list_tokens(State(state): State<AppState>, caller: Auth<need::Authenticated>, Query(q): Query<ListQuery>) -> Result<Json<TokenList>> {
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Auth<need::Authenticated>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<TokenList>> {
     if let Some(o) = &q.owner {
         ids::parse(IdKind::User, o)?;
     }
@@ -173,7 +190,11 @@ pub async fn get_token(State(state): State<AppState>, caller: Auth<need::Authent
     (status = 404, body = ErrorBody),
     (status = 409, description = "revoked or expired", body = ErrorBody),
 ))]
-pub async fn rotate_token(State(state): State<AppState>, caller: Auth<need::Authenticated>, Path(id): Path<String>) -> Result<Json<TokenWithSecret>> {
+pub async fn rotate_token(
+    State(state): State<AppState>,
+    caller: Auth<need::Authenticated>,
+    Path(id): Path<String>,
+) -> Result<Json<TokenWithSecret>> {
     caller.require_human("rotating agent tokens")?;
     manageable(&state, &caller, &id).await?;
     let secret = secrets::generate(SecretKind::AgentToken);

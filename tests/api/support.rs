@@ -1,0 +1,245 @@
+//! The test harness: a real server on 127.0.0.1, a real SQLite file, real HTTP.
+//!
+//! The server runs in the test's process (it is the same code `countersign serve` runs),
+//! so a test can restart it on the same data directory and move its clock.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use countersign::clock::Clock;
+use countersign::permissions::BuiltinRole;
+use countersign::secrets;
+use countersign::server::{self, AppState, Running, ServerConfig};
+use countersign::store::{NewMember, SqlStore, Store, Workspaces};
+use serde_json::{Value, json};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The argon2 hash of [`PASSWORD`], computed once: seeding many accounts stays fast.
+pub fn password_hash() -> String {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| secrets::hash_password(PASSWORD)).clone()
+}
+
+/// A server under test.
+pub struct TestServer {
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub base: String,
+    pub clock: Clock,
+    pub config: ServerConfig,
+    pub store: Arc<SqlStore>,
+    running: Option<Running>,
+}
+
+impl TestServer {
+    /// A fresh data directory and a server on it.
+    pub async fn start() -> TestServer {
+        Self::start_with(ServerConfig::default()).await
+    }
+
+    pub async fn start_with(config: ServerConfig) -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::boot(&dir, Clock::system(), config).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    async fn boot(dir: &Path, clock: Clock, config: ServerConfig) -> TestServer {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = SqlStore::open_sqlite(&dir.join("countersign.db"), clock.clone()).expect("open store");
+        let state = AppState::new(store.clone() as Arc<dyn Store>, clock.clone(), config.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let running = server::start(listener, state).await.expect("start server");
+        let base = format!("http://{}", running.addr);
+        TestServer { dir: dir.to_path_buf(), _tmp: None, base, clock, config, store, running: Some(running) }
+    }
+
+    /// Stops the server (finishing in-flight requests) and starts a new one on the same
+    /// data directory, on a new port.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let fresh = Self::boot(&self.dir.clone(), self.clock.clone(), self.config.clone()).await;
+        self.base = fresh.base.clone();
+        self.store = fresh.store.clone();
+        self.running = Some(fresh.into_running());
+    }
+
+    fn into_running(mut self) -> Running {
+        self.running.take().expect("running")
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("countersign.db")
+    }
+
+    /// A client with no credentials.
+    pub fn anon(&self) -> Api {
+        Api { http: http(), base: self.base.clone(), token: None }
+    }
+
+    /// Creates a workspace with its owner (what `admin init` does) and signs the owner in.
+    pub async fn workspace(&self, name: &str) -> Workspace {
+        let email = format!("owner@{name}.test");
+        let (ws, owner) = self
+            .store
+            .create_workspace(
+                name,
+                NewMember {
+                    email: email.clone(),
+                    name: "Owner".into(),
+                    role: BuiltinRole::Owner.name().into(),
+                    password_hash: password_hash(),
+                },
+            )
+            .await
+            .expect("create workspace");
+        let owner_api = self.sign_in(&email).await;
+        Workspace { id: ws.id, name: name.to_string(), owner_id: owner.id, owner: owner_api }
+    }
+
+    /// Signs in by e-mail with [`PASSWORD`].
+    pub async fn sign_in(&self, email: &str) -> Api {
+        let r = self.anon().post("/v1/sessions", json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(r.status, 201, "sign in {email}: {}", r.body);
+        self.with_token(r.body["token"].as_str().unwrap())
+    }
+
+    pub fn with_token(&self, token: &str) -> Api {
+        Api { http: http(), base: self.base.clone(), token: Some(token.to_string()) }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.state.shutdown.cancel();
+        }
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(4).build().expect("http client")
+}
+
+/// A workspace made for a test, with its owner signed in.
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub owner_id: String,
+    pub owner: Api,
+}
+
+impl Workspace {
+    /// Adds a member with a role through the API (as the owner) and signs them in.
+    pub async fn member(&self, server: &TestServer, role: &str) -> (String, Api) {
+        let email = format!("{role}-{}@{}.test", countersign::ids::new_id(countersign::ids::IdKind::User).to_lowercase(), self.name);
+        let r = self.owner.post("/v1/members", json!({"email": email, "password": PASSWORD, "role": role})).await;
+        assert_eq!(r.status, 201, "create {role}: {}", r.body);
+        let id = r.body["id"].as_str().unwrap().to_string();
+        (id, server.sign_in(&email).await)
+    }
+
+    /// Creates an agent token owned by `api`'s member.
+    pub async fn token(api: &Api, scopes: &[&str], tools: &[&str]) -> (String, String) {
+        let r = api.post("/v1/tokens", json!({"name": "test agent", "scopes": scopes, "tools": tools})).await;
+        assert_eq!(r.status, 201, "create token: {}", r.body);
+        (r.body["id"].as_str().unwrap().to_string(), r.body["token"].as_str().unwrap().to_string())
+    }
+}
+
+/// A client for the API, optionally with a bearer token.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    pub base: String,
+    pub token: Option<String>,
+}
+
+/// A response: status, parsed JSON body (Null when empty) and headers.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Resp {
+    /// The error code, for error responses.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Api {
+    pub fn as_token(&self, token: &str) -> Api {
+        Api { http: self.http.clone(), base: self.base.clone(), token: Some(token.to_string()) }
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>, headers: &[(&str, &str)]) -> Resp {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, body, text, headers }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(reqwest::Method::GET, path, None, &[]).await
+    }
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(reqwest::Method::DELETE, path, None, &[]).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::POST, path, Some(body.to_string().into_bytes()), &[]).await
+    }
+    pub async fn post_empty(&self, path: &str) -> Resp {
+        self.send(reqwest::Method::POST, path, None, &[]).await
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::PATCH, path, Some(body.to_string().into_bytes()), &[]).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::PUT, path, Some(body.to_string().into_bytes()), &[]).await
+    }
+    pub async fn raw(&self, method: &str, path: &str, body: &[u8]) -> Resp {
+        self.send(method.parse().unwrap(), path, Some(body.to_vec()), &[]).await
+    }
+
+    /// Every audit event of the caller's workspace.
+    pub async fn all_events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let r = self.get(&format!("/v1/audit?after_seq={after}&limit=1000")).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let events = r.body["events"].as_array().unwrap().clone();
+            if events.is_empty() {
+                return out;
+            }
+            after = events.last().unwrap()["seq"].as_i64().unwrap();
+            out.extend(events);
+        }
+    }
+}
