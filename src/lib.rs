@@ -4,12 +4,14 @@
 //! ([`canonical`], [`audit`], [`permissions`], [`secrets`], [`ids`], [`names`]) has no
 //! I/O; [`store`] remembers; [`server`] speaks HTTP; [`cli`] is the command line.
 
+pub mod approval;
 pub mod audit;
 pub mod canonical;
 pub mod cli;
 pub mod clock;
 pub mod csv;
 pub mod error;
+pub mod gate;
 pub mod ids;
 pub mod model;
 pub mod names;
@@ -17,3 +19,4 @@ pub mod permissions;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod vault;

@@ -106,6 +106,13 @@ fn init(args: InitArgs) -> u8 {
     if let Err(e) = ensure_private_dir(&args.data_dir) {
         return fail(exit::FAILURE, format!("cannot create {}: {e}", args.data_dir.display()));
     }
+    let key_file = args.data_dir.join("master.key");
+    if !key_file.exists()
+        && std::env::var(crate::vault::ENV_KEY).is_err()
+        && let Err(e) = crate::vault::generate_key_file(&key_file)
+    {
+        return fail(exit::FAILURE, format!("cannot write the master key {}: {e}", key_file.display()));
+    }
     let db = db_path(&args.data_dir);
     let rt = super::runtime();
     let outcome = rt.block_on(async {
@@ -125,7 +132,8 @@ fn init(args: InitArgs) -> u8 {
             println!("  countersign serve --data-dir {dir}");
             println!("  curl -s http://127.0.0.1:8750/v1/sessions -d '{{\"email\":\"{}\",\"password\":\"…\"}}'", member.email);
             println!();
-            println!("Back up {dir}: it holds the database and, once the server has run, its keys.");
+            println!("Back up {dir}: it holds the database and the keys. For production, move master.key out of it");
+            println!("(see docs/OPERATIONS.md): the key that seals connector secrets should not sit beside them.");
             exit::OK
         }
         Err(e) => fail(exit::FAILURE, e),

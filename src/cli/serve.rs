@@ -8,6 +8,7 @@ use super::{db_path, exit, fail};
 use crate::clock::Clock;
 use crate::server::{self, AppState, ServerConfig};
 use crate::store::SqlStore;
+use crate::vault::{self, MasterKeys};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,6 +24,40 @@ pub struct Args {
     /// How long a sign-in lasts, in hours.
     #[arg(long, default_value_t = 12)]
     session_hours: u64,
+    /// The master key that seals connector secrets (base64 of 32 bytes). Default:
+    /// `master.key` in the data directory. The environment variable
+    /// COUNTERSIGN_MASTER_KEY, when set, takes precedence over any file.
+    #[arg(long)]
+    master_key_file: Option<PathBuf>,
+    /// A previous master key, to open secrets sealed before a rotation.
+    #[arg(long)]
+    previous_master_key_file: Option<PathBuf>,
+}
+
+/// Loads the master keys: the environment first, then the key file.
+pub fn load_keys(
+    data_dir: &std::path::Path,
+    file: Option<&std::path::Path>,
+    previous: Option<&std::path::Path>,
+) -> Result<MasterKeys, String> {
+    let current = match std::env::var(vault::ENV_KEY) {
+        Ok(text) if !text.trim().is_empty() => MasterKeys::from_base64(&text).map_err(|e| format!("{}: {e}", vault::ENV_KEY))?,
+        _ => {
+            let path = file.map(std::path::Path::to_path_buf).unwrap_or_else(|| data_dir.join("master.key"));
+            if path.exists() {
+                MasterKeys::from_file(&path)?
+            } else if file.is_some() {
+                return Err(format!("the master key file {} does not exist", path.display()));
+            } else {
+                tracing::warn!("no master key ({} or {}): tools cannot have secret headers", vault::ENV_KEY, path.display());
+                MasterKeys::none()
+            }
+        }
+    };
+    match previous {
+        Some(p) => Ok(current.with_previous(MasterKeys::from_file(p)?)),
+        None => Ok(current),
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -62,7 +97,11 @@ pub fn run(args: Args) -> u8 {
             Err(e) => return fail(exit::FAILURE, format!("cannot open the store at {}: {}", db.display(), e.message)),
         };
         let config = ServerConfig { session_ttl: Duration::from_secs(args.session_hours.max(1) * 3600), ..ServerConfig::default() };
-        let state = AppState::new(store, clock, config);
+        let keys = match load_keys(&args.data_dir, args.master_key_file.as_deref(), args.previous_master_key_file.as_deref()) {
+            Ok(k) => k,
+            Err(e) => return fail(exit::FAILURE, e),
+        };
+        let state = AppState::new(store, clock, config, keys);
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
             Err(e) => return fail(exit::FAILURE, format!("cannot listen on {}: {e}", args.listen)),

@@ -2,6 +2,7 @@
 //! error type, and the background tasks, all stopped by one shutdown signal.
 
 pub mod auth;
+pub mod connectors;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -21,6 +22,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::clock::{Clock, format_ts};
 use crate::store::{Store, WorkspaceId};
+use crate::vault::MasterKeys;
 
 /// What the server can be told.
 #[derive(Clone, Debug)]
@@ -59,6 +61,10 @@ pub struct Inner {
     /// When each token's `last_used_at` was last written, to write it at most once a minute.
     token_touches: Mutex<HashMap<String, DateTime<Utc>>>,
     pub shutdown: CancellationToken,
+    /// Opens and seals connector secrets.
+    pub keys: MasterKeys,
+    /// The client connectors call receivers with.
+    pub http: reqwest::Client,
 }
 
 impl std::ops::Deref for AppState {
@@ -72,7 +78,12 @@ impl std::ops::Deref for AppState {
 const TOUCH_INTERVAL: chrono::Duration = chrono::Duration::seconds(60);
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, clock: Clock, config: ServerConfig) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Clock, config: ServerConfig, keys: MasterKeys) -> Self {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("build the connector HTTP client");
         AppState(Arc::new(Inner {
             store,
             clock,
@@ -80,6 +91,8 @@ impl AppState {
             password_slots: tokio::sync::Semaphore::new(2),
             token_touches: Mutex::default(),
             shutdown: CancellationToken::new(),
+            keys,
+            http,
         }))
     }
 
@@ -172,8 +185,36 @@ pub async fn start(listener: TcpListener, state: AppState) -> std::io::Result<Ru
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let task =
         tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(async move { token.cancelled().await }).await });
-    let background = vec![tokio::spawn(prune_sign_in_failures(state.clone()))];
+    let background = vec![tokio::spawn(prune_sign_in_failures(state.clone())), tokio::spawn(sweep_expired_approvals(state.clone()))];
     Ok(Running { addr, state, task, background })
+}
+
+/// How often open approvals are checked for expiry.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Records the expiry of every approval whose time has come: an event, not only a
+/// computed state. (Deciding or executing an expired approval also records it, first.)
+async fn sweep_expired_approvals(state: AppState) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                // Drain in batches so a backlog never holds the writer for long.
+                loop {
+                    match state.store.expire_due(200).await {
+                        Ok(n) if n == 200 => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not expire approvals");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Forgets failed sign-ins once they are older than the rate-limit window.

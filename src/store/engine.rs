@@ -181,27 +181,6 @@ impl<'a> WriteTx<'a> {
         format_ts(self.now)
     }
 
-    pub fn dialect(&self) -> Dialect {
-        self.conn.dialect()
-    }
-
-    pub fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
-        self.conn.execute(sql, params)
-    }
-
-    pub fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
-        self.conn.query(sql, params)
-    }
-
-    pub fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, DbError> {
-        self.conn.query_opt(sql, params)
-    }
-
-    /// Fences what follows to one workspace (PostgreSQL row-level security).
-    pub fn set_workspace(&mut self, workspace_id: &str) -> Result<(), DbError> {
-        self.conn.set_workspace(workspace_id)
-    }
-
     /// Appends an event to a workspace's chain, in this transaction: it is durable
     /// exactly when the change it records is.
     pub fn append(&mut self, workspace_id: &str, draft: EventDraft) -> Result<AuditEvent, DbError> {
@@ -239,6 +218,26 @@ impl<'a> WriteTx<'a> {
         self.job_heads.insert(workspace_id.to_string(), (event.seq, event.hash.clone()));
         self.job_events.push(event.clone());
         Ok(event)
+    }
+}
+
+/// A write transaction reads like any connection, so read helpers serve both; it only
+/// refuses transaction control, which belongs to the writer loop.
+impl Conn for WriteTx<'_> {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        self.conn.execute(sql, params)
+    }
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        self.conn.query(sql, params)
+    }
+    fn batch(&mut self, _sql: &str) -> Result<(), DbError> {
+        Err(DbError::Unavailable("a write job cannot control its transaction".into()))
+    }
+    fn dialect(&self) -> Dialect {
+        self.conn.dialect()
+    }
+    fn set_workspace(&mut self, workspace_id: &str) -> Result<(), DbError> {
+        self.conn.set_workspace(workspace_id)
     }
 }
 

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::db::{Conn, DbError, Row, Value};
+use super::db::{Conn, DbError, Row};
 use super::engine::WriteTx;
 use super::{Origin, SqlStore, WorkspaceId};
 use crate::audit::{Actor, EventDraft, GENESIS_HASH, Via};
@@ -508,24 +508,6 @@ fn role_name_free(conn: &mut dyn Conn, ws: &str, name: &str, except: Option<&str
     }
 }
 
-/// Adapts a write transaction to the read helpers.
-struct TxConn<'t, 'a>(&'t mut WriteTx<'a>);
-
-impl Conn for TxConn<'_, '_> {
-    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
-        self.0.execute(sql, params)
-    }
-    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
-        self.0.query(sql, params)
-    }
-    fn batch(&mut self, _sql: &str) -> Result<(), DbError> {
-        Err(DbError::Unavailable("transaction control inside a write job".into()))
-    }
-    fn dialect(&self) -> super::db::Dialect {
-        self.0.dialect()
-    }
-}
-
 #[async_trait]
 impl Roles for SqlStore {
     async fn list_roles(&self, ws: &WorkspaceId) -> Result<Vec<Role>> {
@@ -577,14 +559,14 @@ impl Roles for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                role_name_free(&mut TxConn(tx), w, &name, None)?;
+                role_name_free(&mut *tx, w, &name, None)?;
                 let id = new_id(IdKind::Role);
                 let now = tx.now_ts();
                 tx.execute(
                     "INSERT INTO roles (id, workspace_id, name, description, permissions, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
                     params![&id, w, &name, &description, perms_json(&permissions), &now],
                 )?;
-                let role = read_role(&mut TxConn(tx), w, &id)?;
+                let role = read_role(&mut *tx, w, &id)?;
                 tx.append(
                     w,
                     EventDraft::new("role.created", by.actor.clone(), by.via)
@@ -602,9 +584,9 @@ impl Roles for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                let before = read_role(&mut TxConn(tx), w, &id)?;
+                let before = read_role(&mut *tx, w, &id)?;
                 if let Some(name) = &change.name {
-                    role_name_free(&mut TxConn(tx), w, name, Some(&id))?;
+                    role_name_free(&mut *tx, w, name, Some(&id))?;
                 }
                 let name = change.name.unwrap_or_else(|| before.name.clone());
                 let description = change.description.unwrap_or_else(|| before.description.clone());
@@ -613,7 +595,7 @@ impl Roles for SqlStore {
                     "UPDATE roles SET name = $3, description = $4, permissions = $5, updated_at = $6 WHERE workspace_id = $1 AND id = $2",
                     params![w, &id, &name, &description, perms_json(&permissions), tx.now_ts()],
                 )?;
-                let after = read_role(&mut TxConn(tx), w, &id)?;
+                let after = read_role(&mut *tx, w, &id)?;
                 tx.append(
                     w,
                     EventDraft::new("role.updated", by.actor.clone(), by.via).resource(id.clone()).data(json!({
@@ -632,7 +614,7 @@ impl Roles for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                let role = read_role(&mut TxConn(tx), w, &id)?;
+                let role = read_role(&mut *tx, w, &id)?;
                 let holders = tx
                     .query_opt("SELECT COUNT(*) FROM members WHERE workspace_id = $1 AND role = $2", params![w, &id])?
                     .map(|r| r.int(0))
@@ -979,7 +961,7 @@ impl Tokens for SqlStore {
                         new.expires_at.clone()
                     ],
                 )?;
-                let token = read_token(&mut TxConn(tx), w, &id, &now)?;
+                let token = read_token(&mut *tx, w, &id, &now)?;
                 tx.append(
                     w,
                     EventDraft::new("token.created", by.actor.clone(), by.via).resource(id.clone()).data(json!({
@@ -1030,7 +1012,7 @@ impl Tokens for SqlStore {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
                 let now = tx.now_ts();
-                let before = read_token(&mut TxConn(tx), w, &id, &now)?;
+                let before = read_token(&mut *tx, w, &id, &now)?;
                 match before.state {
                     TokenState::Revoked => {
                         return Err(Error::conflict("token_revoked", "a revoked token cannot be rotated; create a new one"));
@@ -1044,7 +1026,7 @@ impl Tokens for SqlStore {
                     "UPDATE tokens SET secret_hash = $3, secret_hint = $4, rotated_at = $5 WHERE workspace_id = $1 AND id = $2",
                     params![w, &id, &secret_hash, &hint, &now],
                 )?;
-                let after = read_token(&mut TxConn(tx), w, &id, &now)?;
+                let after = read_token(&mut *tx, w, &id, &now)?;
                 tx.append(
                     w,
                     EventDraft::new("token.rotated", by.actor.clone(), by.via)
@@ -1063,7 +1045,7 @@ impl Tokens for SqlStore {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
                 let now = tx.now_ts();
-                let before = read_token(&mut TxConn(tx), w, &id, &now)?;
+                let before = read_token(&mut *tx, w, &id, &now)?;
                 if before.state == TokenState::Revoked {
                     return Ok(before);
                 }
@@ -1074,7 +1056,7 @@ impl Tokens for SqlStore {
                         .resource(id.clone())
                         .data(json!({"name": before.name, "owner_id": before.owner_id, "hint": before.hint})),
                 )?;
-                read_token(&mut TxConn(tx), w, &id, &now)
+                read_token(&mut *tx, w, &id, &now)
             })
             .await
     }

@@ -15,13 +15,19 @@ pub mod engine;
 pub mod migrate;
 pub mod sqlite;
 
+mod actions;
 mod audit_log;
+mod gate;
 mod identity;
 
 use std::path::Path;
 use std::sync::Arc;
 
+pub use actions::{
+    ActionFilter, Actions, Approvals, DecisionRequest, ExecuteRequest, IdempotencyKey, NewAction, Submitted, record_receipt,
+};
 pub use audit_log::{AuditLog, MAX_PAGE as AUDIT_MAX_PAGE};
+pub use gate::{GateContext, KillSwitchStore, SwitchTarget, ToolDef, Tools};
 pub use identity::{
     AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewToken, RoleChange, Roles, Sessions, SettingsChange, SignInAccount,
     Tokens, Workspaces,
@@ -67,7 +73,9 @@ impl Origin {
 }
 
 /// Everything the server asks of a store.
-pub trait Store: Workspaces + Members + Roles + Sessions + Tokens + AuditLog + Send + Sync {
+pub trait Store:
+    Workspaces + Members + Roles + Sessions + Tokens + AuditLog + Tools + KillSwitchStore + Actions + Approvals + Send + Sync
+{
     /// Finishes queued writes and closes connections.
     fn close(&self);
 }

@@ -13,8 +13,10 @@ use super::db::{Conn, Connector, DbError, Dialect, Row, Value};
 use super::migrate::Migration;
 
 /// The schema, in order. Never edit a shipped migration: add the next one.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "identity and audit", sql: include_str!("migrations/sqlite/0001_identity_and_audit.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "identity and audit", sql: include_str!("migrations/sqlite/0001_identity_and_audit.sql") },
+    Migration { version: 2, name: "the gate", sql: include_str!("migrations/sqlite/0002_gate.sql") },
+];
 
 /// Opens connections to one database file.
 pub struct SqliteConnector {

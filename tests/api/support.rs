@@ -51,7 +51,12 @@ impl TestServer {
     async fn boot(dir: &Path, clock: Clock, config: ServerConfig) -> TestServer {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = SqlStore::open_sqlite(&dir.join("countersign.db"), clock.clone()).expect("open store");
-        let state = AppState::new(store.clone() as Arc<dyn Store>, clock.clone(), config.clone());
+        let key_file = dir.join("master.key");
+        if !key_file.exists() {
+            countersign::vault::generate_key_file(&key_file).expect("master key");
+        }
+        let keys = countersign::vault::MasterKeys::from_file(&key_file).expect("read master key");
+        let state = AppState::new(store.clone() as Arc<dyn Store>, clock.clone(), config.clone(), keys);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let running = server::start(listener, state).await.expect("start server");
         let base = format!("http://{}", running.addr);

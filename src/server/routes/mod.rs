@@ -2,12 +2,16 @@
 //! signature (`Auth<need::…>`) and its contract in `#[utoipa::path]`, from which
 //! `GET /v1/openapi.json` is generated.
 
+mod actions;
+mod approvals;
 mod audit;
 mod health;
+mod killswitches;
 mod members;
 mod roles;
 mod sessions;
 mod tokens;
+mod tools;
 mod workspace;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -35,4 +39,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::rotate_token))
         .routes(routes!(audit::list_events))
         .routes(routes!(audit::verify))
+        .routes(routes!(tools::list_tools))
+        .routes(routes!(tools::get_tool, tools::put_tool))
+        .routes(routes!(killswitches::list))
+        .routes(routes!(killswitches::set_workspace))
+        .routes(routes!(killswitches::set_tool))
+        .routes(routes!(actions::submit, actions::list_actions))
+        .routes(routes!(actions::get_action))
+        .routes(routes!(actions::execute))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::get))
+        .routes(routes!(approvals::decide))
 }

@@ -1,0 +1,101 @@
+//! Running a tool call: the `http` connector. (`record` runs inside the store's
+//! transaction; see `store::record_receipt`.)
+//!
+//! Secret header values are opened from the vault only here, just before the request,
+//! and never logged: errors are reported without the URL's query and without headers.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::canonical;
+use crate::model::{Action, Connector, Tool};
+use crate::store::WorkspaceId;
+use crate::vault::{self, MasterKeys};
+
+/// How much of a receiver's answer is kept on the action.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Receiver timeout when the tool sets none.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+/// Calls the tool's `http` connector with the action's payload. Returns what to record
+/// and whether the call succeeded (a 2xx answer).
+pub async fn run_http(client: &reqwest::Client, keys: &MasterKeys, ws: &WorkspaceId, tool: &Tool, action: &Action) -> (Value, bool) {
+    let Connector::Http { url, headers, secret_headers, timeout_ms } = &tool.connector else {
+        return (json!({"connector": "http", "error": "the tool's connector is not http"}), false);
+    };
+    let body = match canonical::canonicalize_value(&action.payload) {
+        Ok(b) => b,
+        Err(e) => return (json!({"connector": "http", "error": format!("the payload could not be serialised: {e}")}), false),
+    };
+    let timeout = Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS));
+    let mut req = client
+        .post(url)
+        .timeout(timeout)
+        .header("content-type", "application/json")
+        .header("countersign-action-id", &action.id)
+        .header("countersign-payload-sha256", &action.payload_sha256)
+        .header("idempotency-key", &action.id);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    for (k, sealed) in secret_headers.iter().flatten() {
+        match keys.open(sealed, &vault::header_aad(ws.as_str(), &tool.name, k)) {
+            Ok(v) => req = req.header(k, v),
+            // Fail closed: without its credentials the call is not made at all.
+            Err(e) => {
+                return (
+                    json!({"connector": "http", "error": format!("secret header `{k}` could not be opened ({e}); the call was not made")}),
+                    false,
+                );
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    let resp = match req.body(body).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let what = if e.is_timeout() { format!("no answer within {} ms", timeout.as_millis()) } else { e.without_url().to_string() };
+            return (json!({"connector": "http", "error": what, "url": redacted(url)}), false);
+        }
+    };
+    let status = resp.status();
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { break };
+        let room = MAX_RESPONSE_BYTES - kept.len();
+        if chunk.len() > room {
+            kept.extend_from_slice(&chunk[..room]);
+            truncated = true;
+            break;
+        }
+        kept.extend_from_slice(&chunk);
+    }
+    let body = match serde_json::from_slice::<Value>(&kept) {
+        Ok(v) if !truncated => v,
+        _ => Value::String(String::from_utf8_lossy(&kept).into_owned()),
+    };
+    let result = json!({
+        "connector": "http",
+        "status": status.as_u16(),
+        "body": body,
+        "truncated": truncated,
+        "elapsed_ms": started.elapsed().as_millis() as u64,
+    });
+    (result, status.is_success())
+}
+
+/// The URL without its query or fragment, safe to record.
+pub fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => String::new(),
+    }
+}

@@ -1,0 +1,382 @@
+//! Actions: an agent asks, the gate decides, and an approved action is executed once.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::canonical;
+use crate::error::{Error, Result};
+use crate::gate::{self, ConstitutionVerdict, Outcome, ToolRules};
+use crate::ids::{self, IdKind};
+use crate::model::{Action, ActionOutcome, ActionStatus, Connector, DecisionRecord};
+use crate::names;
+use crate::permissions::Permission;
+use crate::server::AppState;
+use crate::server::auth::{Auth, Caller, CallerKind, need};
+use crate::server::connectors;
+use crate::server::error::ErrorBody;
+use crate::server::extract::{Body, Query, RawBody};
+use crate::store::{ActionFilter, ExecuteRequest, IdempotencyKey, NewAction, Submitted};
+
+/// Limits on what an action may carry besides its payload (see docs/API.md).
+pub const MAX_REASON_CHARS: usize = 2000;
+pub const MAX_RESOURCE_CHARS: usize = 256;
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitAction {
+    /// The tool to call, e.g. `email.send`.
+    pub tool: String,
+    /// The exact call. Its RFC 8785 canonical form is hashed and pinned.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// What it changes, e.g. `milestone:42`.
+    pub resource: Option<String>,
+    /// The resource's state before the change, shown to approvers as a diff.
+    #[schema(value_type = Option<Object>)]
+    pub current: Option<serde_json::Value>,
+    /// Why the agent wants this, for the approver.
+    pub reason: Option<String>,
+    /// The agent's confidence, 0 to 1.
+    pub confidence: Option<f64>,
+    /// Decide, but record and run nothing: the answer's status is `simulated`.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn check_fields(req: &SubmitAction) -> Result<()> {
+    if !names::valid_tool_name(&req.tool) {
+        let shown: String = req.tool.chars().take(64).collect();
+        return Err(Error::unprocessable("invalid_tool_name", format!("`{shown}` is not a tool name; tool names look like `email.send`")));
+    }
+    if let Some(c) = req.confidence
+        && !(0.0..=1.0).contains(&c)
+    {
+        return Err(Error::unprocessable("invalid_confidence", "confidence must be between 0 and 1"));
+    }
+    if req.reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
+        return Err(Error::unprocessable("invalid_reason", format!("reason is at most {MAX_REASON_CHARS} characters")));
+    }
+    if let Some(r) = &req.resource
+        && (r.is_empty() || r.chars().count() > MAX_RESOURCE_CHARS || r.chars().any(char::is_control))
+    {
+        return Err(Error::unprocessable(
+            "invalid_resource",
+            format!("resource is 1 to {MAX_RESOURCE_CHARS} characters, without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// The principal an idempotency key belongs to: the token, or the person.
+fn principal(caller: &Caller) -> String {
+    match &caller.kind {
+        CallerKind::Agent { token_id, .. } => token_id.clone(),
+        CallerKind::Human { .. } => caller.member_id.clone(),
+    }
+}
+
+fn idempotency(headers: &HeaderMap, caller: &Caller, body: &[u8]) -> Result<Option<IdempotencyKey>> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let key =
+        v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic())).ok_or_else(
+            || {
+                Error::bad_request(
+                    "invalid_idempotency_key",
+                    format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"),
+                )
+            },
+        )?;
+    // The fingerprint is over the canonical form, so whitespace and key order do not matter.
+    let value = canonical::parse(body).map_err(|e| Error::bad_request("malformed_json", e.to_string()))?;
+    let request_sha256 = canonical::pin(&value).map_err(|e| Error::unprocessable("unrepresentable_number", e.to_string()))?.sha256;
+    Ok(Some(IdempotencyKey { principal: principal(caller), key: key.to_string(), request_sha256 }))
+}
+
+fn principal_label(caller: &Caller) -> String {
+    match &caller.kind {
+        CallerKind::Agent { token_id, token_name, .. } => format!("agent token {token_id} ({token_name}) owned by {}", caller.member_id),
+        CallerKind::Human { .. } => format!("member {} ({})", caller.member_id, caller.member_email),
+    }
+}
+
+fn decision_record(d: &gate::Decision) -> DecisionRecord {
+    let (code, message) = match &d.outcome {
+        Outcome::Denied { code, message } | Outcome::Blocked { code, message } => (Some(code.clone()), Some(message.clone())),
+        _ => (None, None),
+    };
+    DecisionRecord { trace: d.trace.clone(), cited_rules: d.citations.clone(), constitution_version: d.constitution_version, code, message }
+}
+
+/// Submits an action for the gate to decide.
+///
+/// The answer's `status` says what happened: `executed` (ran, `result` attached),
+/// `failed` (ran, the connector failed), `pending_approval` (see `approval_id`),
+/// `denied` or `blocked` (see `code`), or `simulated` for a dry run. With an
+/// `Idempotency-Key` header, repeating the same request returns the first answer.
+#[utoipa::path(post, path = "/v1/actions", tag = "actions", request_body = SubmitAction,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe: same key and body, same answer")),
+    responses(
+        (status = 201, description = "decided and recorded", body = ActionOutcome),
+        (status = 200, description = "a dry run: decided, nothing recorded", body = ActionOutcome),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "no such tool", body = ErrorBody),
+        (status = 409, description = "the Idempotency-Key was used for another request", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, description = "the store could not be read or written: refused, nothing ran", body = ErrorBody),
+    ))]
+pub async fn submit(
+    State(state): State<AppState>,
+    caller: Auth<need::Authenticated>,
+    headers: HeaderMap,
+    raw: RawBody<SubmitAction>,
+) -> Result<Response> {
+    let RawBody { value: req, bytes } = raw;
+    if req.dry_run {
+        if !caller.can(Permission::ActionsSimulate) {
+            caller.require(Permission::ActionsSubmit)?;
+        }
+    } else {
+        caller.require(Permission::ActionsSubmit)?;
+    }
+    check_fields(&req)?;
+    let pinned = canonical::pin(&req.payload).map_err(|e| Error::unprocessable("unrepresentable_number", e.to_string()))?;
+    let current = match &req.current {
+        Some(c) => Some(canonical::canonicalize_value(c).map_err(|e| Error::unprocessable("unrepresentable_number", e.to_string()))?),
+        None => None,
+    };
+    let idem = if req.dry_run { None } else { idempotency(&headers, &caller, &bytes)? };
+
+    let ctx = state.store.gate_context(&caller.workspace, &req.tool).await?;
+    let Some(tool) = ctx.tool else {
+        return Err(Error::new(
+            crate::error::Kind::NotFound,
+            "unknown_tool",
+            format!("there is no tool `{}` in this workspace; an admin creates it with PUT /v1/tools/{}", req.tool, req.tool),
+        ));
+    };
+    let rules = ToolRules {
+        name: tool.name.clone(),
+        kind: tool.kind,
+        irreversible: tool.irreversible,
+        policy: tool.policy,
+        min_confidence: tool.min_confidence,
+    };
+    let constitution = ConstitutionVerdict::default();
+    let decision = gate::decide(&gate::Input {
+        principal: &principal_label(&caller),
+        is_agent: caller.is_agent(),
+        in_scope: caller.covers_tool(&tool.name),
+        workspace_switch: ctx.workspace_switch.as_ref(),
+        tool_switch: ctx.tool_switch.as_ref(),
+        agent_writes_enabled: ctx.settings.agent_writes_enabled,
+        tool: &rules,
+        confidence: req.confidence,
+        constitution: &constitution,
+    });
+    let record = decision_record(&decision);
+
+    if req.dry_run {
+        let required = match decision.outcome {
+            Outcome::NeedsApproval { required } => required,
+            _ => 0,
+        };
+        let outcome = ActionOutcome {
+            id: None,
+            status: ActionStatus::Simulated,
+            tool: tool.name,
+            payload_sha256: pinned.sha256,
+            approval_id: None,
+            required_approvals: required,
+            expires_at: None,
+            code: record.code,
+            message: Some(format!("dry run: would be {}", would_be(&decision.outcome))),
+            trace: record.trace,
+            cited_rules: record.cited_rules,
+            constitution_version: record.constitution_version,
+            result: None,
+        };
+        return Ok((StatusCode::OK, Json(outcome)).into_response());
+    }
+
+    let record_now = matches!(tool.connector, Connector::Record);
+    let new = NewAction {
+        tool: tool.name.clone(),
+        payload: pinned.canonical,
+        payload_sha256: pinned.sha256,
+        resource: req.resource,
+        current,
+        reason: req.reason,
+        confidence: req.confidence,
+        requester_id: caller.member_id.clone(),
+        agent_token_id: match &caller.kind {
+            CallerKind::Agent { token_id, .. } => Some(token_id.clone()),
+            CallerKind::Human { .. } => None,
+        },
+        decision: record,
+        outcome: decision.outcome,
+        policy: tool.policy,
+        approval_ttl_seconds: tool.approval_ttl_seconds.unwrap_or(ctx.settings.approval_ttl_seconds),
+        record_now,
+        idempotency: idem,
+    };
+    let origin = caller.origin();
+    match state.store.record_action(&caller.workspace, &origin, new).await? {
+        Submitted::Replay(first) => {
+            let mut resp = (StatusCode::CREATED, Json(*first)).into_response();
+            resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(resp)
+        }
+        Submitted::New { action, expires_at } => {
+            let action =
+                if action.status == ActionStatus::Executing { run_connector(&state, &caller, &tool, action).await? } else { action };
+            Ok((StatusCode::CREATED, Json(ActionOutcome::of(&action, expires_at))).into_response())
+        }
+    }
+}
+
+fn would_be(o: &Outcome) -> String {
+    match o {
+        Outcome::Execute => "executed at once".into(),
+        Outcome::NeedsApproval { required: 1 } => "held for one approval".into(),
+        Outcome::NeedsApproval { required } => format!("held for {required} approvals"),
+        Outcome::Denied { code, .. } => format!("denied ({code})"),
+        Outcome::Blocked { code, .. } => format!("blocked ({code})"),
+    }
+}
+
+/// Runs an `executing` action's connector (after its decision is durable) and records
+/// the result.
+async fn run_connector(state: &AppState, caller: &Caller, tool: &crate::model::Tool, action: Action) -> Result<Action> {
+    let sealed = state.store.get_tool_sealed(&caller.workspace, &tool.name).await?.ok_or_else(|| Error::not_found("tool", &tool.name))?;
+    let (result, ok) = connectors::run_http(&state.http, &state.keys, &caller.workspace, &sealed, &action).await;
+    state.store.finish_execution(&caller.workspace, &caller.origin(), &action.id, result, ok).await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Execute {
+    /// The payload again, exactly as submitted (any key order or whitespace): it is
+    /// re-hashed and must match the approved hash.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+/// Runs an approved action, once. The payload is re-hashed and must match what the
+/// approvers saw; of any number of concurrent calls, exactly one runs.
+#[utoipa::path(post, path = "/v1/actions/{id}/execute", tag = "actions", request_body = Execute, params(("id" = String, Path, description = "action id (`act_…`)")), responses(
+    (status = 200, body = ActionOutcome),
+    (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+    (status = 409, description = "payload_hash_mismatch, approval_pending, approval_denied, approval_consumed, or a kill switch", body = ErrorBody),
+    (status = 410, description = "approval_expired", body = ErrorBody),
+))]
+pub async fn execute(
+    State(state): State<AppState>,
+    caller: Auth<need::ActionsSubmit>,
+    Path(id): Path<String>,
+    Body(req): Body<Execute>,
+) -> Result<Json<ActionOutcome>> {
+    ids::parse(IdKind::Action, &id)?;
+    let pinned = canonical::pin(&req.payload).map_err(|e| Error::unprocessable("unrepresentable_number", e.to_string()))?;
+    let action = state.store.get_action(&caller.workspace, &id).await?;
+    if action.requester_id != caller.member_id {
+        return Err(Error::forbidden("not_your_action", "only the requester, or an agent token they own, may execute this action"));
+    }
+    if !caller.covers_tool(&action.tool) {
+        return Err(Error::forbidden("tool_not_in_scope", format!("this token's tool patterns do not include `{}`", action.tool)));
+    }
+    let tool = state.store.get_tool_sealed(&caller.workspace, &action.tool).await?.ok_or_else(|| Error::not_found("tool", &action.tool))?;
+    let req = ExecuteRequest {
+        action_id: id,
+        payload_sha256: pinned.sha256,
+        is_agent: caller.is_agent(),
+        record_now: matches!(tool.connector, Connector::Record),
+    };
+    let action = state.store.execute_approved(&caller.workspace, &caller.origin(), req).await??;
+    let action = if action.status == ActionStatus::Executing { run_connector(&state, &caller, &tool, action).await? } else { action };
+    Ok(Json(ActionOutcome::of(&action, None)))
+}
+
+/// Whether the caller may see this action: anyone with `actions:read`, or its requester.
+fn may_read(caller: &Caller, a: &Action) -> bool {
+    caller.can(Permission::ActionsRead) || (a.requester_id == caller.member_id && caller.can(Permission::ActionsSubmit))
+}
+
+/// One action with its payload, decision and result.
+#[utoipa::path(get, path = "/v1/actions/{id}", tag = "actions", params(("id" = String, Path, description = "action id")), responses(
+    (status = 200, body = Action),
+    (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+))]
+pub async fn get_action(State(state): State<AppState>, caller: Auth<need::Authenticated>, Path(id): Path<String>) -> Result<Json<Action>> {
+    ids::parse(IdKind::Action, &id)?;
+    if !caller.can(Permission::ActionsRead) && !caller.can(Permission::ActionsSubmit) {
+        caller.require(Permission::ActionsRead)?;
+    }
+    let a = state.store.get_action(&caller.workspace, &id).await?;
+    if !may_read(&caller, &a) {
+        return Err(Error::forbidden("permission_denied", "reading other members' actions needs the `actions:read` permission"));
+    }
+    Ok(Json(a))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub status: Option<String>,
+    pub tool: Option<String>,
+    /// Actions older than this id (the `next` of the previous page).
+    pub before: Option<String>,
+    /// 1 to 200 (default 50).
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ActionList {
+    pub items: Vec<Action>,
+    /// Pass as `before` for the next page.
+    pub next: Option<String>,
+}
+
+/// Actions, newest first: all of them with `actions:read`, otherwise your own.
+#[utoipa::path(get, path = "/v1/actions", tag = "actions", params(ListQuery), responses(
+    (status = 200, body = ActionList),
+    (status = 400, body = ErrorBody),
+    (status = 403, body = ErrorBody),
+))]
+pub async fn list_actions(
+    State(state): State<AppState>,
+    caller: Auth<need::Authenticated>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ActionList>> {
+    let requester_id = if caller.can(Permission::ActionsRead) {
+        None
+    } else {
+        caller.require(Permission::ActionsSubmit)?;
+        Some(caller.member_id.clone())
+    };
+    let status = match q.status.as_deref() {
+        Some(s) => {
+            Some(ActionStatus::parse(s).ok_or_else(|| Error::bad_request("invalid_query", format!("`{s}` is not an action status")))?)
+        }
+        None => None,
+    };
+    if let Some(b) = &q.before {
+        ids::parse(IdKind::Action, b)?;
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(Error::bad_request("invalid_query", "limit must be between 1 and 200"));
+    }
+    let items = state
+        .store
+        .list_actions(&caller.workspace, ActionFilter { status, tool: q.tool, requester_id, before: q.before, since: None, limit })
+        .await?;
+    let next = (items.len() as i64 == limit).then(|| items.last().map(|a| a.id.clone())).flatten();
+    Ok(Json(ActionList { items, next }))
+}

@@ -1,0 +1,77 @@
+//! Kill switches: stop a tool, or the whole workspace, now.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::error::{Error, Result};
+use crate::model::{KillSwitch, KillSwitches};
+use crate::permissions::Permission;
+use crate::server::AppState;
+use crate::server::auth::{Auth, Caller, need};
+use crate::server::error::ErrorBody;
+use crate::server::extract::Body;
+use crate::store::SwitchTarget;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSwitch {
+    /// `true` to engage (needs `killswitch:engage`), `false` to lift (needs `killswitch:lift`).
+    pub engaged: bool,
+    /// Why: required, recorded on the audit log and shown on every console.
+    pub reason: String,
+}
+
+/// Every kill switch.
+#[utoipa::path(get, path = "/v1/killswitches", tag = "killswitches", responses((status = 200, body = KillSwitches), (status = 403, body = ErrorBody)))]
+pub async fn list(State(state): State<AppState>, caller: Auth<need::KillswitchRead>) -> Result<Json<KillSwitches>> {
+    Ok(Json(state.store.killswitches(&caller.workspace).await?))
+}
+
+async fn set(state: &AppState, caller: &Caller, target: SwitchTarget, req: SetSwitch) -> Result<Json<KillSwitch>> {
+    caller.require(if req.engaged { Permission::KillswitchEngage } else { Permission::KillswitchLift })?;
+    let reason = req.reason.trim();
+    if reason.is_empty() {
+        return Err(Error::unprocessable("reason_required", "say why: a kill switch change needs a reason"));
+    }
+    if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err(Error::unprocessable("invalid_reason", "a reason is at most 500 characters, without control characters"));
+    }
+    let (switch, _) = state.store.set_killswitch(&caller.workspace, &caller.origin(), target, req.engaged, reason).await?;
+    Ok(Json(switch))
+}
+
+/// Engages or lifts the workspace kill switch: while engaged, every gated call is blocked
+/// and no approval can be consumed.
+#[utoipa::path(put, path = "/v1/killswitches/workspace", tag = "killswitches", request_body = SetSwitch, responses(
+    (status = 200, body = KillSwitch),
+    (status = 403, body = ErrorBody),
+    (status = 422, body = ErrorBody),
+))]
+pub async fn set_workspace(
+    State(state): State<AppState>,
+    caller: Auth<need::Authenticated>,
+    Body(req): Body<SetSwitch>,
+) -> Result<Json<KillSwitch>> {
+    set(&state, &caller, SwitchTarget::Workspace, req).await
+}
+
+/// Engages or lifts one tool's kill switch.
+#[utoipa::path(put, path = "/v1/killswitches/tools/{name}", tag = "killswitches", request_body = SetSwitch, params(("name" = String, Path, description = "tool name")), responses(
+    (status = 200, body = KillSwitch),
+    (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+    (status = 422, body = ErrorBody),
+))]
+pub async fn set_tool(
+    State(state): State<AppState>,
+    caller: Auth<need::Authenticated>,
+    Path(name): Path<String>,
+    Body(req): Body<SetSwitch>,
+) -> Result<Json<KillSwitch>> {
+    caller.require(if req.engaged { Permission::KillswitchEngage } else { Permission::KillswitchLift })?;
+    // A switch on a misspelt tool would protect nothing: it must name a real one.
+    state.store.get_tool(&caller.workspace, &name).await?;
+    set(&state, &caller, SwitchTarget::Tool(name), req).await
+}

@@ -1,0 +1,189 @@
+//! Tools: what agents may ask to call, and how each call is gated.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::workspace::check_ttl;
+use crate::error::{Error, Result};
+use crate::gate::{Policy, ToolKind};
+use crate::model::{Connector, Tool};
+use crate::names;
+use crate::server::AppState;
+use crate::server::auth::{Auth, need};
+use crate::server::error::ErrorBody;
+use crate::server::extract::Body;
+use crate::store::{ToolDef, WorkspaceId};
+use crate::vault;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutTool {
+    /// `read` or `write`. While agent writes are off, agents cannot call `write` tools.
+    pub kind: ToolKind,
+    /// Irreversible tools always need at least one human.
+    pub irreversible: bool,
+    /// `auto`, `approve` or `approve-dual`.
+    pub policy: Policy,
+    /// 0 to 1: below it (or when the agent gives none), a call needs an approval.
+    pub min_confidence: Option<f64>,
+    /// Approval lifetime, 60 s to 7 days; the workspace default when absent.
+    pub approval_ttl_seconds: Option<i64>,
+    pub connector: Connector,
+    pub description: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ToolList {
+    pub items: Vec<Tool>,
+}
+
+/// Headers a connector may not set: they belong to the HTTP exchange or to Countersign.
+const RESERVED_HEADERS: &[&str] =
+    &["host", "content-length", "content-type", "transfer-encoding", "connection", "te", "upgrade", "idempotency-key"];
+const MAX_HEADERS: usize = 32;
+const MAX_HEADER_VALUE: usize = 4096;
+
+fn check_header(name: &str, value: &str, secret: bool) -> Result<()> {
+    let lower = name.to_ascii_lowercase();
+    let token = !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        let shown: String = name.chars().take(60).collect();
+        return Err(Error::unprocessable("invalid_header", format!("`{shown}` is not a valid HTTP header name")));
+    }
+    if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("countersign-") {
+        return Err(Error::unprocessable("invalid_header", format!("`{name}` is set by Countersign itself and cannot be configured")));
+    }
+    if value.len() > MAX_HEADER_VALUE || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        let what = if secret { "secret header" } else { "header" };
+        return Err(Error::unprocessable(
+            "invalid_header",
+            format!("the value of {what} `{name}` must be at most {MAX_HEADER_VALUE} bytes, without line breaks"),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a connector as sent and seals its secret values. `existing` is the stored
+/// connector, whose sealed secrets are kept when the request leaves `secret_headers` out.
+fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Connector, existing: Option<&Connector>) -> Result<Connector> {
+    let Connector::Http { url, headers, secret_headers, timeout_ms } = sent else {
+        return Ok(Connector::Record);
+    };
+    let parsed = reqwest::Url::parse(&url).map_err(|e| Error::unprocessable("invalid_url", format!("connector.url is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(Error::unprocessable("invalid_url", "connector.url must be an http:// or https:// URL with a host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(Error::unprocessable(
+            "invalid_url",
+            "put credentials in connector.secret_headers, not in the URL, where they would be shown and logged",
+        ));
+    }
+    if let Some(t) = timeout_ms
+        && !(100..=30_000).contains(&t)
+    {
+        return Err(Error::unprocessable("invalid_timeout", "connector.timeout_ms must be between 100 and 30000"));
+    }
+    if headers.len() + secret_headers.as_ref().map_or(0, BTreeMap::len) > MAX_HEADERS {
+        return Err(Error::unprocessable("invalid_header", format!("a connector has at most {MAX_HEADERS} headers")));
+    }
+    for (k, v) in &headers {
+        check_header(k, v, false)?;
+    }
+    let sealed = match secret_headers {
+        Some(secrets) => {
+            let mut out = BTreeMap::new();
+            for (k, v) in secrets {
+                check_header(&k, &v, true)?;
+                if headers.keys().any(|h| h.eq_ignore_ascii_case(&k)) {
+                    return Err(Error::unprocessable("invalid_header", format!("`{k}` is both a plain and a secret header")));
+                }
+                let value = state
+                    .keys
+                    .seal(&v, &vault::header_aad(ws.as_str(), tool, &k))
+                    .map_err(|e| Error::unavailable("master_key_unavailable", format!("secret headers cannot be stored: {e}")))?;
+                out.insert(k, value);
+            }
+            Some(out)
+        }
+        // Left out: keep what is stored.
+        None => match existing {
+            Some(Connector::Http { secret_headers, .. }) => secret_headers.clone(),
+            _ => None,
+        },
+    };
+    Ok(Connector::Http { url: parsed.to_string(), headers, secret_headers: sealed, timeout_ms })
+}
+
+/// Creates or replaces a tool (audited with before and after; secrets masked).
+#[utoipa::path(put, path = "/v1/tools/{name}", tag = "tools", request_body = PutTool, params(("name" = String, Path, description = "tool name, e.g. `email.send`")), responses(
+    (status = 200, description = "replaced", body = Tool),
+    (status = 201, description = "created", body = Tool),
+    (status = 403, body = ErrorBody),
+    (status = 422, body = ErrorBody),
+))]
+pub async fn put_tool(
+    State(state): State<AppState>,
+    caller: Auth<need::ToolsManage>,
+    Path(name): Path<String>,
+    Body(req): Body<PutTool>,
+) -> Result<(StatusCode, Json<Tool>)> {
+    if !names::valid_tool_name(&name) {
+        return Err(Error::unprocessable(
+            "invalid_tool_name",
+            "tool names are dotted lower-case words such as `email.send` (a-z, 0-9, `_`, `-`; at most 64 bytes)",
+        ));
+    }
+    if req.irreversible && req.policy == Policy::Auto {
+        return Err(Error::unprocessable(
+            "irreversible_requires_approval",
+            "an irreversible tool always needs a human: `auto` would let it run unseen; use `approve` or `approve-dual`",
+        ));
+    }
+    if let Some(c) = req.min_confidence
+        && !(0.0..=1.0).contains(&c)
+    {
+        return Err(Error::unprocessable("invalid_confidence", "min_confidence must be between 0 and 1"));
+    }
+    if let Some(ttl) = req.approval_ttl_seconds {
+        check_ttl("approval_ttl_seconds", ttl)?;
+    }
+    let description = req.description.unwrap_or_default();
+    if description.chars().count() > 500 || description.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(Error::unprocessable("invalid_description", "a description is at most 500 characters, without control characters"));
+    }
+    let existing = state.store.get_tool_sealed(&caller.workspace, &name).await?;
+    let connector = prepare_connector(&state, &caller.workspace, &name, req.connector, existing.as_ref().map(|t| &t.connector))?;
+    let def = ToolDef {
+        name,
+        description,
+        kind: req.kind,
+        irreversible: req.irreversible,
+        policy: req.policy,
+        min_confidence: req.min_confidence,
+        approval_ttl_seconds: req.approval_ttl_seconds,
+        connector,
+    };
+    let (tool, created) = state.store.put_tool(&caller.workspace, &caller.origin(), def).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(tool)))
+}
+
+/// Every tool, secrets masked.
+#[utoipa::path(get, path = "/v1/tools", tag = "tools", responses((status = 200, body = ToolList), (status = 403, body = ErrorBody)))]
+pub async fn list_tools(State(state): State<AppState>, caller: Auth<need::ToolsRead>) -> Result<Json<ToolList>> {
+    Ok(Json(ToolList { items: state.store.list_tools(&caller.workspace).await? }))
+}
+
+/// One tool, secrets masked.
+#[utoipa::path(get, path = "/v1/tools/{name}", tag = "tools", params(("name" = String, Path, description = "tool name")), responses(
+    (status = 200, body = Tool),
+    (status = 404, body = ErrorBody),
+))]
+pub async fn get_tool(State(state): State<AppState>, caller: Auth<need::ToolsRead>, Path(name): Path<String>) -> Result<Json<Tool>> {
+    Ok(Json(state.store.get_tool(&caller.workspace, &name).await?))
+}

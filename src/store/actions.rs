@@ -1,0 +1,773 @@
+//! Actions and approvals: recording decisions, deciding, expiring, and consuming an
+//! approval exactly once.
+//!
+//! Every state change here runs inside one write job, so it is atomic with its audit
+//! event, and (the writer being single, or rows being locked on PostgreSQL) no two
+//! changes to one approval interleave. The rules themselves are in `crate::approval`.
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::db::{Conn, DbError, Row};
+use super::engine::{WriteTx, enum_text};
+use super::{Origin, SqlStore, WorkspaceId};
+use crate::approval::{self, Decided, Refusal, State, Verdict};
+use crate::audit::{Actor, EventDraft, Via, outcome};
+use crate::clock::{format_ts, parse_ts};
+use crate::error::{Error, Kind, Result};
+use crate::gate::{Outcome, Policy};
+use crate::ids::{IdKind, new_id};
+use crate::model::{Action, ActionOutcome, ActionStatus, Approval, ApprovalDecision, DecisionRecord};
+use crate::params;
+
+/// An action the gate has decided, to record.
+#[derive(Clone, Debug)]
+pub struct NewAction {
+    pub tool: String,
+    /// The canonical payload and its hash.
+    pub payload: String,
+    pub payload_sha256: String,
+    pub resource: Option<String>,
+    /// The resource's current state, as JSON text.
+    pub current: Option<String>,
+    pub reason: Option<String>,
+    pub confidence: Option<f64>,
+    pub requester_id: String,
+    pub agent_token_id: Option<String>,
+    pub decision: DecisionRecord,
+    pub outcome: Outcome,
+    /// The tool's policy, recorded on the approval.
+    pub policy: Policy,
+    pub approval_ttl_seconds: i64,
+    /// For `Execute`: run the `record` connector inside this transaction (true), or mark
+    /// the action `executing` for a connector that runs after commit (false).
+    pub record_now: bool,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// An `Idempotency-Key`, scoped to whoever sent it.
+#[derive(Clone, Debug)]
+pub struct IdempotencyKey {
+    pub principal: String,
+    pub key: String,
+    /// Fingerprint of the request: the same key with a different body is refused.
+    pub request_sha256: String,
+}
+
+/// What recording an action did.
+#[derive(Clone, Debug)]
+pub enum Submitted {
+    New {
+        action: Action,
+        expires_at: Option<String>,
+    },
+    /// The same key and request were seen before: here is the first answer.
+    Replay(Box<ActionOutcome>),
+}
+
+#[async_trait]
+pub trait Actions {
+    async fn record_action(&self, ws: &WorkspaceId, by: &Origin, new: NewAction) -> Result<Submitted>;
+    /// Records what a connector that ran after commit returned.
+    async fn finish_execution(&self, ws: &WorkspaceId, by: &Origin, action_id: &str, result: Value, ok: bool) -> Result<Action>;
+    async fn get_action(&self, ws: &WorkspaceId, id: &str) -> Result<Action>;
+    async fn list_actions(&self, ws: &WorkspaceId, filter: ActionFilter) -> Result<Vec<Action>>;
+    /// Consumes an approved action's approval and runs (record) or starts (http) it.
+    /// `Ok(Err(_))` is a refusal that has been audited.
+    async fn execute_approved(&self, ws: &WorkspaceId, by: &Origin, req: ExecuteRequest) -> Result<Result<Action, Error>>;
+}
+
+/// Which actions to list.
+#[derive(Clone, Debug, Default)]
+pub struct ActionFilter {
+    pub status: Option<ActionStatus>,
+    pub tool: Option<String>,
+    pub requester_id: Option<String>,
+    /// Actions with ids before this one (newest first paging).
+    pub before: Option<String>,
+    /// Actions created at or after this time.
+    pub since: Option<String>,
+    pub limit: i64,
+}
+
+/// Running an approved action.
+#[derive(Clone, Debug)]
+pub struct ExecuteRequest {
+    pub action_id: String,
+    /// The hash of the payload the agent re-sent.
+    pub payload_sha256: String,
+    pub is_agent: bool,
+    pub record_now: bool,
+}
+
+#[async_trait]
+pub trait Approvals {
+    /// Pending approvals soonest-expiry first; other states newest first.
+    async fn list_approvals(&self, ws: &WorkspaceId, state: State, limit: i64) -> Result<Vec<Approval>>;
+    /// One approval with its payload, current state and the gate's reasons.
+    async fn get_approval(&self, ws: &WorkspaceId, id: &str) -> Result<Approval>;
+    /// A human's decision. `Ok(Err(_))` is a refusal that has been audited.
+    async fn decide_approval(&self, ws: &WorkspaceId, by: &Origin, req: DecisionRequest) -> Result<Result<Approval, Error>>;
+    /// Expires every open approval whose time has come, in every workspace, recording each
+    /// once. Returns how many.
+    async fn expire_due(&self, limit: i64) -> Result<usize>;
+}
+
+#[derive(Clone, Debug)]
+pub struct DecisionRequest {
+    pub approval_id: String,
+    pub member_id: String,
+    pub verdict: Verdict,
+    pub payload_sha256: String,
+    pub reason: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+
+const ACTION_COLS: &str = "id, tool, status, payload, payload_sha256, resource, current, reason, confidence, requester_id, \
+     agent_token_id, via, approval_id, required_approvals, decision, result, created_at, updated_at";
+
+fn action_from_row(r: &Row) -> Result<Action, DbError> {
+    let bad = |c, what: &str| DbError::Decode { column: c, message: format!("unknown {what}") };
+    Ok(Action {
+        id: r.text(0)?,
+        tool: r.text(1)?,
+        status: ActionStatus::parse(&r.text(2)?).ok_or_else(|| bad(2, "status"))?,
+        payload: r.json(3)?,
+        payload_sha256: r.text(4)?,
+        resource: r.opt_text(5)?,
+        current: r.opt_json(6)?,
+        reason: r.opt_text(7)?,
+        confidence: r.opt_real(8)?,
+        requester_id: r.text(9)?,
+        agent_token_id: r.opt_text(10)?,
+        via: serde_json::from_value(Value::String(r.text(11)?)).map_err(|_| bad(11, "via"))?,
+        approval_id: r.opt_text(12)?,
+        required_approvals: r.int(13)? as u8,
+        decision: r.json(14)?,
+        result: r.opt_json(15)?,
+        created_at: r.text(16)?,
+        updated_at: r.text(17)?,
+    })
+}
+
+fn read_action(conn: &mut dyn Conn, ws: &str, id: &str) -> Result<Action> {
+    let row = conn
+        .query_opt(&format!("SELECT {ACTION_COLS} FROM actions WHERE workspace_id = $1 AND id = $2"), params![ws, id])?
+        .ok_or_else(|| Error::not_found("action", id))?;
+    Ok(action_from_row(&row)?)
+}
+
+const APPROVAL_COLS: &str = "a.id, a.action_id, a.tool, a.state, a.policy, a.required, a.requester_id, a.payload_sha256, \
+     a.created_at, a.expires_at, a.decided_at, a.consumed_at, x.agent_token_id, x.resource, x.reason, x.confidence";
+
+fn approval_from_row(r: &Row, decisions: Vec<ApprovalDecision>) -> Result<Approval, DbError> {
+    let bad = |c, what: &str| DbError::Decode { column: c, message: format!("unknown {what}") };
+    let approvals = decisions.iter().filter(|d| d.decision == Verdict::Approve).count() as u8;
+    Ok(Approval {
+        id: r.text(0)?,
+        action_id: r.text(1)?,
+        tool: r.text(2)?,
+        state: State::parse(&r.text(3)?).ok_or_else(|| bad(3, "state"))?,
+        policy: Policy::parse(&r.text(4)?).ok_or_else(|| bad(4, "policy"))?,
+        required: r.int(5)? as u8,
+        approvals,
+        decisions,
+        requester_id: r.text(6)?,
+        payload_sha256: r.text(7)?,
+        created_at: r.text(8)?,
+        expires_at: r.text(9)?,
+        decided_at: r.opt_text(10)?,
+        consumed_at: r.opt_text(11)?,
+        agent_token_id: r.opt_text(12)?,
+        resource: r.opt_text(13)?,
+        reason: r.opt_text(14)?,
+        confidence: r.opt_real(15)?,
+        payload: None,
+        current: None,
+        decision: None,
+    })
+}
+
+fn read_decisions(conn: &mut dyn Conn, ws: &str, approval_id: &str) -> Result<Vec<ApprovalDecision>, DbError> {
+    let rows = conn.query(
+        "SELECT member_id, decision, reason, payload_sha256, created_at FROM approval_decisions \
+         WHERE workspace_id = $1 AND approval_id = $2 ORDER BY created_at, member_id",
+        params![ws, approval_id],
+    )?;
+    rows.iter()
+        .map(|r| {
+            Ok(ApprovalDecision {
+                member_id: r.text(0)?,
+                decision: if r.text(1)? == "deny" { Verdict::Deny } else { Verdict::Approve },
+                reason: r.opt_text(2)?,
+                payload_sha256: r.text(3)?,
+                created_at: r.text(4)?,
+            })
+        })
+        .collect()
+}
+
+fn read_approval(conn: &mut dyn Conn, ws: &str, id: &str, for_update: &str) -> Result<Approval> {
+    let sql = format!(
+        "SELECT {APPROVAL_COLS} FROM approvals a JOIN actions x ON x.id = a.action_id WHERE a.workspace_id = $1 AND a.id = $2{for_update}"
+    );
+    let row = conn.query_opt(&sql, params![ws, id])?.ok_or_else(|| Error::not_found("approval", id))?;
+    let decisions = read_decisions(conn, ws, id)?;
+    Ok(approval_from_row(&row, decisions)?)
+}
+
+/// The pure state machine's view of a stored approval.
+fn machine(a: &Approval) -> Result<approval::Approval> {
+    Ok(approval::Approval {
+        state: a.state,
+        required: a.required,
+        requester_id: a.requester_id.clone(),
+        payload_sha256: a.payload_sha256.clone(),
+        expires_at: parse_ts(&a.expires_at).ok_or_else(|| Error::internal("an approval has an unreadable expiry"))?,
+        decisions: a.decisions.iter().map(|d| (d.member_id.clone(), d.decision)).collect(),
+    })
+}
+
+/// The fields of the seed's example event, for every approval event.
+fn approval_event_data(a: &Approval, extra: Value) -> Value {
+    let mut data = json!({
+        "approval_id": a.id,
+        "action_id": a.action_id,
+        "tool": a.tool,
+        "payload_sha256": a.payload_sha256,
+        "policy": a.policy.as_str(),
+        "required": a.required,
+        "requester_id": a.requester_id,
+        "expires_at": a.expires_at,
+    });
+    if let (Some(d), Value::Object(e)) = (data.as_object_mut(), extra) {
+        d.extend(e);
+    }
+    data
+}
+
+fn set_action_status(tx: &mut WriteTx<'_>, ws: &str, id: &str, status: ActionStatus) -> Result<(), DbError> {
+    let now = tx.now_ts();
+    tx.execute(
+        "UPDATE actions SET status = $3, updated_at = $4 WHERE workspace_id = $1 AND id = $2",
+        params![ws, id, status.as_str(), &now],
+    )?;
+    Ok(())
+}
+
+/// Records an approval's expiry (state, action, event), once.
+fn record_expiry(tx: &mut WriteTx<'_>, ws: &str, a: &Approval, actor: Actor, via: Via) -> Result<(), DbError> {
+    let now = tx.now_ts();
+    let n = tx.execute(
+        "UPDATE approvals SET state = 'expired', decided_at = COALESCE(decided_at, $3) WHERE workspace_id = $1 AND id = $2 AND state IN ('pending', 'approved')",
+        params![ws, &a.id, &now],
+    )?;
+    if n == 0 {
+        return Ok(());
+    }
+    set_action_status(tx, ws, &a.action_id, ActionStatus::Expired)?;
+    tx.append(
+        ws,
+        EventDraft::new("approval.expired", actor, via)
+            .resource(a.id.clone())
+            .payload_sha256(a.payload_sha256.clone())
+            .outcome(outcome::FAILURE)
+            .data(approval_event_data(a, json!({"approvals": a.approvals}))),
+    )?;
+    Ok(())
+}
+
+/// Turns a state-machine refusal into the error a caller sees.
+fn refusal_error(r: &Refusal) -> Error {
+    let kind = match r {
+        Refusal::Expired => Kind::Gone,
+        Refusal::RequesterCannotDecide => Kind::Forbidden,
+        _ => Kind::Conflict,
+    };
+    Error::new(kind, r.code(), r.message())
+}
+
+/// The receipt the `record` connector returns.
+pub fn record_receipt(action_id: &str, at: &str) -> Value {
+    json!({"connector": "record", "recorded": true, "receipt": format!("rcpt_{}", action_id.trim_start_matches("act_")), "recorded_at": at})
+}
+
+fn save_idempotent_response(tx: &mut WriteTx<'_>, ws: &str, action_id: &str, response: &ActionOutcome) -> Result<(), DbError> {
+    let text = serde_json::to_string(response).unwrap_or_default();
+    tx.execute("UPDATE idempotency_keys SET response = $3 WHERE workspace_id = $1 AND action_id = $2", params![ws, action_id, &text])?;
+    Ok(())
+}
+
+#[async_trait]
+impl Actions for SqlStore {
+    async fn record_action(&self, ws: &WorkspaceId, by: &Origin, new: NewAction) -> Result<Submitted> {
+        let (ws, by) = (ws.clone(), by.clone());
+        self.engine
+            .write(move |tx| {
+                let w = ws.as_str();
+                tx.set_workspace(w)?;
+                if let Some(k) = &new.idempotency {
+                    let sql = format!(
+                        "SELECT request_sha256, response FROM idempotency_keys WHERE workspace_id = $1 AND principal = $2 AND key = $3{}",
+                        tx.dialect().for_update()
+                    );
+                    if let Some(row) = tx.query_opt(&sql, params![w, &k.principal, &k.key])? {
+                        if row.text(0)? != k.request_sha256 {
+                            return Err(Error::conflict(
+                                "idempotency_key_reused",
+                                "this Idempotency-Key was already used with a different request; use a new key for a new request",
+                            ));
+                        }
+                        return match row.opt_json::<ActionOutcome>(1)? {
+                            Some(first) => Ok(Submitted::Replay(Box::new(first))),
+                            None => Err(Error::conflict(
+                                "idempotency_key_in_use",
+                                "a request with this Idempotency-Key is still running; retry when it has finished",
+                            )),
+                        };
+                    }
+                }
+                let now = tx.now();
+                let now_ts = format_ts(now);
+                let id = new_id(IdKind::Action);
+                let (status, required, approval) = match &new.outcome {
+                    Outcome::Execute if new.record_now => (ActionStatus::Executed, 0u8, None),
+                    Outcome::Execute => (ActionStatus::Executing, 0, None),
+                    Outcome::NeedsApproval { required } => {
+                        let expires = format_ts(now + chrono::Duration::seconds(new.approval_ttl_seconds));
+                        (ActionStatus::PendingApproval, *required, Some((new_id(IdKind::Approval), expires)))
+                    }
+                    Outcome::Denied { .. } => (ActionStatus::Denied, 0, None),
+                    Outcome::Blocked { .. } => (ActionStatus::Blocked, 0, None),
+                };
+                let result = (status == ActionStatus::Executed).then(|| record_receipt(&id, &now_ts));
+                let decision_text = serde_json::to_string(&new.decision).map_err(|e| Error::internal(e.to_string()))?;
+                tx.execute(
+                    "INSERT INTO actions (id, workspace_id, tool, status, payload, payload_sha256, resource, current, reason, confidence, \
+                     requester_id, agent_token_id, via, approval_id, required_approvals, decision, result, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
+                    params![
+                        &id,
+                        w,
+                        &new.tool,
+                        status.as_str(),
+                        &new.payload,
+                        &new.payload_sha256,
+                        new.resource.clone(),
+                        new.current.clone(),
+                        new.reason.clone(),
+                        new.confidence,
+                        &new.requester_id,
+                        new.agent_token_id.clone(),
+                        enum_text(&by.via),
+                        approval.as_ref().map(|(a, _)| a.clone()),
+                        required as i64,
+                        &decision_text,
+                        result.as_ref().map(|r| r.to_string()),
+                        &now_ts
+                    ],
+                )?;
+                let cited: Vec<&str> = new.decision.cited_rules.iter().map(|c| c.rule_id.as_str()).collect();
+                tx.append(
+                    w,
+                    EventDraft::new("action.requested", by.actor.clone(), by.via)
+                        .resource(id.clone())
+                        .payload_sha256(new.payload_sha256.clone())
+                        .outcome(match status {
+                            ActionStatus::Denied => outcome::DENIED,
+                            ActionStatus::Blocked => outcome::BLOCKED,
+                            ActionStatus::PendingApproval => outcome::PENDING,
+                            _ => outcome::SUCCESS,
+                        })
+                        .data(json!({
+                            "action_id": id,
+                            "tool": new.tool,
+                            "status": status.as_str(),
+                            "required_approvals": required,
+                            "requester_id": new.requester_id,
+                            "agent_token_id": new.agent_token_id,
+                            "resource": new.resource,
+                            "confidence": new.confidence,
+                            "reason": new.reason,
+                            "code": new.decision.code,
+                            "cited_rules": cited,
+                            "constitution_version": new.decision.constitution_version,
+                        })),
+                )?;
+                let summary = |extra: Value| {
+                    let mut d = json!({"action_id": id, "tool": new.tool, "code": new.decision.code, "message": new.decision.message, "cited_rules": cited});
+                    if let (Some(m), Value::Object(e)) = (d.as_object_mut(), extra) {
+                        m.extend(e);
+                    }
+                    d
+                };
+                match status {
+                    ActionStatus::Denied | ActionStatus::Blocked => {
+                        let (event, out) = if status == ActionStatus::Denied { ("action.denied", outcome::DENIED) } else { ("action.blocked", outcome::BLOCKED) };
+                        tx.append(
+                            w,
+                            EventDraft::new(event, by.actor.clone(), by.via)
+                                .resource(id.clone())
+                                .payload_sha256(new.payload_sha256.clone())
+                                .outcome(out)
+                                .data(summary(json!({}))),
+                        )?;
+                    }
+                    ActionStatus::Executed => {
+                        tx.append(
+                            w,
+                            EventDraft::new("action.executed", by.actor.clone(), by.via)
+                                .resource(id.clone())
+                                .payload_sha256(new.payload_sha256.clone())
+                                .data(summary(json!({"connector": "record", "result": result}))),
+                        )?;
+                    }
+                    ActionStatus::PendingApproval => {
+                        let (apv, expires) = approval.clone().expect("pending actions have an approval");
+                        tx.execute(
+                            "INSERT INTO approvals (id, workspace_id, action_id, tool, payload_sha256, policy, required, requester_id, state, created_at, expires_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10)",
+                            params![&apv, w, &id, &new.tool, &new.payload_sha256, new.policy.as_str(), required as i64, &new.requester_id, &now_ts, &expires],
+                        )?;
+                        tx.append(
+                            w,
+                            EventDraft::new("approval.requested", by.actor.clone(), by.via)
+                                .resource(apv.clone())
+                                .payload_sha256(new.payload_sha256.clone())
+                                .outcome(outcome::PENDING)
+                                .data(json!({
+                                    "approval_id": apv,
+                                    "action_id": id,
+                                    "tool": new.tool,
+                                    "payload_sha256": new.payload_sha256,
+                                    "policy": new.policy.as_str(),
+                                    "required": required,
+                                    "requester_id": new.requester_id,
+                                    "agent_token_id": new.agent_token_id,
+                                    "expires_at": expires,
+                                    "cited_rules": cited,
+                                })),
+                        )?;
+                    }
+                    _ => {}
+                }
+                let action = read_action(&mut *tx, w, &id)?;
+                let expires_at = approval.map(|(_, e)| e);
+                if let Some(k) = &new.idempotency {
+                    let response = (action.status != ActionStatus::Executing).then(|| ActionOutcome::of(&action, expires_at.clone()));
+                    tx.execute(
+                        "INSERT INTO idempotency_keys (workspace_id, principal, key, request_sha256, action_id, response, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        params![w, &k.principal, &k.key, &k.request_sha256, &id, response.map(|r| serde_json::to_string(&r).unwrap_or_default()), &now_ts],
+                    )?;
+                }
+                Ok(Submitted::New { action, expires_at })
+            })
+            .await
+    }
+
+    async fn finish_execution(&self, ws: &WorkspaceId, by: &Origin, action_id: &str, result: Value, ok: bool) -> Result<Action> {
+        let (ws, by, action_id) = (ws.clone(), by.clone(), action_id.to_string());
+        self.engine
+            .write(move |tx| {
+                let w = ws.as_str();
+                tx.set_workspace(w)?;
+                let status = if ok { ActionStatus::Executed } else { ActionStatus::Failed };
+                let now = tx.now_ts();
+                let n = tx.execute(
+                    "UPDATE actions SET status = $3, result = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2 AND status = 'executing'",
+                    params![w, &action_id, status.as_str(), result.to_string(), &now],
+                )?;
+                if n == 0 {
+                    return Err(Error::conflict("not_executing", "the action is not running"));
+                }
+                let action = read_action(&mut *tx, w, &action_id)?;
+                let (event, out) = if ok { ("action.executed", outcome::SUCCESS) } else { ("action.failed", outcome::FAILURE) };
+                tx.append(
+                    w,
+                    EventDraft::new(event, by.actor.clone(), by.via)
+                        .resource(action_id.clone())
+                        .payload_sha256(action.payload_sha256.clone())
+                        .outcome(out)
+                        .data(json!({"action_id": action_id, "tool": action.tool, "connector": "http", "result": result})),
+                )?;
+                save_idempotent_response(tx, w, &action_id, &ActionOutcome::of(&action, None))?;
+                Ok(action)
+            })
+            .await
+    }
+
+    async fn get_action(&self, ws: &WorkspaceId, id: &str) -> Result<Action> {
+        let (ws, id) = (ws.clone(), id.to_string());
+        self.engine
+            .read(move |conn| {
+                conn.set_workspace(ws.as_str())?;
+                read_action(conn, ws.as_str(), &id)
+            })
+            .await
+    }
+
+    async fn list_actions(&self, ws: &WorkspaceId, f: ActionFilter) -> Result<Vec<Action>> {
+        let ws = ws.clone();
+        self.engine
+            .read(move |conn| {
+                let w = ws.as_str();
+                conn.set_workspace(w)?;
+                // Optional filters as `($n IS NULL OR col = $n)`: one statement, one plan.
+                let sql = format!(
+                    "SELECT {ACTION_COLS} FROM actions WHERE workspace_id = $1 \
+                     AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR tool = $3) AND ($4 IS NULL OR requester_id = $4) \
+                     AND ($5 IS NULL OR id < $5) AND ($6 IS NULL OR created_at >= $6) ORDER BY id DESC LIMIT $7"
+                );
+                let rows = conn.query(
+                    &sql,
+                    params![
+                        w,
+                        f.status.map(|s| s.as_str()),
+                        f.tool.clone(),
+                        f.requester_id.clone(),
+                        f.before.clone(),
+                        f.since.clone(),
+                        f.limit
+                    ],
+                )?;
+                Ok(rows.iter().map(action_from_row).collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    async fn execute_approved(&self, ws: &WorkspaceId, by: &Origin, req: ExecuteRequest) -> Result<Result<Action, Error>> {
+        let (ws, by) = (ws.clone(), by.clone());
+        self.engine
+            .write(move |tx| {
+                let w = ws.as_str();
+                tx.set_workspace(w)?;
+                let action = read_action(&mut *tx, w, &req.action_id)?;
+                let Some(approval_id) = action.approval_id.clone() else {
+                    return Err(Error::conflict("no_approval", "this action did not need an approval; it was decided when it was submitted"));
+                };
+                let lock = tx.dialect().for_update();
+                let stored = read_approval(&mut *tx, w, &approval_id, lock)?;
+                let mut m = machine(&stored)?;
+                let now = tx.now();
+                let refuse = |tx: &mut WriteTx<'_>, code: &'static str, message: String, kind: Kind| -> Result<Result<Action, Error>> {
+                    tx.append(
+                        w,
+                        EventDraft::new("action.execution_refused", by.actor.clone(), by.via)
+                            .resource(action.id.clone())
+                            .payload_sha256(req.payload_sha256.clone())
+                            .outcome(outcome::DENIED)
+                            .data(json!({"action_id": action.id, "approval_id": approval_id, "tool": action.tool, "code": code, "message": message})),
+                    )?;
+                    Ok(Err(Error::new(kind, code, message)))
+                };
+                // Kill switches and agent-write control are checked here, in the same
+                // transaction as the consumption, so neither can be raced.
+                let switch = tx
+                    .query_opt(
+                        "SELECT target, reason FROM killswitches WHERE workspace_id = $1 AND engaged = TRUE AND (target = 'workspace' OR target = $2) ORDER BY target DESC",
+                        params![w, format!("tool:{}", action.tool)],
+                    )?
+                    .map(|r| Ok::<_, DbError>((r.text(0)?, r.opt_text(1)?.unwrap_or_default())))
+                    .transpose()?;
+                if let Some((target, reason)) = switch {
+                    let (code, what) = if target == "workspace" { ("workspace_kill_switch", "the workspace".to_string()) } else { ("tool_kill_switch", format!("`{}`", action.tool)) };
+                    return refuse(tx, code, format!("the kill switch for {what} is engaged ({reason}); the approval was not used"), Kind::Conflict);
+                }
+                if req.is_agent {
+                    let writes = tx.query_opt("SELECT agent_writes_enabled FROM workspaces WHERE id = $1", params![w])?.map(|r| r.bool(0)).transpose()?;
+                    let kind = tx.query_opt("SELECT kind FROM tools WHERE workspace_id = $1 AND name = $2", params![w, &action.tool])?.map(|r| r.text(0)).transpose()?;
+                    if kind.as_deref() == Some("write") && writes == Some(false) {
+                        return refuse(tx, "agent_writes_disabled", "agent writes are off for this workspace; the approval was not used".into(), Kind::Conflict);
+                    }
+                }
+                match m.consume(&req.payload_sha256, now) {
+                    Ok(()) => {}
+                    Err(Refusal::Expired) => {
+                        record_expiry(tx, w, &stored, by.actor.clone(), by.via)?;
+                        return refuse(tx, "approval_expired", Refusal::Expired.message(), Kind::Gone);
+                    }
+                    Err(r) => {
+                        let e = refusal_error(&r);
+                        return refuse(tx, r.code(), r.message(), e.kind);
+                    }
+                }
+                let now_ts = format_ts(now);
+                let n = tx.execute(
+                    "UPDATE approvals SET state = 'consumed', consumed_at = $3 WHERE workspace_id = $1 AND id = $2 AND state = 'approved'",
+                    params![w, &approval_id, &now_ts],
+                )?;
+                if n != 1 {
+                    // The state machine and the row disagree: refuse rather than risk a second run.
+                    return Err(Error::conflict("approval_consumed", Refusal::Consumed.message()));
+                }
+                tx.append(
+                    w,
+                    EventDraft::new("approval.consumed", by.actor.clone(), by.via)
+                        .resource(approval_id.clone())
+                        .payload_sha256(stored.payload_sha256.clone())
+                        .data(approval_event_data(&stored, json!({"consumed_by": by.actor.id}))),
+                )?;
+                if req.record_now {
+                    let result = record_receipt(&action.id, &now_ts);
+                    tx.execute(
+                        "UPDATE actions SET status = 'executed', result = $3, updated_at = $4 WHERE workspace_id = $1 AND id = $2",
+                        params![w, &action.id, result.to_string(), &now_ts],
+                    )?;
+                    tx.append(
+                        w,
+                        EventDraft::new("action.executed", by.actor.clone(), by.via)
+                            .resource(action.id.clone())
+                            .payload_sha256(action.payload_sha256.clone())
+                            .data(json!({"action_id": action.id, "approval_id": approval_id, "tool": action.tool, "connector": "record", "result": result})),
+                    )?;
+                } else {
+                    set_action_status(tx, w, &action.id, ActionStatus::Executing)?;
+                }
+                Ok(Ok(read_action(&mut *tx, w, &action.id)?))
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Approvals for SqlStore {
+    async fn list_approvals(&self, ws: &WorkspaceId, state: State, limit: i64) -> Result<Vec<Approval>> {
+        let ws = ws.clone();
+        let now = self.now_ts();
+        self.engine
+            .read(move |conn| {
+                let w = ws.as_str();
+                conn.set_workspace(w)?;
+                // An approval past its time is not pending, even in the moment before the
+                // sweeper records its expiry.
+                let sql = match state {
+                    State::Pending => format!(
+                        "SELECT {APPROVAL_COLS} FROM approvals a JOIN actions x ON x.id = a.action_id \
+                         WHERE a.workspace_id = $1 AND a.state = $2 AND a.expires_at > $3 ORDER BY a.expires_at, a.id LIMIT $4"
+                    ),
+                    _ => format!(
+                        "SELECT {APPROVAL_COLS} FROM approvals a JOIN actions x ON x.id = a.action_id \
+                         WHERE a.workspace_id = $1 AND a.state = $2 AND ($3 IS NOT NULL) ORDER BY a.id DESC LIMIT $4"
+                    ),
+                };
+                let rows = conn.query(&sql, params![w, state.as_str(), &now, limit])?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let decisions = read_decisions(conn, w, &r.text(0)?)?;
+                    out.push(approval_from_row(r, decisions)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn get_approval(&self, ws: &WorkspaceId, id: &str) -> Result<Approval> {
+        let (ws, id) = (ws.clone(), id.to_string());
+        self.engine
+            .read(move |conn| {
+                let w = ws.as_str();
+                conn.set_workspace(w)?;
+                let mut a = read_approval(conn, w, &id, "")?;
+                let action = read_action(conn, w, &a.action_id)?;
+                a.payload = Some(action.payload);
+                a.current = action.current;
+                a.decision = Some(action.decision);
+                Ok(a)
+            })
+            .await
+    }
+
+    async fn decide_approval(&self, ws: &WorkspaceId, by: &Origin, req: DecisionRequest) -> Result<Result<Approval, Error>> {
+        let (ws, by) = (ws.clone(), by.clone());
+        self.engine
+            .write(move |tx| {
+                let w = ws.as_str();
+                tx.set_workspace(w)?;
+                let lock = tx.dialect().for_update();
+                let stored = read_approval(&mut *tx, w, &req.approval_id, lock)?;
+                let mut m = machine(&stored)?;
+                let now = tx.now();
+                match m.decide(&req.member_id, req.verdict, &req.payload_sha256, now) {
+                    Err(Refusal::Expired) => {
+                        record_expiry(tx, w, &stored, by.actor.clone(), by.via)?;
+                        Ok(Err(refusal_error(&Refusal::Expired)))
+                    }
+                    Err(r) => {
+                        tx.append(
+                            w,
+                            EventDraft::new("approval.decision_refused", by.actor.clone(), by.via)
+                                .resource(stored.id.clone())
+                                .payload_sha256(req.payload_sha256.clone())
+                                .outcome(outcome::DENIED)
+                                .data(approval_event_data(&stored, json!({"decider_id": req.member_id, "code": r.code(), "decision": req.verdict}))),
+                        )?;
+                        Ok(Err(refusal_error(&r)))
+                    }
+                    Ok(decided) => {
+                        let now_ts = format_ts(now);
+                        let verdict_text = match req.verdict {
+                            Verdict::Approve => "approve",
+                            Verdict::Deny => "deny",
+                        };
+                        tx.execute(
+                            "INSERT INTO approval_decisions (approval_id, workspace_id, member_id, decision, reason, payload_sha256, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                            params![&stored.id, w, &req.member_id, verdict_text, req.reason.clone(), &req.payload_sha256, &now_ts],
+                        )?;
+                        let (event, out, extra) = match decided {
+                            Decided::Approved { approvals, complete } => {
+                                if complete {
+                                    tx.execute(
+                                        "UPDATE approvals SET state = 'approved', decided_at = $3 WHERE workspace_id = $1 AND id = $2",
+                                        params![w, &stored.id, &now_ts],
+                                    )?;
+                                    set_action_status(tx, w, &stored.action_id, ActionStatus::Approved)?;
+                                }
+                                ("approval.granted", outcome::SUCCESS, json!({"approver_user_id": req.member_id, "approvals": approvals, "complete": complete}))
+                            }
+                            Decided::Denied => {
+                                tx.execute(
+                                    "UPDATE approvals SET state = 'denied', decided_at = $3 WHERE workspace_id = $1 AND id = $2",
+                                    params![w, &stored.id, &now_ts],
+                                )?;
+                                set_action_status(tx, w, &stored.action_id, ActionStatus::Denied)?;
+                                ("approval.denied", outcome::DENIED, json!({"approver_user_id": req.member_id, "reason": req.reason}))
+                            }
+                        };
+                        tx.append(
+                            w,
+                            EventDraft::new(event, by.actor.clone(), by.via)
+                                .resource(stored.id.clone())
+                                .payload_sha256(stored.payload_sha256.clone())
+                                .outcome(out)
+                                .data(approval_event_data(&stored, extra)),
+                        )?;
+                        Ok(Ok(read_approval(&mut *tx, w, &stored.id, "")?))
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn expire_due(&self, limit: i64) -> Result<usize> {
+        self.engine
+            .write(move |tx| {
+                let now = tx.now_ts();
+                let due = tx.query(
+                    "SELECT workspace_id, id FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+                    params![&now, limit],
+                )?;
+                let mut count = 0;
+                for row in &due {
+                    let (w, id) = (row.text(0)?, row.text(1)?);
+                    tx.set_workspace(&w)?;
+                    let lock = tx.dialect().for_update();
+                    let a = read_approval(&mut *tx, &w, &id, lock)?;
+                    record_expiry(tx, &w, &a, Actor::system("approval-sweeper"), Via::System)?;
+                    count += 1;
+                }
+                Ok(count)
+            })
+            .await
+    }
+}
