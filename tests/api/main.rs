@@ -2,4 +2,6 @@
 
 mod support;
 
+mod connectors;
+mod gate;
 mod identity;

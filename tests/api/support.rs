@@ -12,8 +12,11 @@ use countersign::clock::Clock;
 use countersign::permissions::BuiltinRole;
 use countersign::secrets;
 use countersign::server::{self, AppState, Running, ServerConfig};
+use countersign::store::db::{Conn, Connector, DbError, Dialect, Row, Value as DbValue};
+use countersign::store::sqlite::{self, SqliteConnector};
 use countersign::store::{NewMember, SqlStore, Store, Workspaces};
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -48,9 +51,26 @@ impl TestServer {
         s
     }
 
+    /// A server whose store fails every statement while the returned switch is on.
+    pub async fn start_faulty() -> (TestServer, Arc<AtomicBool>) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let fail = Arc::new(AtomicBool::new(false));
+        let mut s = Self::boot_with(tmp.path(), Clock::system(), ServerConfig::default(), Some(fail.clone())).await;
+        s._tmp = Some(tmp);
+        (s, fail)
+    }
+
     async fn boot(dir: &Path, clock: Clock, config: ServerConfig) -> TestServer {
+        Self::boot_with(dir, clock, config, None).await
+    }
+
+    async fn boot_with(dir: &Path, clock: Clock, config: ServerConfig, fault: Option<Arc<AtomicBool>>) -> TestServer {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let store = SqlStore::open_sqlite(&dir.join("countersign.db"), clock.clone()).expect("open store");
+        let sqlite = SqliteConnector::new(dir.join("countersign.db"));
+        let store = match fault {
+            None => SqlStore::open(&sqlite, sqlite::MIGRATIONS, clock.clone()).expect("open store"),
+            Some(fail) => SqlStore::open(&Faulty { inner: sqlite, fail }, sqlite::MIGRATIONS, clock.clone()).expect("open store"),
+        };
         let key_file = dir.join("master.key");
         if !key_file.exists() {
             countersign::vault::generate_key_file(&key_file).expect("master key");
@@ -187,6 +207,11 @@ impl Resp {
 }
 
 impl Api {
+    /// A client for any base URL.
+    pub fn new(base: &str, token: Option<&str>) -> Api {
+        Api { http: http(), base: base.to_string(), token: token.map(str::to_string) }
+    }
+
     pub fn as_token(&self, token: &str) -> Api {
         Api { http: self.http.clone(), base: self.base.clone(), token: Some(token.to_string()) }
     }
@@ -247,4 +272,88 @@ impl Api {
             out.extend(events);
         }
     }
+}
+
+/// A connector whose connections fail every statement while `fail` is set: the store
+/// "cannot be read or written", for the fail-closed tests.
+struct Faulty {
+    inner: SqliteConnector,
+    fail: Arc<AtomicBool>,
+}
+
+struct FaultyConn {
+    inner: Box<dyn Conn>,
+    fail: Arc<AtomicBool>,
+}
+
+impl FaultyConn {
+    fn check(&self) -> Result<(), DbError> {
+        if self.fail.load(Ordering::SeqCst) { Err(DbError::Unavailable("injected failure: disk I/O error".into())) } else { Ok(()) }
+    }
+}
+
+impl Conn for FaultyConn {
+    fn execute(&mut self, sql: &str, params: &[DbValue]) -> Result<u64, DbError> {
+        self.check()?;
+        self.inner.execute(sql, params)
+    }
+    fn query(&mut self, sql: &str, params: &[DbValue]) -> Result<Vec<Row>, DbError> {
+        self.check()?;
+        self.inner.query(sql, params)
+    }
+    fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        // Rolling back must still work, or a failed batch would leave its lock behind.
+        if !sql.starts_with("ROLLBACK") {
+            self.check()?;
+        }
+        self.inner.batch(sql)
+    }
+    fn dialect(&self) -> Dialect {
+        self.inner.dialect()
+    }
+}
+
+impl Connector for Faulty {
+    fn open_writer(&self) -> Result<Box<dyn Conn>, DbError> {
+        Ok(Box::new(FaultyConn { inner: self.inner.open_writer()?, fail: self.fail.clone() }))
+    }
+    fn open_reader(&self) -> Result<Box<dyn Conn>, DbError> {
+        Ok(Box::new(FaultyConn { inner: self.inner.open_reader()?, fail: self.fail.clone() }))
+    }
+    fn readers(&self) -> usize {
+        self.inner.readers()
+    }
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+}
+
+impl Workspace {
+    /// Creates or replaces a tool as the owner.
+    pub async fn tool(&self, name: &str, spec: Value) -> Value {
+        let r = self.owner.put(&format!("/v1/tools/{name}"), spec).await;
+        assert!(r.status == 201 || r.status == 200, "put tool {name}: {}", r.body);
+        r.body
+    }
+
+    /// A `record` tool with the given kind, policy and irreversibility.
+    pub async fn record_tool(&self, name: &str, kind: &str, policy: &str, irreversible: bool) -> Value {
+        self.tool(name, json!({"kind": kind, "irreversible": irreversible, "policy": policy, "connector": {"type": "record"}})).await
+    }
+
+    /// Turns agent writes on or off.
+    pub async fn agent_writes(&self, on: bool) {
+        let r = self.owner.patch("/v1/settings", json!({"agent_writes_enabled": on})).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
+
+/// Submits an action.
+pub async fn submit(api: &Api, tool: &str, payload: Value) -> Resp {
+    api.post("/v1/actions", json!({"tool": tool, "payload": payload})).await
+}
+
+/// The event types of a workspace's log, in order.
+pub async fn event_types(api: &Api) -> Vec<String> {
+    api.all_events().await.iter().map(|e| e["event_type"].as_str().unwrap().to_string()).collect()
 }

@@ -1,0 +1,218 @@
+//! The `http` connector against a real local receiver, through the real binary, and
+//! the promise that its secrets never leave the vault except on the wire to the tool.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const SECRET: &str = "Bearer sk_live_9f8e7d6c5b4a";
+
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<(String, HeaderMap, String)>>>);
+
+/// A tool's receiving end: `/ok` answers 200, `/fail` 500, `/slow` takes two seconds.
+async fn receiver() -> (String, Received) {
+    let got = Received::default();
+    async fn record(State(r): State<Received>, uri: axum::http::Uri, headers: HeaderMap, body: String) -> (StatusCode, String) {
+        r.0.lock().unwrap().push((uri.path().to_string(), headers, body));
+        match uri.path() {
+            "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"mailbox full\"}".into()),
+            "/slow" => {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                (StatusCode::OK, "late".into())
+            }
+            _ => (StatusCode::OK, "{\"sent\":true,\"id\":\"msg_1\"}".into()),
+        }
+    }
+    let app = axum::Router::new().route("/{*path}", post(record)).with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+/// The real `countersign serve`, with its log captured.
+struct Binary {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<String>>,
+    dir: tempfile::TempDir,
+}
+
+impl Binary {
+    fn start() -> Binary {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = env!("CARGO_BIN_EXE_countersign");
+        let mut init = Command::new(exe)
+            .args(["admin", "init", "--data-dir"])
+            .arg(dir.path())
+            .args(["--workspace", "acme", "--email", "owner@acme.test"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        writeln!(init.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+        assert!(init.wait().unwrap().success());
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+            .arg(dir.path())
+            .env("RUST_LOG", "debug")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let base = loop {
+            let line = lines.next().expect("server exited before serving").unwrap();
+            log.lock().unwrap().push_str(&line);
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && let Some(addr) = v["addr"].as_str()
+            {
+                break format!("http://{addr}");
+            }
+        };
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Binary { child, base, log, dir }
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_reach_the_tool_and_nowhere_else() {
+    let (url, got) = receiver().await;
+    let bin = Binary::start();
+    let anon = Api::new(&bin.base, None);
+    let signed = anon.post("/v1/sessions", json!({"email": "owner@acme.test", "password": PASSWORD})).await;
+    assert_eq!(signed.status, 201, "{}", signed.body);
+    let owner = Api::new(&bin.base, signed.body["token"].as_str());
+
+    let tool = json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {
+        "type": "http", "url": format!("{url}/ok"), "headers": {"X-Team": "ops"}, "secret_headers": {"Authorization": SECRET}, "timeout_ms": 2000}});
+    let put = owner.put("/v1/tools/email.send", tool).await;
+    assert_eq!(put.status, 201, "{}", put.body);
+    assert_eq!(put.body["connector"]["secret_headers"]["Authorization"], "********");
+
+    let payload = json!({"to": ["ops@example.com"], "subject": "Invoice 7", "amount": 120.5});
+    let r = submit(&owner, "email.send", payload.clone()).await;
+    assert_eq!(r.body["status"], "executed", "{}", r.body);
+    assert_eq!(r.body["result"]["status"], 200);
+    assert_eq!(r.body["result"]["body"]["id"], "msg_1");
+
+    {
+        let got = got.0.lock().unwrap();
+        let (_, headers, body) = got.last().expect("the receiver was called");
+        assert_eq!(headers["authorization"], SECRET);
+        assert_eq!(headers["x-team"], "ops");
+        assert_eq!(headers["countersign-action-id"], r.body["id"].as_str().unwrap());
+        assert_eq!(headers["countersign-payload-sha256"], r.body["payload_sha256"].as_str().unwrap());
+        assert_eq!(serde_json::from_str::<Value>(body).unwrap(), payload);
+    }
+
+    // A secret update that leaves secret_headers out keeps the stored value.
+    let keep = json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": format!("{url}/ok")}});
+    owner.put("/v1/tools/email.send", keep).await;
+    submit(&owner, "email.send", json!({"n": 2})).await;
+    assert_eq!(got.0.lock().unwrap().last().unwrap().1["authorization"], SECRET);
+
+    // Never in the API, the audit log, the logs, or the database in the clear.
+    let audit = owner.all_events().await;
+    let audit_text = serde_json::to_string(&audit).unwrap();
+    let tools = owner.get("/v1/tools").await.text;
+    let log = bin.log.lock().unwrap().clone();
+    let mut db = Vec::new();
+    for f in ["countersign.db", "countersign.db-wal"] {
+        if let Ok(b) = std::fs::read(bin.dir.path().join(f)) {
+            db.extend(b);
+        }
+    }
+    for (place, text) in [("audit", audit_text.as_str()), ("tools", tools.as_str()), ("log", log.as_str())] {
+        assert!(!text.contains("sk_live_9f8e7d6c5b4a"), "the secret leaked into the {place}");
+    }
+    assert!(!db.windows(20).any(|w| w == b"sk_live_9f8e7d6c5b4a"), "the secret is in the database in the clear");
+    assert!(log.contains("/v1/actions"), "the log was captured");
+    assert!(bin.stop().success(), "graceful shutdown exits 0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn receiver_failures_and_timeouts_are_recorded_as_failed() {
+    let (url, _got) = receiver().await;
+    let server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    for (name, path, timeout) in [("mail.fail", "fail", 2000), ("mail.slow", "slow", 200)] {
+        let spec = json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": format!("{url}/{path}"), "timeout_ms": timeout}});
+        ws.tool(name, spec).await;
+    }
+    let failed = submit(&ws.owner, "mail.fail", json!({"x": 1})).await;
+    assert_eq!(failed.body["status"], "failed", "{}", failed.body);
+    assert_eq!(failed.body["result"]["status"], 500);
+    assert_eq!(failed.body["result"]["body"]["error"], "mailbox full");
+    let slow = submit(&ws.owner, "mail.slow", json!({"x": 1})).await;
+    assert_eq!(slow.body["status"], "failed");
+    assert!(slow.body["result"]["error"].as_str().unwrap().contains("no answer within 200 ms"), "{}", slow.body);
+    let types = event_types(&ws.owner).await;
+    assert_eq!(types.iter().filter(|t| *t == "action.failed").count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approved_http_action_runs_once_after_approval() {
+    let (url, got) = receiver().await;
+    let server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    ws.tool(
+        "email.send",
+        json!({"kind": "write", "irreversible": false, "policy": "approve", "connector": {"type": "http", "url": format!("{url}/ok")}}),
+    )
+    .await;
+    let (_, admin) = ws.member(&server, "admin").await;
+    let payload = json!({"to": ["a@example.com"]});
+    let r = submit(&ws.owner, "email.send", payload.clone()).await;
+    assert!(got.0.lock().unwrap().is_empty(), "nothing is sent before approval");
+    let d = admin
+        .post(
+            &format!("/v1/approvals/{}/decisions", r.body["approval_id"].as_str().unwrap()),
+            json!({"decision": "approve", "payload_sha256": r.body["payload_sha256"]}),
+        )
+        .await;
+    assert_eq!(d.body["state"], "approved");
+    let ex = ws.owner.post(&format!("/v1/actions/{}/execute", r.body["id"].as_str().unwrap()), json!({"payload": payload})).await;
+    assert_eq!(ex.body["status"], "executed", "{}", ex.body);
+    assert_eq!(got.0.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connector_urls_and_headers_are_validated() {
+    let server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    let cases = [
+        (json!({"type": "http", "url": "ftp://example.com/x"}), "invalid_url"),
+        (json!({"type": "http", "url": "https://user:pw@example.com/x"}), "invalid_url"),
+        (json!({"type": "http", "url": "not a url"}), "invalid_url"),
+        (json!({"type": "http", "url": "https://example.com", "headers": {"Host": "evil"}}), "invalid_header"),
+        (json!({"type": "http", "url": "https://example.com", "headers": {"X-A": "a\r\nX-B: b"}}), "invalid_header"),
+        (json!({"type": "http", "url": "https://example.com", "timeout_ms": 5}), "invalid_timeout"),
+    ];
+    for (connector, code) in cases {
+        let r =
+            ws.owner.put("/v1/tools/x.y", json!({"kind": "read", "irreversible": false, "policy": "auto", "connector": connector})).await;
+        assert_eq!((r.status, r.code()), (422, code), "{connector}: {}", r.body);
+    }
+}
