@@ -203,9 +203,19 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller> {
         )
     })?;
     let hash = secrets::storage_hash(text);
-    let found = match kind {
-        SecretKind::Session => state.store.lookup_session(&hash).await?,
-        SecretKind::AgentToken => state.store.lookup_token(&hash).await?,
+    let epoch = state.store.config_epoch();
+    let found = match state.auth_cache.get(&hash, epoch) {
+        Some(hit) => Some(hit),
+        None => {
+            let found = match kind {
+                SecretKind::Session => state.store.lookup_session(&hash).await?,
+                SecretKind::AgentToken => state.store.lookup_token(&hash).await?,
+            };
+            if let Some(f) = &found {
+                state.auth_cache.put(hash.clone(), epoch, f.clone());
+            }
+            found
+        }
     };
     let subject = found
         .filter(|s| secrets::constant_time_eq(&s.secret_hash, &hash))

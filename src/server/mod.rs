@@ -2,6 +2,7 @@
 //! error type, and the background tasks, all stopped by one shutdown signal.
 
 pub mod auth;
+pub mod cache;
 pub mod connectors;
 pub mod error;
 pub mod extract;
@@ -65,6 +66,10 @@ pub struct Inner {
     pub keys: MasterKeys,
     /// The client connectors call receivers with.
     pub http: reqwest::Client,
+    /// Authentication lookups by secret hash, valid while the config epoch holds.
+    pub auth_cache: cache::EpochCache<String, crate::store::AuthSubject>,
+    /// The gate's reads per (workspace, tool), valid while the config epoch holds.
+    pub gate_cache: cache::EpochCache<(WorkspaceId, String), crate::store::GateContext>,
 }
 
 impl std::ops::Deref for AppState {
@@ -93,6 +98,8 @@ impl AppState {
             shutdown: CancellationToken::new(),
             keys,
             http,
+            auth_cache: cache::EpochCache::new(10_000),
+            gate_cache: cache::EpochCache::new(10_000),
         }))
     }
 

@@ -24,12 +24,14 @@ use crate::params;
 #[derive(Clone, Debug)]
 pub struct NewAction {
     pub tool: String,
-    /// The canonical payload and its hash.
+    /// The canonical payload, the same as a value, and its hash.
     pub payload: String,
+    pub payload_value: Value,
     pub payload_sha256: String,
     pub resource: Option<String>,
-    /// The resource's current state, as JSON text.
+    /// The resource's current state, as canonical JSON text and as a value.
     pub current: Option<String>,
+    pub current_value: Option<Value>,
     pub reason: Option<String>,
     pub confidence: Option<f64>,
     pub requester_id: String,
@@ -452,7 +454,27 @@ impl Actions for SqlStore {
                     }
                     _ => {}
                 }
-                let action = read_action(&mut *tx, w, &id)?;
+                // Built from what was written rather than read back: this is the hot path.
+                let action = Action {
+                    id: id.clone(),
+                    tool: new.tool,
+                    status,
+                    payload: new.payload_value,
+                    payload_sha256: new.payload_sha256,
+                    resource: new.resource,
+                    current: new.current_value,
+                    reason: new.reason,
+                    confidence: new.confidence,
+                    requester_id: new.requester_id,
+                    agent_token_id: new.agent_token_id,
+                    via: by.via,
+                    approval_id: approval.as_ref().map(|(a, _)| a.clone()),
+                    required_approvals: required,
+                    decision: new.decision,
+                    result,
+                    created_at: now_ts.clone(),
+                    updated_at: now_ts.clone(),
+                };
                 let expires_at = approval.map(|(_, e)| e);
                 if let Some(k) = &new.idempotency {
                     let response = (action.status != ActionStatus::Executing).then(|| ActionOutcome::of(&action, expires_at.clone()));

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
@@ -55,6 +56,9 @@ pub struct Engine {
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     hook: Arc<std::sync::RwLock<Option<CommitHook>>>,
     dialect: Dialect,
+    /// Moves on every committed change to identity or configuration (see
+    /// [`WriteTx::config_changed`]), so callers can cache what those determine.
+    epoch: Arc<AtomicU64>,
 }
 
 impl Engine {
@@ -64,13 +68,14 @@ impl Engine {
         let (wtx, wrx) = crossbeam_channel::unbounded();
         let (rtx, rrx) = crossbeam_channel::unbounded();
         let hook: Arc<std::sync::RwLock<Option<CommitHook>>> = Arc::default();
+        let epoch = Arc::new(AtomicU64::new(1));
         let mut threads = Vec::new();
         {
-            let hook = hook.clone();
+            let (hook, epoch) = (hook.clone(), epoch.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name("store-writer".into())
-                    .spawn(move || writer_loop(writer_conn, wrx, clock, hook))
+                    .spawn(move || writer_loop(writer_conn, wrx, clock, hook, epoch))
                     .expect("spawn store writer"),
             );
         }
@@ -85,7 +90,21 @@ impl Engine {
                     .expect("spawn store reader"),
             );
         }
-        Ok(Engine { writer: wtx, readers: rtx, reader_count, threads: std::sync::Mutex::new(threads), hook, dialect: connector.dialect() })
+        Ok(Engine {
+            writer: wtx,
+            readers: rtx,
+            reader_count,
+            threads: std::sync::Mutex::new(threads),
+            hook,
+            dialect: connector.dialect(),
+            epoch,
+        })
+    }
+
+    /// The configuration epoch: unchanged means no identity or configuration change has
+    /// committed since it was read.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -169,6 +188,8 @@ pub struct WriteTx<'a> {
     job_heads: HashMap<String, (i64, String)>,
     events: Vec<AuditEvent>,
     job_events: Vec<AuditEvent>,
+    /// Whether this job changed identity or configuration.
+    config_changed: bool,
 }
 
 impl<'a> WriteTx<'a> {
@@ -179,6 +200,13 @@ impl<'a> WriteTx<'a> {
 
     pub fn now_ts(&self) -> String {
         format_ts(self.now)
+    }
+
+    /// Says this job changes what authentication or the gate's configuration reads
+    /// (members, roles, sessions, tokens, settings, tools, kill switches, the
+    /// constitution): once it commits, every cache of those is stale.
+    pub fn config_changed(&mut self) {
+        self.config_changed = true;
     }
 
     /// Appends an event to a workspace's chain, in this transaction: it is durable
@@ -249,7 +277,13 @@ pub fn enum_text<T: serde::Serialize>(v: &T) -> String {
     }
 }
 
-fn writer_loop(mut conn: Box<dyn Conn>, rx: Receiver<WriteMsg>, clock: Clock, hook: Arc<std::sync::RwLock<Option<CommitHook>>>) {
+fn writer_loop(
+    mut conn: Box<dyn Conn>,
+    rx: Receiver<WriteMsg>,
+    clock: Clock,
+    hook: Arc<std::sync::RwLock<Option<CommitHook>>>,
+    epoch: Arc<AtomicU64>,
+) {
     let begin = conn.dialect().begin_write();
     let mut stop = false;
     while !stop {
@@ -268,12 +302,19 @@ fn writer_loop(mut conn: Box<dyn Conn>, rx: Receiver<WriteMsg>, clock: Clock, ho
                 Err(_) => break,
             }
         }
-        run_batch(&mut *conn, begin, batch, &clock, &hook);
+        run_batch(&mut *conn, begin, batch, &clock, &hook, &epoch);
     }
     tracing::debug!("store writer stopped");
 }
 
-fn run_batch(conn: &mut dyn Conn, begin: &str, batch: Vec<WriteFn>, clock: &Clock, hook: &std::sync::RwLock<Option<CommitHook>>) {
+fn run_batch(
+    conn: &mut dyn Conn,
+    begin: &str,
+    batch: Vec<WriteFn>,
+    clock: &Clock,
+    hook: &std::sync::RwLock<Option<CommitHook>>,
+    epoch: &AtomicU64,
+) {
     if let Err(e) = conn.batch(begin) {
         // Dropping the jobs unrun drops their reply channels: each caller hears
         // "store unavailable", and nothing was written.
@@ -284,6 +325,7 @@ fn run_batch(conn: &mut dyn Conn, begin: &str, batch: Vec<WriteFn>, clock: &Cloc
     let mut heads = HashMap::new();
     let mut events = Vec::new();
     let mut failed: Option<DbError> = None;
+    let mut config_changed = false;
     for job in batch {
         if failed.is_some() {
             // The transaction is already lost; the rest are dropped unrun (see above).
@@ -302,9 +344,10 @@ fn run_batch(conn: &mut dyn Conn, begin: &str, batch: Vec<WriteFn>, clock: &Cloc
             job_heads: HashMap::new(),
             events: std::mem::take(&mut events),
             job_events: Vec::new(),
+            config_changed: false,
         };
         let (ok, reply) = job(&mut tx);
-        let WriteTx { heads: h, job_heads, events: ev, job_events, .. } = tx;
+        let WriteTx { heads: h, job_heads, events: ev, job_events, config_changed: changed, .. } = tx;
         heads = h;
         events = ev;
         let end = if ok {
@@ -316,6 +359,7 @@ fn run_batch(conn: &mut dyn Conn, begin: &str, batch: Vec<WriteFn>, clock: &Cloc
             Ok(()) if ok => {
                 heads.extend(job_heads);
                 events.extend(job_events);
+                config_changed |= changed;
             }
             Ok(()) => {}
             Err(e) => failed = Some(e),
@@ -340,7 +384,11 @@ fn run_batch(conn: &mut dyn Conn, begin: &str, batch: Vec<WriteFn>, clock: &Cloc
     };
     if outcome.is_err() {
         let _ = conn.batch("ROLLBACK");
-    } else if !events.is_empty() {
+    } else if config_changed {
+        // Before anyone is told "done", so no request that starts after can see the old epoch.
+        epoch.fetch_add(1, Ordering::SeqCst);
+    }
+    if outcome.is_ok() && !events.is_empty() {
         if let Some(hook) = hook.read().expect("hook lock").as_ref() {
             hook(&events);
         }

@@ -147,6 +147,7 @@ impl Tools for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
+                tx.config_changed();
                 let now = tx.now_ts();
                 let before = {
                     let sql = format!("SELECT {TOOL_COLS} FROM tools WHERE workspace_id = $1 AND name = $2{}", tx.dialect().for_update());
@@ -302,6 +303,7 @@ impl KillSwitchStore for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
+                tx.config_changed();
                 let key = target.key();
                 let sql = format!(
                     "SELECT target, engaged, reason, changed_by, changed_at FROM killswitches WHERE workspace_id = $1 AND target = $2{}",

@@ -56,6 +56,7 @@ impl Workspaces for SqlStore {
             .write(move |tx| {
                 let ws_id = new_id(IdKind::Workspace);
                 tx.set_workspace(&ws_id)?;
+                tx.config_changed();
                 let now = tx.now_ts();
                 let exists = tx.query_opt("SELECT id FROM workspaces WHERE name = $1", params![&name])?;
                 if exists.is_some() {
@@ -113,6 +114,7 @@ impl Workspaces for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
+                tx.config_changed();
                 let before = {
                     let sql = format!(
                         "SELECT agent_writes_enabled, approval_ttl_seconds FROM workspaces WHERE id = $1{}",
@@ -286,6 +288,7 @@ impl Members for SqlStore {
         self.engine
             .write(move |tx| {
                 tx.set_workspace(ws.as_str())?;
+                tx.config_changed();
                 insert_member(tx, ws.as_str(), &by, new)
             })
             .await
@@ -297,6 +300,7 @@ impl Members for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
+                tx.config_changed();
                 let (before, role_key) = read_member_tx(tx, w, &id)?;
                 let is_owner = role_key == BuiltinRole::Owner.name();
                 if let Some(role) = &change.role {
@@ -369,6 +373,7 @@ impl Members for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
+                tx.config_changed();
                 let (target, target_role) = read_member_tx(tx, w, &to)?;
                 if target_role == BuiltinRole::Owner.name() {
                     return Err(Error::conflict("already_owner", format!("{} is already the owner", target.email)));
@@ -559,6 +564,7 @@ impl Roles for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
+                tx.config_changed();
                 role_name_free(&mut *tx, w, &name, None)?;
                 let id = new_id(IdKind::Role);
                 let now = tx.now_ts();
@@ -584,6 +590,7 @@ impl Roles for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
+                tx.config_changed();
                 let before = read_role(&mut *tx, w, &id)?;
                 if let Some(name) = &change.name {
                     role_name_free(&mut *tx, w, name, Some(&id))?;
@@ -614,6 +621,7 @@ impl Roles for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
+                tx.config_changed();
                 let role = read_role(&mut *tx, w, &id)?;
                 let holders = tx
                     .query_opt("SELECT COUNT(*) FROM members WHERE workspace_id = $1 AND role = $2", params![w, &id])?
@@ -842,6 +850,7 @@ impl Sessions for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
+                tx.config_changed();
                 let now = tx.now_ts();
                 let n = tx.execute(
                     "UPDATE sessions SET revoked_at = $3 WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL",
@@ -1011,6 +1020,7 @@ impl Tokens for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
+                tx.config_changed();
                 let now = tx.now_ts();
                 let before = read_token(&mut *tx, w, &id, &now)?;
                 match before.state {
@@ -1044,6 +1054,7 @@ impl Tokens for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
+                tx.config_changed();
                 let now = tx.now_ts();
                 let before = read_token(&mut *tx, w, &id, &now)?;
                 if before.state == TokenState::Revoked {

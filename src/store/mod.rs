@@ -78,6 +78,12 @@ pub trait Store:
 {
     /// Finishes queued writes and closes connections.
     fn close(&self);
+
+    /// The configuration epoch. It moves whenever a change to identity or configuration
+    /// (members, roles, sessions, tokens, settings, tools, kill switches, constitution)
+    /// commits, before that change is acknowledged. Whatever was read while it had a given
+    /// value may be reused for as long as it keeps that value.
+    fn config_epoch(&self) -> u64;
 }
 
 /// The store over SQL, for either database.
@@ -115,5 +121,9 @@ impl SqlStore {
 impl Store for SqlStore {
     fn close(&self) {
         self.engine.close();
+    }
+
+    fn config_epoch(&self) -> u64 {
+        self.engine.epoch()
     }
 }

@@ -151,7 +151,7 @@ pub async fn submit(
     };
     let idem = if req.dry_run { None } else { idempotency(&headers, &caller, &bytes)? };
 
-    let ctx = state.store.gate_context(&caller.workspace, &req.tool).await?;
+    let ctx = gate_context(&state, &caller, &req.tool).await?;
     let Some(tool) = ctx.tool else {
         return Err(Error::new(
             crate::error::Kind::NotFound,
@@ -207,9 +207,11 @@ pub async fn submit(
     let new = NewAction {
         tool: tool.name.clone(),
         payload: pinned.canonical,
+        payload_value: req.payload,
         payload_sha256: pinned.sha256,
         resource: req.resource,
         current,
+        current_value: req.current,
         reason: req.reason,
         confidence: req.confidence,
         requester_id: caller.member_id.clone(),
@@ -237,6 +239,18 @@ pub async fn submit(
             Ok((StatusCode::CREATED, Json(ActionOutcome::of(&action, expires_at))).into_response())
         }
     }
+}
+
+/// What the gate reads about a tool, from the cache while the config epoch holds.
+async fn gate_context(state: &AppState, caller: &Caller, tool: &str) -> Result<crate::store::GateContext> {
+    let key = (caller.workspace.clone(), tool.to_string());
+    let epoch = state.store.config_epoch();
+    if let Some(hit) = state.gate_cache.get(&key, epoch) {
+        return Ok(hit);
+    }
+    let ctx = state.store.gate_context(&caller.workspace, tool).await?;
+    state.gate_cache.put(key, epoch, ctx.clone());
+    Ok(ctx)
 }
 
 fn would_be(o: &Outcome) -> String {

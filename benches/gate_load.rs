@@ -1,0 +1,440 @@
+//! Load benchmark for the gate: `cargo bench --bench gate_load`.
+//!
+//! Starts the real `countersign serve` (release build) on loopback with a fresh data
+//! directory, then drives it over HTTP from this process and reports, in one run:
+//! - the machine's fsync rate (what durability costs here);
+//! - `GET /healthz` throughput (what plain HTTP costs here);
+//! - durable decisions per second for `POST /v1/actions` on an `auto` tool with the
+//!   `record` connector, at increasing concurrency, with p50/p99 latency;
+//! - latency at a fixed 2,000 decisions per second (open loop: latency is measured from
+//!   when each request was due, so a stall is not hidden);
+//! - full approval cycles per second (submit → approve → execute).
+//!
+//! Every decision counted was answered 201 with `status: executed`, which the server
+//! only sends after the action and its audit events are committed and fsynced.
+//! `GATE_LOAD_SECONDS` sets the length of each step (default 5).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "benchmark password 1";
+
+/// A lean HTTP/1.1 keep-alive client: requests are pre-built bytes and responses are
+/// read by Content-Length. On two cores the load generator competes with the server for
+/// CPU, so it must cost as little as possible per request; a full-featured client would
+/// spend more CPU than the server and measure itself.
+struct Raw {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(addr: &str) -> Raw {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw { stream, buf: Vec::with_capacity(16 * 1024) }
+    }
+
+    /// Sends one request; returns the status and the body.
+    async fn send(&mut self, req: &[u8]) -> std::io::Result<(u16, &[u8])> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.stream.write_all(req).await?;
+        self.buf.clear();
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end]).unwrap_or_default();
+        let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        while self.buf.len() < head_end + len {
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok((status, &self.buf[head_end..head_end + len]))
+    }
+}
+
+/// Builds a request's bytes.
+fn request(method: &str, host: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Vec<u8> {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    format!(
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn fsync_rate(dir: &std::path::Path, for_secs: f64) -> f64 {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = [7u8; 512];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < for_secs {
+        f.write_all(&block).unwrap();
+        f.sync_data().unwrap();
+        n += 1;
+    }
+    let _ = std::fs::remove_file(path);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+struct Server {
+    child: std::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = env!("CARGO_BIN_EXE_countersign");
+    let mut init = Command::new(exe)
+        .args(["admin", "init", "--workspace", "bench", "--email", "owner@bench.test", "--data-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(init.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(init.wait().unwrap().success());
+    let mut child = Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(dir.path())
+        // Access logs off: at tens of thousands of requests a second they would measure
+        // the terminal, not the gate. Warnings and errors still print.
+        .env("RUST_LOG", "warn,countersign::cli=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("server exited").unwrap();
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && let Some(a) = v["addr"].as_str()
+        {
+            break format!("http://{a}");
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, base, _dir: dir }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build().unwrap()
+}
+
+async fn call(c: &reqwest::Client, method: reqwest::Method, url: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+    let mut r = c.request(method, url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let v = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, v)
+}
+
+struct Setup {
+    agent: String,
+    approver: String,
+}
+
+async fn setup(c: &reqwest::Client, base: &str) -> Setup {
+    let (_, s) = call(
+        c,
+        reqwest::Method::POST,
+        &format!("{base}/v1/sessions"),
+        None,
+        Some(&json!({"email": "owner@bench.test", "password": PASSWORD})),
+    )
+    .await;
+    let owner = s["token"].as_str().unwrap().to_string();
+    let put = |name: &str, policy: &str| json!({"kind": "read", "irreversible": false, "policy": policy, "connector": {"type": "record"}, "description": name});
+    call(c, reqwest::Method::PUT, &format!("{base}/v1/tools/crm.read"), Some(&owner), Some(&put("crm.read", "auto"))).await;
+    call(c, reqwest::Method::PUT, &format!("{base}/v1/tools/email.send"), Some(&owner), Some(&put("email.send", "approve"))).await;
+    let (st, t) = call(
+        c,
+        reqwest::Method::POST,
+        &format!("{base}/v1/tokens"),
+        Some(&owner),
+        Some(&json!({"name": "bench agent", "scopes": ["actions:submit"], "tools": ["*"]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{t}");
+    // The approver is another person: the requester (the token's owner) never counts.
+    let (st, m) = call(
+        c,
+        reqwest::Method::POST,
+        &format!("{base}/v1/members"),
+        Some(&owner),
+        Some(&json!({"email": "approver@bench.test", "password": PASSWORD, "role": "admin"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{m}");
+    let (_, a) = call(
+        c,
+        reqwest::Method::POST,
+        &format!("{base}/v1/sessions"),
+        None,
+        Some(&json!({"email": "approver@bench.test", "password": PASSWORD})),
+    )
+    .await;
+    Setup { agent: t["token"].as_str().unwrap().to_string(), approver: a["token"].as_str().unwrap().to_string() }
+}
+
+#[derive(Default)]
+struct Stats {
+    ok: u64,
+    errors: u64,
+    latencies_us: Vec<u64>,
+    secs: f64,
+}
+
+impl Stats {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+    fn pct(&mut self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        self.latencies_us.sort_unstable();
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+/// Closed loop: `concurrency` workers, each on its own connection, sending the next
+/// request when the last answers. `check` says whether an answer counts as done.
+async fn closed_loop(addr: &str, concurrency: usize, secs: f64, requests: Arc<Vec<Vec<u8>>>, check: fn(u16, &[u8]) -> bool) -> Stats {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let (stop, requests) = (stop.clone(), requests.clone());
+        let mut conn = Raw::connect(addr).await;
+        workers.push(tokio::spawn(async move {
+            let mut s = Stats::default();
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let ok = match conn.send(&requests[i % requests.len()]).await {
+                    Ok((status, body)) => check(status, body),
+                    Err(_) => false,
+                };
+                if ok {
+                    s.ok += 1;
+                    s.latencies_us.push(t.elapsed().as_micros() as u64);
+                } else {
+                    s.errors += 1;
+                }
+                i += concurrency;
+            }
+            s
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Stats::default();
+    for w in workers {
+        let s = w.await.unwrap();
+        total.ok += s.ok;
+        total.errors += s.errors;
+        total.latencies_us.extend(s.latencies_us);
+    }
+    total.secs = start.elapsed().as_secs_f64();
+    total
+}
+
+/// Open loop: requests are due at a fixed rate whatever the answers do, spread over a
+/// pool of connections; latency counts from when each was due, so a stall is not hidden.
+async fn open_loop(addr: &str, rate: f64, secs: f64, requests: Arc<Vec<Vec<u8>>>, check: fn(u16, &[u8]) -> bool) -> Stats {
+    let total = (rate * secs) as u64;
+    let pool_size = 256;
+    let (tx, rx) = async_channel(pool_size);
+    for _ in 0..pool_size {
+        tx.send(Raw::connect(addr).await).await.unwrap();
+    }
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let (tx, rx, requests) = (tx.clone(), rx.clone(), requests.clone());
+        handles.push(tokio::spawn(async move {
+            let mut conn = rx.lock().await.recv().await.unwrap();
+            let ok = match conn.send(&requests[i as usize % requests.len()]).await {
+                Ok((status, body)) => check(status, body),
+                Err(_) => false,
+            };
+            let us = due.elapsed().as_micros() as u64;
+            tx.send(conn).await.unwrap();
+            (ok, us)
+        }));
+    }
+    let mut s = Stats::default();
+    for h in handles {
+        let (ok, us) = h.await.unwrap();
+        if ok {
+            s.ok += 1;
+            s.latencies_us.push(us);
+        } else {
+            s.errors += 1;
+        }
+    }
+    s.secs = start.elapsed().as_secs_f64();
+    s
+}
+
+type Pool = (tokio::sync::mpsc::Sender<Raw>, Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Raw>>>);
+
+fn async_channel(n: usize) -> Pool {
+    let (tx, rx) = tokio::sync::mpsc::channel(n);
+    (tx, Arc::new(tokio::sync::Mutex::new(rx)))
+}
+
+fn executed(status: u16, body: &[u8]) -> bool {
+    status == 201 && contains(body, br#""status":"executed""#)
+}
+
+fn healthy(status: u16, _: &[u8]) -> bool {
+    status == 200
+}
+
+/// One approval cycle on one connection: submit, approve (as another person), execute.
+async fn approval_cycle(agent: &mut Raw, approver: &mut Raw, host: &str, s: &Setup, i: u64) -> bool {
+    let payload = json!({"to": [format!("customer{i}@example.com")], "subject": "Renewal", "body": "Your plan renews on the 1st."});
+    let sub = request("POST", host, "/v1/actions", Some(&s.agent), Some(&json!({"tool": "email.send", "payload": payload})));
+    let Ok((201, body)) = agent.send(&sub).await else { return false };
+    let Ok(v) = serde_json::from_slice::<Value>(body) else { return false };
+    let (Some(apv), Some(id)) = (v["approval_id"].as_str(), v["id"].as_str()) else { return false };
+    let decide = request(
+        "POST",
+        host,
+        &format!("/v1/approvals/{apv}/decisions"),
+        Some(&s.approver),
+        Some(&json!({"decision": "approve", "payload_sha256": v["payload_sha256"]})),
+    );
+    if !matches!(approver.send(&decide).await, Ok((200, _))) {
+        return false;
+    }
+    let ex = request("POST", host, &format!("/v1/actions/{id}/execute"), Some(&s.agent), Some(&json!({"payload": payload})));
+    matches!(agent.send(&ex).await, Ok((200, b)) if contains(b, br#""status":"executed""#))
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let secs: f64 = std::env::var("GATE_LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let probe_dir = tempfile::tempdir().unwrap();
+    let fsyncs = fsync_rate(probe_dir.path(), 2.0);
+    let server = start_server();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let c = client();
+        let base = server.base.clone();
+        let addr = base.trim_start_matches("http://").to_string();
+        let s = Arc::new(setup(&c, &base).await);
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        println!("# gate_load: {cpus} CPUs, {secs} s per step, server and load generator on the same machine\n");
+        println!("fsync (512-byte write + fdatasync, same disk): {fsyncs:.0} per second\n");
+
+        let health = Arc::new(vec![request("GET", &addr, "/healthz", None, None)]);
+        let mut h = closed_loop(&addr, 64, secs, health, healthy).await;
+        println!("GET /healthz, 64 connections: {:.0} per second (p50 {:.2} ms, p99 {:.2} ms)\n", h.rate(), h.pct(0.5), h.pct(0.99));
+
+        // A hundred distinct payloads, so the log is not one repeated hash.
+        let submits: Arc<Vec<Vec<u8>>> = Arc::new(
+            (0..100)
+                .map(|i| {
+                    let body = json!({"tool": "crm.read", "payload": {"query": "customer", "page": i, "fields": ["name", "email", "plan"]}, "confidence": 0.93});
+                    request("POST", &addr, "/v1/actions", Some(&s.agent), Some(&body))
+                })
+                .collect(),
+        );
+        {
+            let mut probe = Raw::connect(&addr).await;
+            let (st, body) = probe.send(&submits[0]).await.unwrap();
+            assert!(executed(st, body), "a probe decision failed: {st} {}", String::from_utf8_lossy(body));
+        }
+        println!("| connections | durable decisions/s | p50 ms | p99 ms | errors |");
+        println!("|---:|---:|---:|---:|---:|");
+        let mut best = 0.0f64;
+        for conc in [1usize, 8, 32, 64, 128, 256] {
+            let mut st = closed_loop(&addr, conc, secs, submits.clone(), executed).await;
+            best = best.max(st.rate());
+            println!("| {conc} | {:.0} | {:.2} | {:.2} | {} |", st.rate(), st.pct(0.5), st.pct(0.99), st.errors);
+        }
+        println!();
+        let mut fixed = open_loop(&addr, 2000.0, secs, submits.clone(), executed).await;
+        println!("fixed 2,000 decisions/s (open loop): achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, errors {}", fixed.rate(), fixed.pct(0.5), fixed.pct(0.99), fixed.errors);
+        println!("best decisions/s ÷ healthz/s = {:.2}\n", best / h.rate());
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let mut workers = Vec::new();
+        for w in 0..32u64 {
+            let (stop, done, s, addr) = (stop.clone(), done.clone(), s.clone(), addr.clone());
+            let (mut agent, mut approver) = (Raw::connect(&addr).await, Raw::connect(&addr).await);
+            workers.push(tokio::spawn(async move {
+                let mut i = w;
+                let mut errors = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if approval_cycle(&mut agent, &mut approver, &addr, &s, i).await {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        errors += 1;
+                    }
+                    i += 32;
+                }
+                errors
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut errors = 0;
+        for w in workers {
+            errors += w.await.unwrap();
+        }
+        let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+        println!("approval cycles (submit → approve → execute), 32 workers: {rate:.0} per second, errors {errors}");
+        drop(server);
+    });
+}
