@@ -24,6 +24,27 @@ pub enum Command {
         #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Write a new random master key to a file (mode 0600) for a rotation.
+    GenerateMasterKey {
+        /// Where to write it; the file must not exist yet.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Re-seal every connector secret under a new master key.
+    ///
+    /// Run it with the server stopped. Then make the new key the server's (replace
+    /// master.key, or point --master-key-file or COUNTERSIGN_MASTER_KEY at it) and
+    /// start the server. See docs/OPERATIONS.md.
+    RotateMasterKey {
+        #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The new key (from `generate-master-key`).
+        #[arg(long)]
+        new_key_file: PathBuf,
+        /// The key in use now. Default: COUNTERSIGN_MASTER_KEY, else master.key in the data directory.
+        #[arg(long)]
+        old_key_file: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -46,6 +67,14 @@ pub fn run(cmd: Command) -> u8 {
     match cmd {
         Command::Init(args) => init(args),
         Command::Workspaces { data_dir } => list(&data_dir),
+        Command::GenerateMasterKey { out } => match crate::vault::generate_key_file(&out) {
+            Ok(()) => {
+                println!("Wrote a new master key to {}. Keep it secret; back it up.", out.display());
+                exit::OK
+            }
+            Err(e) => fail(exit::FAILURE, format!("cannot write {}: {e}", out.display())),
+        },
+        Command::RotateMasterKey { data_dir, new_key_file, old_key_file } => rotate(&data_dir, &new_key_file, old_key_file.as_deref()),
     }
 }
 
@@ -163,4 +192,56 @@ fn list(data_dir: &Path) -> u8 {
             Err(e) => fail(exit::FAILURE, e.message),
         }
     })
+}
+
+fn rotate(data_dir: &Path, new_key_file: &Path, old_key_file: Option<&Path>) -> u8 {
+    use crate::model::Connector;
+    use crate::store::Tools;
+    use crate::vault::{MasterKeys, header_aad};
+    let old = match super::serve::load_keys(data_dir, old_key_file, None) {
+        Ok(k) if k.is_configured() => k,
+        Ok(_) => return fail(exit::FAILURE, "no current master key found to open the existing secrets with"),
+        Err(e) => return fail(exit::FAILURE, e),
+    };
+    let new = match MasterKeys::from_file(new_key_file) {
+        Ok(k) => k,
+        Err(e) => return fail(exit::FAILURE, e),
+    };
+    let db = db_path(data_dir);
+    if !db.exists() {
+        return fail(exit::FAILURE, format!("there is no Countersign data in {}", data_dir.display()));
+    }
+    let both = new.clone().with_previous(old);
+    let rt = super::runtime();
+    let outcome: Result<(usize, usize), String> = rt.block_on(async {
+        let store = SqlStore::open_sqlite(&db, Clock::system()).map_err(|e| e.message)?;
+        let all = store.all_sealed_connectors().await.map_err(|e| e.message)?;
+        let (mut tools, mut values) = (0, 0);
+        for (ws, tool, connector) in all {
+            let Connector::Http { url, headers, secret_headers: Some(secrets), timeout_ms } = connector else { continue };
+            if secrets.is_empty() {
+                continue;
+            }
+            let mut resealed = std::collections::BTreeMap::new();
+            for (name, sealed) in secrets {
+                let aad = header_aad(ws.as_str(), &tool, &name);
+                let plain = both.open(&sealed, &aad).map_err(|e| format!("tool `{tool}` header `{name}`: {e}"))?;
+                resealed.insert(name, both.seal(&plain, &aad).map_err(|e| e.to_string())?);
+                values += 1;
+            }
+            let c = Connector::Http { url, headers, secret_headers: Some(resealed), timeout_ms };
+            store.reseal_connector(&ws, &tool, c).await.map_err(|e| e.message)?;
+            tools += 1;
+        }
+        store.engine().close();
+        Ok((tools, values))
+    });
+    match outcome {
+        Ok((tools, values)) => {
+            println!("Re-sealed {values} secret header value(s) of {tools} tool(s) under key {}.", new.current_id().unwrap_or("?"));
+            println!("Now make {} the server's master key and start the server.", new_key_file.display());
+            exit::OK
+        }
+        Err(e) => fail(exit::FAILURE, format!("rotation stopped, nothing after this point was changed: {e}")),
+    }
 }

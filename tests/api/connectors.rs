@@ -216,3 +216,36 @@ async fn connector_urls_and_headers_are_validated() {
         assert_eq!((r.status, r.code()), (422, code), "{connector}: {}", r.body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn master_key_rotation_keeps_secrets_working() {
+    let (url, got) = receiver().await;
+    let mut server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    ws.tool("email.send", json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": format!("{url}/ok"), "secret_headers": {"Authorization": SECRET}}})).await;
+    submit(&ws.owner, "email.send", json!({"n": 1})).await;
+    server.stop().await;
+
+    let exe = env!("CARGO_BIN_EXE_countersign");
+    let new_key = server.dir.join("new.key");
+    assert!(Command::new(exe).args(["admin", "generate-master-key", "--out"]).arg(&new_key).status().unwrap().success());
+    let rotated = Command::new(exe)
+        .args(["admin", "rotate-master-key", "--data-dir"])
+        .arg(&server.dir)
+        .arg("--new-key-file")
+        .arg(&new_key)
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    assert!(String::from_utf8_lossy(&rotated.stdout).contains("Re-sealed 1 secret header value(s) of 1 tool(s)"));
+
+    // The old key no longer opens anything: the server must run with the new one.
+    std::fs::rename(&new_key, server.dir.join("master.key")).unwrap();
+    server.restart().await;
+    let owner = server.sign_in("owner@acme.test").await;
+    let r = submit(&owner, "email.send", json!({"n": 2})).await;
+    assert_eq!(r.body["status"], "executed", "{}", r.body);
+    let got = got.0.lock().unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].1["authorization"], SECRET);
+}
