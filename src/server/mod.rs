@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod routes;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ pub struct ServerConfig {
     /// Failed sign-ins allowed per client address within `sign_in_window`.
     pub sign_in_per_address: i64,
     pub sign_in_window: Duration,
+    /// How often a quiet audit stream sends a heartbeat comment.
+    pub stream_heartbeat: Duration,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +47,7 @@ impl Default for ServerConfig {
             sign_in_per_account: 5,
             sign_in_per_address: 20,
             sign_in_window: Duration::from_secs(15 * 60),
+            stream_heartbeat: stream::HEARTBEAT,
         }
     }
 }
@@ -70,6 +74,8 @@ pub struct Inner {
     pub auth_cache: cache::EpochCache<String, crate::store::AuthSubject>,
     /// The gate's reads per (workspace, tool), valid while the config epoch holds.
     pub gate_cache: cache::EpochCache<(WorkspaceId, String), crate::store::GateContext>,
+    /// Committed audit events, fanned out to live streams.
+    pub hub: stream::Hub,
 }
 
 impl std::ops::Deref for AppState {
@@ -89,7 +95,11 @@ impl AppState {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("build the connector HTTP client");
+        let hub = stream::Hub::default();
+        let publisher = hub.clone();
+        store.on_commit(Arc::new(move |events| publisher.publish(events)));
         AppState(Arc::new(Inner {
+            hub,
             store,
             clock,
             config,
@@ -211,7 +221,7 @@ async fn sweep_expired_approvals(state: AppState) {
                 // Drain in batches so a backlog never holds the writer for long.
                 loop {
                     match state.store.expire_due(200).await {
-                        Ok(n) if n == 200 => continue,
+                        Ok(200) => continue,
                         Ok(_) => break,
                         Err(e) => {
                             tracing::warn!(error = %e, "could not expire approvals");

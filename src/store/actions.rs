@@ -60,7 +60,7 @@ pub struct IdempotencyKey {
 #[derive(Clone, Debug)]
 pub enum Submitted {
     New {
-        action: Action,
+        action: Box<Action>,
         expires_at: Option<String>,
     },
     /// The same key and request were seen before: here is the first answer.
@@ -483,7 +483,7 @@ impl Actions for SqlStore {
                         params![w, &k.principal, &k.key, &k.request_sha256, &id, response.map(|r| serde_json::to_string(&r).unwrap_or_default()), &now_ts],
                     )?;
                 }
-                Ok(Submitted::New { action, expires_at })
+                Ok(Submitted::New { action: Box::new(action), expires_at })
             })
             .await
     }

@@ -388,10 +388,11 @@ fn run_batch(
         // Before anyone is told "done", so no request that starts after can see the old epoch.
         epoch.fetch_add(1, Ordering::SeqCst);
     }
-    if outcome.is_ok() && !events.is_empty() {
-        if let Some(hook) = hook.read().expect("hook lock").as_ref() {
-            hook(&events);
-        }
+    if outcome.is_ok()
+        && !events.is_empty()
+        && let Some(hook) = hook.read().expect("hook lock").as_ref()
+    {
+        hook(&events);
     }
     for reply in replies {
         reply(outcome.clone());

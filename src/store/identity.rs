@@ -688,6 +688,18 @@ pub enum AuthCredential {
     },
 }
 
+/// A session to create: the secret's hash, never the secret.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub member_id: String,
+    pub secret_hash: String,
+    /// `console` or `api`.
+    pub client: String,
+    pub expires_at: String,
+    /// The client's address, for the audit log.
+    pub address: String,
+}
+
 /// An agent token to create.
 #[derive(Clone, Debug)]
 pub struct NewToken {
@@ -702,16 +714,7 @@ pub struct NewToken {
 
 #[async_trait]
 pub trait Sessions {
-    async fn create_session(
-        &self,
-        ws: &WorkspaceId,
-        by: &Origin,
-        member_id: &str,
-        secret_hash: &str,
-        client: &str,
-        expires_at: &str,
-        address: &str,
-    ) -> Result<Session>;
+    async fn create_session(&self, ws: &WorkspaceId, by: &Origin, new: NewSession) -> Result<Session>;
     async fn revoke_session(&self, ws: &WorkspaceId, by: &Origin, session_id: &str) -> Result<()>;
     /// Finds the session a secret's hash belongs to, in whatever workspace.
     async fn lookup_session(&self, secret_hash: &str) -> Result<Option<AuthSubject>>;
@@ -810,19 +813,9 @@ fn subject_from_row(r: &Row, first: usize, credential: AuthCredential, secret_ha
 
 #[async_trait]
 impl Sessions for SqlStore {
-    async fn create_session(
-        &self,
-        ws: &WorkspaceId,
-        by: &Origin,
-        member_id: &str,
-        secret_hash: &str,
-        client: &str,
-        expires_at: &str,
-        address: &str,
-    ) -> Result<Session> {
+    async fn create_session(&self, ws: &WorkspaceId, by: &Origin, new: NewSession) -> Result<Session> {
         let (ws, by) = (ws.clone(), by.clone());
-        let (member_id, secret_hash, client, expires_at, address) =
-            (member_id.to_string(), secret_hash.to_string(), client.to_string(), expires_at.to_string(), address.to_string());
+        let NewSession { member_id, secret_hash, client, expires_at, address } = new;
         self.engine
             .write(move |tx| {
                 let w = ws.as_str();

@@ -29,8 +29,8 @@ pub use actions::{
 pub use audit_log::{AuditLog, MAX_PAGE as AUDIT_MAX_PAGE};
 pub use gate::{GateContext, KillSwitchStore, SwitchTarget, ToolDef, Tools};
 pub use identity::{
-    AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewToken, RoleChange, Roles, Sessions, SettingsChange, SignInAccount,
-    Tokens, Workspaces,
+    AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewSession, NewToken, RoleChange, Roles, Sessions, SettingsChange,
+    SignInAccount, Tokens, Workspaces,
 };
 
 use crate::audit::{Actor, Via};
@@ -84,6 +84,10 @@ pub trait Store:
     /// commits, before that change is acknowledged. Whatever was read while it had a given
     /// value may be reused for as long as it keeps that value.
     fn config_epoch(&self) -> u64;
+
+    /// Sets the function told about every committed batch of audit events, in chain
+    /// order (the live stream).
+    fn on_commit(&self, hook: engine::CommitHook);
 }
 
 /// The store over SQL, for either database.
@@ -125,5 +129,9 @@ impl Store for SqlStore {
 
     fn config_epoch(&self) -> u64 {
         self.engine.epoch()
+    }
+
+    fn on_commit(&self, hook: engine::CommitHook) {
+        self.engine.set_commit_hook(hook);
     }
 }

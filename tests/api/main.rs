@@ -5,3 +5,4 @@ mod support;
 mod connectors;
 mod gate;
 mod identity;
+mod stream;

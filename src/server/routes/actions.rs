@@ -235,7 +235,7 @@ pub async fn submit(
         }
         Submitted::New { action, expires_at } => {
             let action =
-                if action.status == ActionStatus::Executing { run_connector(&state, &caller, &tool, action).await? } else { action };
+                if action.status == ActionStatus::Executing { run_connector(&state, &caller, &tool, *action).await? } else { *action };
             Ok((StatusCode::CREATED, Json(ActionOutcome::of(&action, expires_at))).into_response())
         }
     }

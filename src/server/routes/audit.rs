@@ -11,6 +11,7 @@ use crate::server::AppState;
 use crate::server::auth::{Auth, need};
 use crate::server::error::ErrorBody;
 use crate::server::extract::Query;
+use crate::server::stream::{self, Filter};
 
 /// Page size when none is asked for, and the most one page may hold.
 pub const DEFAULT_PAGE: i64 = 100;
@@ -68,4 +69,70 @@ pub async fn list_events(
 ))]
 pub async fn verify(State(state): State<AppState>, caller: Auth<need::AuditRead>) -> Result<Json<VerifyReport>> {
     Ok(Json(state.store.audit_verify(&caller.workspace).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Resume after this `seq` (the `Last-Event-ID` header, when sent, wins).
+    pub after_seq: Option<i64>,
+    /// Comma-separated event types; `approval.*` matches a family.
+    pub types: Option<String>,
+    /// Only events about this tool.
+    pub tool: Option<String>,
+    /// Only events by this actor id.
+    pub actor: Option<String>,
+}
+
+/// The live audit log as Server-Sent Events.
+///
+/// Each event is `event: audit`, `id: <seq>`, `data: <the event as JSON>`. Reconnect with
+/// `Last-Event-ID` to resume with no gap and no repeat: stored events are sent first, then
+/// live ones. A comment line every 15 seconds keeps idle connections open. A client that
+/// falls too far behind receives `event: lagged` with `{"resume_after_seq": N}` and is
+/// disconnected; it resumes from N without loss.
+#[utoipa::path(get, path = "/v1/audit/stream", tag = "audit", params(StreamQuery,
+    ("Last-Event-ID" = Option<String>, Header, description = "resume after this seq")),
+    responses(
+        (status = 200, description = "text/event-stream of audit events"),
+        (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    ))]
+pub async fn stream_events(
+    State(state): State<AppState>,
+    caller: Auth<need::AuditRead>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Result<impl axum::response::IntoResponse> {
+    let from_header = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| Error::bad_request("invalid_last_event_id", "Last-Event-ID must be the seq of an event"))?,
+        ),
+        None => None,
+    };
+    let after = from_header.or(q.after_seq).unwrap_or(0);
+    if after < 0 {
+        return Err(Error::bad_request("invalid_query", "after_seq must be 0 or more"));
+    }
+    let filter = Filter {
+        types: q.types.map(|t| t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
+        tool: q.tool,
+        actor: q.actor,
+    };
+    let sse = stream::respond(
+        state.store.clone(),
+        state.hub.clone(),
+        caller.workspace.clone(),
+        after,
+        filter,
+        state.config.stream_heartbeat,
+        state.shutdown.clone(),
+    );
+    // One stream per connection: when the server ends a stream (a lagging client, a
+    // shutdown) the connection closes too, so the client notices and reconnects.
+    Ok(([(axum::http::header::CONNECTION, "close")], sse))
 }

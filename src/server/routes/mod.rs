@@ -39,6 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::rotate_token))
         .routes(routes!(audit::list_events))
         .routes(routes!(audit::verify))
+        .routes(routes!(audit::stream_events))
         .routes(routes!(tools::list_tools))
         .routes(routes!(tools::get_tool, tools::put_tool))
         .routes(routes!(killswitches::list))

@@ -17,7 +17,7 @@ use crate::server::AppState;
 use crate::server::auth::{Auth, CallerKind, need};
 use crate::server::error::ErrorBody;
 use crate::server::extract::Body;
-use crate::store::{Origin, WorkspaceId};
+use crate::store::{NewSession, Origin, WorkspaceId};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -127,8 +127,20 @@ pub async fn sign_in(
         via: if client == "console" { crate::audit::Via::Console } else { crate::audit::Via::Api },
     };
     state.store.clear_sign_in_failures(&account_key).await?;
-    let session =
-        state.store.create_session(&ws, &by, &account.member_id, &secrets::storage_hash(&secret), client, &expires_at, &address).await?;
+    let session = state
+        .store
+        .create_session(
+            &ws,
+            &by,
+            NewSession {
+                member_id: account.member_id.clone(),
+                secret_hash: secrets::storage_hash(&secret),
+                client: client.to_string(),
+                expires_at,
+                address,
+            },
+        )
+        .await?;
     let member = state.store.get_member(&ws, &account.member_id).await?;
     let permissions = permissions_of(&state, &ws, &member.role).await?;
     Ok((
