@@ -725,12 +725,12 @@ pub trait Sessions {
     async fn revoke_session(&self, ws: &WorkspaceId, by: &Origin, session_id: &str) -> Result<()>;
     /// Finds the session a secret's hash belongs to, in whatever workspace.
     async fn lookup_session(&self, secret_hash: &str) -> Result<Option<AuthSubject>>;
-    /// Records a failed sign-in under each rate-limit key, and on the audit log of the
-    /// workspace whose account it was, when there was one.
+    /// Records a failed sign-in under each rate-limit key, and on the audit log of each
+    /// workspace whose account was tried (an e-mail may have accounts in several).
     async fn record_sign_in_failure(
         &self,
         keys: Vec<String>,
-        account: Option<(WorkspaceId, String)>,
+        accounts: Vec<(WorkspaceId, String)>,
         email: &str,
         address: &str,
         reason: &'static str,
@@ -892,7 +892,7 @@ impl Sessions for SqlStore {
     async fn record_sign_in_failure(
         &self,
         keys: Vec<String>,
-        account: Option<(WorkspaceId, String)>,
+        accounts: Vec<(WorkspaceId, String)>,
         email: &str,
         address: &str,
         reason: &'static str,
@@ -904,7 +904,7 @@ impl Sessions for SqlStore {
                 for key in &keys {
                     tx.execute("INSERT INTO auth_failures (key, at) VALUES ($1, $2)", params![key, &now])?;
                 }
-                if let Some((ws, member_id)) = account {
+                for (ws, member_id) in accounts {
                     tx.set_workspace(ws.as_str())?;
                     tx.append(
                         ws.as_str(),
