@@ -2,5 +2,13 @@
 
 mod support;
 
+mod audit;
+mod bad_input;
 mod identity;
+mod isolation;
+mod members;
+mod meta;
 mod permissions;
+mod restart;
+mod sessions;
+mod tokens;

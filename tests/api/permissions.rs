@@ -102,9 +102,7 @@ fn refusal_code(letter: char, c: &Case) -> &'static str {
 struct Fixture {
     ws: Workspace,
     caller: Api,
-    /// The member the caller acts as (for the agent: its owner), and the actor id its
-    /// events carry (for the agent: the token id).
-    caller_id: String,
+    /// The actor id the caller's events carry: its member id, or for the agent its token id.
     actor_id: String,
     /// An admin: owns `others_token`, and is whom ownership is transferred to.
     helper_id: String,
@@ -141,14 +139,13 @@ impl Fixture {
             let (id, secret) = Workspace::token(&ws.owner, &agent_scopes(&ws.owner).await, &["*"]).await;
             (ws.owner.as_token(&secret), id)
         } else {
-            (caller, caller_id.clone())
+            (caller, caller_id)
         };
         let me = caller.get("/v1/me").await;
         assert_eq!(me.body["member"]["role"], if role == "agent" { "owner" } else { role }, "{}", me.text);
         Fixture {
             ws,
             caller,
-            caller_id,
             actor_id,
             helper_id,
             helper,

@@ -277,7 +277,10 @@ pub fn assert_error_shape(r: &Resp) {
     keys.sort();
     assert_eq!(keys, ["code", "message"], "error object keys: {}", r.text);
     let code = inner["code"].as_str().expect("code is a string");
-    assert!(!code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "code {code:?} is not snake_case");
+    assert!(
+        !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "code {code:?} is not snake_case"
+    );
     assert!(!inner["message"].as_str().expect("message is a string").trim().is_empty(), "empty message: {}", r.text);
 }
 
@@ -321,6 +324,11 @@ impl Workspace {
 }
 
 impl Api {
+    /// The same credentials against another server address (after a restart).
+    pub fn at(&self, base: &str) -> Api {
+        Api { http: self.http.clone(), base: base.to_string(), token: self.token.clone() }
+    }
+
     /// This client without credentials.
     pub fn anon(&self) -> Api {
         Api { http: self.http.clone(), base: self.base.clone(), token: None }
