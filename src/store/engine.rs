@@ -341,10 +341,10 @@ fn run_batch(conn: &mut dyn Conn, begin: &str, batch: Vec<WriteFn>, clock: &Cloc
     };
     if outcome.is_err() {
         let _ = conn.batch("ROLLBACK");
-    } else if !events.is_empty() {
-        if let Some(hook) = hook.read().expect("hook lock").as_ref() {
-            hook(&events);
-        }
+    } else if !events.is_empty()
+        && let Some(hook) = hook.read().expect("hook lock").as_ref()
+    {
+        hook(&events);
     }
     for reply in replies {
         reply(outcome.clone());

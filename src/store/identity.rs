@@ -712,6 +712,7 @@ pub struct NewToken {
 
 #[async_trait]
 pub trait Sessions {
+    #[allow(clippy::too_many_arguments)]
     async fn create_session(
         &self,
         ws: &WorkspaceId,

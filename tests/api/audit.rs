@@ -358,3 +358,72 @@ async fn the_command_line_says_what_is_wrong_with_its_input() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("nope"), "{err}");
 }
+
+/// Many writes at once share transactions (group commit); each still gets its own place
+/// in its own workspace's chain, and a refused write in the middle of a batch takes
+/// nothing else down with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_in_two_workspaces_keep_both_chains_whole() {
+    use futures_util::future::join_all;
+    let server = TestServer::start().await;
+    let a = server.workspace("conc-a").await;
+    let b = server.workspace("conc-b").await;
+    let (a_before, b_before) = (a.owner.all_events().await.len(), b.owner.all_events().await.len());
+
+    let settings = (0..40).map(|i| {
+        let api = a.owner.clone();
+        async move { api.patch("/v1/settings", json!({"approval_ttl_seconds": 600 + i})).await.status }
+    });
+    let dups = (0..20).map(|_| {
+        let api = a.owner.clone();
+        async move { api.post("/v1/roles", json!({"name": "dup", "permissions": ["audit:read"]})).await.status }
+    });
+    let tokens = (0..40).map(|i| {
+        let api = b.owner.clone();
+        async move { api.post("/v1/tokens", json!({"name": format!("t{i}"), "scopes": [], "tools": ["*"]})).await.status }
+    });
+    let (settings, dups, tokens) = tokio::join!(join_all(settings), join_all(dups), join_all(tokens));
+    assert!(settings.iter().all(|s| *s == 200), "{settings:?}");
+    assert!(tokens.iter().all(|s| *s == 201), "{tokens:?}");
+    assert_eq!(dups.iter().filter(|s| **s == 201).count(), 1, "exactly one `dup` role: {dups:?}");
+    assert_eq!(dups.iter().filter(|s| **s == 409).count(), 19, "{dups:?}");
+
+    let a_events = a.owner.all_events().await;
+    let b_events = b.owner.all_events().await;
+    assert_eq!(a_events.len(), a_before + 40 + 1);
+    assert_eq!(b_events.len(), b_before + 40);
+    for events in [&a_events, &b_events] {
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e["seq"], (i + 1) as i64);
+        }
+    }
+    assert_eq!(a_events.iter().filter(|e| e["event_type"] == "role.created").count(), 1);
+    assert_eq!(a.owner.verify().await["ok"], true);
+    assert_eq!(b.owner.verify().await["ok"], true);
+    let (code, out, err) = server.cli_verify();
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Requests from the console are recorded as coming through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_record_the_door_a_change_came_through() {
+    let server = TestServer::start().await;
+    let ws = server.workspace("doors").await;
+    let body = Some(json!({"approval_ttl_seconds": 700}).to_string().into_bytes());
+    let r = ws.owner.send(reqwest::Method::PATCH, "/v1/settings", body, &[("x-countersign-client", "console")]).await;
+    r.assert_status(200);
+    ws.owner.patch("/v1/settings", json!({"approval_ttl_seconds": 800})).await.assert_status(200);
+    let events: Vec<Value> = ws.owner.all_events().await.into_iter().filter(|e| e["event_type"] == "settings.updated").collect();
+    assert_eq!(events[0]["via"], "console");
+    assert_eq!(events[1]["via"], "api");
+    for e in &events {
+        assert_eq!(e["actor"], json!({"kind": "user", "id": ws.owner_id}));
+    }
+    assert_eq!(
+        events[1]["data"],
+        json!({"before": {"agent_writes_enabled": false, "approval_ttl_seconds": 700}, "after": {"agent_writes_enabled": false, "approval_ttl_seconds": 800}})
+    );
+    let created = ws.owner.all_events().await.into_iter().find(|e| e["event_type"] == "workspace.created").unwrap();
+    assert_eq!(created["actor"]["kind"], "system");
+    assert_eq!(created["via"], "system");
+}

@@ -105,7 +105,7 @@ async fn there_is_exactly_one_owner_who_cannot_be_demoted_or_deactivated() {
     // Nobody is made a second owner.
     let (id, _) = ws.member(&server, "member").await;
     ws.owner.patch(&format!("/v1/members/{id}"), json!({"role": "owner"})).await.assert_error(422, "use_ownership_transfer");
-    assert_eq!(owners(&ws.owner).await, [ws.owner_id.clone()]);
+    assert_eq!(owners(&ws.owner).await, vec![ws.owner_id.clone()]);
     ws.owner.get("/v1/me").await.assert_status(200);
     assert_eq!(ws.owner.get("/v1/me").await.body["member"]["status"], "active");
 }
@@ -122,7 +122,7 @@ async fn ownership_transfers_only_from_the_owner_and_the_old_owner_becomes_admin
     // Not to a deactivated member.
     ws.owner.patch(&format!("/v1/members/{viewer_id}"), json!({"status": "deactivated"})).await.assert_status(200);
     ws.owner.post("/v1/workspace/transfer", json!({"member_id": viewer_id})).await.assert_error(409, "member_deactivated");
-    assert_eq!(owners(&ws.owner).await, [ws.owner_id.clone()]);
+    assert_eq!(owners(&ws.owner).await, vec![ws.owner_id.clone()]);
 
     let r = ws.owner.post("/v1/workspace/transfer", json!({"member_id": admin_id})).await;
     let body = r.assert_status(200).clone();
@@ -130,7 +130,7 @@ async fn ownership_transfers_only_from_the_owner_and_the_old_owner_becomes_admin
     assert_eq!(body["owner"]["role"], "owner");
     assert_eq!(body["previous_owner"]["id"], ws.owner_id.as_str());
     assert_eq!(body["previous_owner"]["role"], "admin");
-    assert_eq!(owners(&admin).await, [admin_id.clone()]);
+    assert_eq!(owners(&admin).await, vec![admin_id.clone()]);
     assert_eq!(admin.get("/v1/workspace").await.body["owner_id"], admin_id.as_str());
     // Powers move with it, on the next request, on the same sessions.
     assert!(admin.get("/v1/me").await.body["permissions"].as_array().unwrap().contains(&json!("ownership:transfer")));

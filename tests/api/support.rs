@@ -127,7 +127,9 @@ impl Drop for TestServer {
     }
 }
 
-fn http() -> reqwest::Client {
+/// An HTTP client (with the TLS crypto provider reqwest needs installed once).
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().pool_max_idle_per_host(4).build().expect("http client")
 }
 
