@@ -233,3 +233,50 @@ async fn custom_roles_are_created_used_changed_at_once_and_deleted_when_unused()
     }
     assert_eq!(types.iter().filter(|t| *t == "role.updated").count(), 2);
 }
+
+/// A request authorised a moment before its member was deactivated must not leave a
+/// credential behind that would come back to life on reactivation: the store itself
+/// refuses to make a session or token for a deactivated member. (The race's second half,
+/// played deterministically against the store the server uses.)
+#[tokio::test(flavor = "multi_thread")]
+async fn no_credential_is_made_for_a_deactivated_member_even_by_a_request_already_authorised() {
+    use countersign::audit::{Actor, Via};
+    use countersign::secrets::{self, SecretKind};
+    use countersign::store::{NewToken, Origin, Sessions, Tokens, WorkspaceId};
+
+    let server = TestServer::start().await;
+    let ws = server.workspace("late").await;
+    let (id, _) = ws.member(&server, "admin").await;
+    ws.owner.patch(&format!("/v1/members/{id}"), json!({"status": "deactivated"})).await.assert_status(200);
+    let events = ws.owner.all_events().await.len();
+
+    let wsid = WorkspaceId::trusted(ws.id.clone());
+    let by = Origin { actor: Actor::user(&id), via: Via::Api };
+    let token = secrets::generate(SecretKind::AgentToken);
+    let new = NewToken {
+        owner_id: id.clone(),
+        name: "late".into(),
+        scopes: vec!["members:read".into()],
+        tools: vec!["*".into()],
+        secret_hash: secrets::storage_hash(&token),
+        hint: secrets::hint(&token),
+        expires_at: None,
+    };
+    let refused = server.store.create_token(&wsid, &by, new).await.expect_err("a token for a deactivated member");
+    assert_eq!(refused.code, "member_deactivated");
+    let session = secrets::generate(SecretKind::Session);
+    let expires = countersign::clock::format_ts(server.clock.now() + chrono::Duration::hours(1));
+    let refused = server
+        .store
+        .create_session(&wsid, &by, &id, &secrets::storage_hash(&session), "api", &expires, "127.0.0.1")
+        .await
+        .expect_err("a session for a deactivated member");
+    assert_eq!(refused.code, "member_deactivated");
+    assert_eq!(ws.owner.all_events().await.len(), events, "nothing was written");
+
+    // Reactivated: neither credential exists.
+    ws.owner.patch(&format!("/v1/members/{id}"), json!({"status": "active"})).await.assert_status(200);
+    server.with_token(&token).get("/v1/me").await.assert_error(401, "invalid_token");
+    server.with_token(&session).get("/v1/me").await.assert_error(401, "invalid_token");
+    assert_eq!(ws.owner.get(&format!("/v1/tokens?owner={id}")).await.body["items"], json!([]));
+}
