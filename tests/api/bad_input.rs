@@ -140,6 +140,11 @@ async fn bad_ids_are_400() {
         let method = if path.ends_with("rotate") { "POST" } else { "GET" };
         p.ws.owner.send(method.parse().unwrap(), path, None, &[]).await.assert_error(400, "invalid_id");
     }
+    // An id that is not even UTF-8 once decoded is refused by the framework's path
+    // extractor before our id check runs: still a 400 in our shape, under a generic code.
+    let r = p.ws.owner.get("/v1/roles/%FF%FE").await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_error_shape(&r);
     p.ws.owner.get("/v1/tokens?owner=nobody").await.assert_error(400, "invalid_id");
     p.ws.owner.post("/v1/workspace/transfer", json!({"member_id": "usr_"})).await.assert_error(400, "invalid_id");
     p.unchanged().await;
