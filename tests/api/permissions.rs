@@ -136,7 +136,7 @@ impl Fixture {
             ws.owner.patch(&format!("/v1/members/{caller_id}"), json!({"role": "viewer"})).await.assert_status(200);
         }
         let (caller, actor_id) = if role == "agent" {
-            let (id, secret) = Workspace::token(&ws.owner, &agent_scopes(&ws.owner).await, &["*"]).await;
+            let (id, secret) = widest_token(&ws.owner).await;
             (ws.owner.as_token(&secret), id)
         } else {
             (caller, caller_id)
@@ -176,16 +176,19 @@ async fn call(api: &Api, method: &str, path: &str, body: Option<Value>) -> Resp 
 }
 
 /// Every permission an agent token may hold, as the server lists them.
-async fn agent_scopes(api: &Api) -> Vec<&'static str> {
+async fn agent_scopes(api: &Api) -> Vec<String> {
     let roles = api.get("/v1/roles").await;
     let perms = roles.body["permissions"].as_array().expect("the permission vocabulary").clone();
-    let scopes: Vec<&'static str> = perms
-        .iter()
-        .filter(|p| p["grantable_to_agents"] == true)
-        .map(|p| &*String::leak(p["name"].as_str().unwrap().to_string()))
-        .collect();
-    assert!(scopes.contains(&"actions:submit"), "{scopes:?}");
+    let scopes: Vec<String> =
+        perms.iter().filter(|p| p["grantable_to_agents"] == true).map(|p| p["name"].as_str().unwrap().to_string()).collect();
+    assert!(scopes.iter().any(|s| s == "actions:submit"), "{scopes:?}");
     scopes
+}
+
+/// An agent token of `api`'s member holding every scope an agent may hold: (id, secret).
+async fn widest_token(api: &Api) -> (String, String) {
+    let scopes = agent_scopes(api).await;
+    Workspace::token(api, &scopes.iter().map(String::as_str).collect::<Vec<_>>(), &["*"]).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,7 +395,7 @@ async fn no_agent_token_can_hold_the_powers_that_govern_agents() {
         assert!(r.body["error"]["message"].as_str().unwrap().contains(scope), "{}", r.text);
     }
     // So an agent can never switch on its own writes.
-    let (_, secret) = Workspace::token(&ws.owner, &agent_scopes(&ws.owner).await, &["*"]).await;
+    let (_, secret) = widest_token(&ws.owner).await;
     let agent = ws.owner.as_token(&secret);
     agent.patch("/v1/settings", json!({"agent_writes_enabled": true})).await.assert_error(403, "permission_denied");
     assert_eq!(ws.owner.get("/v1/settings").await.body["agent_writes_enabled"], false);
