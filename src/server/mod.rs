@@ -124,6 +124,10 @@ impl AppState {
             if touches.get(token_id).is_some_and(|t| !stale(*t)) {
                 return;
             }
+            // Bound the map: entries older than the interval no longer throttle anything.
+            if touches.len() >= 10_000 {
+                touches.retain(|_, t| !stale(*t));
+            }
             touches.insert(token_id.to_string(), now);
         }
         let (store, ws, id, at) = (self.store.clone(), ws.clone(), token_id.to_string(), format_ts(now));

@@ -2,7 +2,17 @@
 
 mod support;
 
+mod audit;
+mod bad_input;
+mod cli;
 mod connectors;
 mod gate;
 mod identity;
+mod isolation;
+mod members;
+mod meta;
+mod permissions;
+mod restart;
+mod sessions;
 mod stream;
+mod tokens;
