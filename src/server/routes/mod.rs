@@ -2,17 +2,17 @@
 //! signature (`Auth<need::…>`) and its contract in `#[utoipa::path]`, from which
 //! `GET /v1/openapi.json` is generated.
 
-mod actions;
-mod approvals;
-mod audit;
-mod health;
-mod killswitches;
-mod members;
-mod roles;
-mod sessions;
-mod tokens;
-mod tools;
-mod workspace;
+pub mod actions;
+pub mod approvals;
+pub mod audit;
+pub mod health;
+pub mod killswitches;
+pub mod members;
+pub mod roles;
+pub mod sessions;
+pub mod tokens;
+pub mod tools;
+pub mod workspace;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -30,7 +30,7 @@ pub struct SignIn {
     pub client: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SignedIn {
     /// The session secret: send it as `Authorization: Bearer <token>`. Shown once.
     pub token: String,
@@ -41,7 +41,7 @@ pub struct SignedIn {
     pub permissions: Vec<String>,
 }
 
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WorkspaceRef {
     pub id: String,
     pub name: String,
@@ -217,7 +217,7 @@ pub async fn sign_out(State(state): State<AppState>, caller: Auth<need::Authenti
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Me {
     pub workspace: WorkspaceRef,
     pub member: Member,

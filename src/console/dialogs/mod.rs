@@ -1,0 +1,115 @@
+//! Dialogs: one file each. A dialog sees every key while it is open and answers with
+//! an [`Outcome`]; what it confirms comes back as a [`PendingOp`] for the app to run.
+
+mod confirm;
+mod help;
+mod kill_picker;
+mod message;
+mod reason;
+mod sign_in;
+
+pub use confirm::Confirm;
+pub use help::Help;
+pub use kill_picker::KillPicker;
+pub use message::Message;
+pub use reason::{Reason, ReasonFor};
+pub use sign_in::SignIn;
+
+use crossterm::event::KeyEvent;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, BorderType, Clear};
+
+use super::app::Screen;
+use super::theme::Theme;
+
+/// Something a dialog confirmed, for the app to carry out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PendingOp {
+    Approve { id: String, tool: String, payload_sha256: String },
+    Deny { id: String, tool: String, payload_sha256: String, reason: String },
+    Switch { tool: Option<String>, engaged: bool, reason: String },
+    SignIn { email: String, password: String },
+}
+
+/// What a key did to a dialog.
+pub enum Outcome {
+    Stay,
+    Close,
+    Next(Box<Dialog>),
+    Run(PendingOp),
+}
+
+pub enum Dialog {
+    Confirm(Confirm),
+    Reason(Reason),
+    KillPicker(KillPicker),
+    Help(Help),
+    Message(Message),
+    SignIn(SignIn),
+}
+
+impl Dialog {
+    pub fn help(screen: Screen) -> Dialog {
+        Dialog::Help(Help::new(screen))
+    }
+
+    pub fn kill_picker(options: Vec<Option<String>>, engaged: Vec<Option<String>>) -> Dialog {
+        Dialog::KillPicker(KillPicker::new(options, engaged))
+    }
+
+    pub fn kill_reason(tool: Option<String>) -> Dialog {
+        Dialog::Reason(Reason::new(ReasonFor::Engage { tool }))
+    }
+
+    pub fn sign_in(email: &str, why: String) -> Dialog {
+        Dialog::SignIn(SignIn::new(email, why))
+    }
+
+    pub fn on_key(&mut self, key: KeyEvent) -> Outcome {
+        match self {
+            Dialog::Confirm(d) => d.on_key(key),
+            Dialog::Reason(d) => d.on_key(key),
+            Dialog::KillPicker(d) => d.on_key(key),
+            Dialog::Help(_) | Dialog::Message(_) => Outcome::Close,
+            Dialog::SignIn(d) => d.on_key(key),
+        }
+    }
+
+    pub fn paste(&mut self, text: &str) {
+        match self {
+            Dialog::Reason(d) => d.paste(text),
+            Dialog::SignIn(d) => d.paste(text),
+            _ => {}
+        }
+    }
+
+    pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme) {
+        match self {
+            Dialog::Confirm(d) => d.draw(f, area, theme),
+            Dialog::Reason(d) => d.draw(f, area, theme),
+            Dialog::KillPicker(d) => d.draw(f, area, theme),
+            Dialog::Help(d) => d.draw(f, area, theme),
+            Dialog::Message(d) => d.draw(f, area, theme),
+            Dialog::SignIn(d) => d.draw(f, area, theme),
+        }
+    }
+}
+
+/// A centred box `width` × `height` (clipped to the screen), cleared, with a border and
+/// a title; returns the inside.
+pub fn frame_box(f: &mut Frame, area: Rect, width: u16, height: u16, title: &str, theme: &Theme, danger: bool) -> Rect {
+    let [row] = Layout::vertical([Constraint::Length(height.min(area.height))]).flex(Flex::Center).areas(area);
+    let [rect] = Layout::horizontal([Constraint::Length(width.min(area.width))]).flex(Flex::Center).areas(row);
+    f.render_widget(Clear, rect);
+    let border = if danger { theme.danger } else { theme.accent };
+    let block = Block::bordered()
+        .border_type(BorderType::Rounded)
+        .border_style(border)
+        .title(Line::styled(format!(" {title} "), if danger { theme.danger } else { theme.title }))
+        .style(theme.base);
+    let inner = block.inner(rect);
+    f.render_widget(block, rect);
+    inner
+}
