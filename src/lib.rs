@@ -9,6 +9,7 @@ pub mod audit;
 pub mod canonical;
 pub mod cli;
 pub mod clock;
+pub mod constitution;
 pub mod csv;
 pub mod error;
 pub mod gate;
