@@ -12,6 +12,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod console;
+pub mod constitution;
 pub mod csv;
 pub mod demo;
 pub mod error;
