@@ -52,13 +52,39 @@ pub struct Error {
     pub kind: Kind,
     pub code: &'static str,
     pub message: String,
+    /// Every problem found, when a request has several (the rules of a constitution):
+    /// rendered as `errors` beside `code` and `message`.
+    pub problems: Option<Box<Vec<Problem>>>,
+}
+
+/// One of several problems with a request, each with its own stable code: for now, a
+/// constitution rule that does not compile (see `crate::constitution::RuleError`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// The rule's id as given.
+    pub rule_id: String,
+    /// The rule's position in the list, from 0.
+    pub index: usize,
+    /// 1-based line within the rule's `when`, when the problem has a position.
+    pub line: Option<usize>,
+    /// 1-based column (in characters) within that line.
+    pub column: Option<usize>,
+    /// Stable, snake_case: `syntax_error`, `unknown_name`, `not_boolean`, `too_costly`, …
+    pub code: String,
+    /// For a person: names the rule and the position.
+    pub message: String,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: Kind, code: &'static str, message: impl Into<String>) -> Self {
-        Error { kind, code, message: message.into() }
+        Error { kind, code, message: message.into(), problems: None }
+    }
+    /// The same error, listing every problem found.
+    pub fn with_problems(mut self, problems: Vec<Problem>) -> Self {
+        self.problems = Some(Box::new(problems));
+        self
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(Kind::BadRequest, code, message)

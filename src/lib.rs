@@ -23,5 +23,6 @@ pub mod names;
 pub mod permissions;
 pub mod secrets;
 pub mod server;
+pub mod simulation;
 pub mod store;
 pub mod vault;

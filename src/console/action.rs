@@ -16,6 +16,8 @@ use crate::client::ClientError;
 use crate::model::{Approval, KillSwitch, KillSwitches, Tool};
 use crate::server::routes::sessions::{Me, SignedIn};
 
+// Actions are moved once per event, not stored in bulk: boxing buys nothing here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Action {
     Key(KeyEvent),

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::{Error, Kind};
+use crate::error::{Error, Kind, Problem};
 
 /// The body of every error response.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -21,12 +21,17 @@ pub struct ErrorDetail {
     pub code: String,
     /// For a person: what went wrong and what to do.
     pub message: String,
+    /// Only when a request has several problems, each with its own code and position:
+    /// the rules of a constitution that does not compile (`invalid_constitution`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<Problem>>,
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
+        let body =
+            ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message, errors: self.problems.map(|p| *p) } };
         let mut resp = (status, axum::Json(body)).into_response();
         match self.kind {
             Kind::RateLimited { retry_after_secs } => {

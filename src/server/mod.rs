@@ -76,6 +76,11 @@ pub struct Inner {
     pub gate_cache: cache::EpochCache<(WorkspaceId, String), crate::store::GateContext>,
     /// Committed audit events, fanned out to live streams.
     pub hub: stream::Hub,
+    /// The compiled constitution in force per workspace (or why it cannot be used),
+    /// valid while the config epoch holds: publishing moves it.
+    pub constitution_cache: cache::EpochCache<WorkspaceId, crate::error::Result<crate::constitution::Compiled>>,
+    /// What-if simulations run one at a time: each uses every core for up to its time limit.
+    pub simulations: tokio::sync::Semaphore,
 }
 
 impl std::ops::Deref for AppState {
@@ -110,6 +115,8 @@ impl AppState {
             http,
             auth_cache: cache::EpochCache::new(10_000),
             gate_cache: cache::EpochCache::new(10_000),
+            constitution_cache: cache::EpochCache::new(1_000),
+            simulations: tokio::sync::Semaphore::new(1),
         }))
     }
 

@@ -6,6 +6,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::error::{ErrorBody, ErrorDetail};
+use crate::error::Problem;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,7 +14,7 @@ use super::error::{ErrorBody, ErrorDetail};
         title = "Countersign",
         description = "A governance gateway for AI-agent actions. Every error is `{\"error\": {\"code\", \"message\"}}`; match on `code`.",
     ),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(ErrorBody, ErrorDetail, Problem)),
     security(("bearer" = [])),
 )]
 struct Base;

@@ -21,14 +21,23 @@ pub struct Applied {
 }
 
 /// Brings the schema up to date, each migration in its own transaction.
+///
+/// Every known migration that is not recorded as applied is applied, in version order,
+/// even one numbered below a version already applied: versions are reserved by changes
+/// developed side by side, so a database may have met 5 before 3 and 4 existed. (Each
+/// migration therefore depends only on those below it that every branch has.)
 pub fn apply(conn: &mut dyn Conn, migrations: &[Migration]) -> Result<Applied, MigrateError> {
     conn.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")?;
-    let current = conn.query_opt("SELECT MAX(version) FROM schema_migrations", &[])?.and_then(|r| r.opt_int(0).ok().flatten()).unwrap_or(0);
+    let applied: std::collections::BTreeSet<i64> =
+        conn.query("SELECT version FROM schema_migrations", &[])?.iter().map(|r| r.int(0)).collect::<Result<_, _>>()?;
+    let current = applied.last().copied().unwrap_or(0);
     let latest = migrations.iter().map(|m| m.version).max().unwrap_or(0);
     if current > latest {
         return Err(MigrateError::TooNew { found: current, known: latest });
     }
-    for m in migrations.iter().filter(|m| m.version > current) {
+    let mut pending: Vec<&Migration> = migrations.iter().filter(|m| !applied.contains(&m.version)).collect();
+    pending.sort_by_key(|m| m.version);
+    for m in pending {
         conn.batch(conn.dialect().begin_write())?;
         let step = conn.batch(m.sql).and_then(|_| {
             conn.execute(
@@ -55,4 +64,43 @@ pub enum MigrateError {
     Step { version: i64, name: &'static str, source: DbError },
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::db::Connector;
+    use crate::store::sqlite::SqliteConnector;
+
+    const fn step(version: i64, sql: &'static str) -> Migration {
+        Migration { version, name: "test", sql }
+    }
+
+    fn versions(conn: &mut dyn Conn) -> Vec<i64> {
+        conn.query("SELECT version FROM schema_migrations ORDER BY version", &[]).unwrap().iter().map(|r| r.int(0).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_gap_is_tolerated_and_filled_in_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = SqliteConnector::new(dir.path().join("m.db")).open_writer().unwrap();
+        // A binary that knows 1, 2 and 5 (3 and 4 are being written elsewhere).
+        let early = [step(1, "CREATE TABLE a (x BIGINT)"), step(2, "CREATE TABLE b (x BIGINT)"), step(5, "CREATE TABLE e (x BIGINT)")];
+        apply(&mut *conn, &early).unwrap();
+        assert_eq!(versions(&mut *conn), [1, 2, 5]);
+        // The merged binary knows all five: 3 and 4 are applied, in order, and nothing twice.
+        let merged = [
+            step(1, "CREATE TABLE a (x BIGINT)"),
+            step(2, "CREATE TABLE b (x BIGINT)"),
+            step(4, "CREATE TABLE d (x BIGINT); INSERT INTO c VALUES (4)"),
+            step(3, "CREATE TABLE c (x BIGINT)"),
+            step(5, "CREATE TABLE e (x BIGINT)"),
+        ];
+        let done = apply(&mut *conn, &merged).unwrap();
+        assert_eq!((done.from, done.to), (5, 5));
+        assert_eq!(versions(&mut *conn), [1, 2, 3, 4, 5]);
+        apply(&mut *conn, &merged).unwrap();
+        // A binary older than the database is still refused.
+        assert!(matches!(apply(&mut *conn, &early[..2]), Err(MigrateError::TooNew { found: 5, known: 2 })));
+    }
 }

@@ -17,6 +17,7 @@ pub mod sqlite;
 
 mod actions;
 mod audit_log;
+mod constitution;
 mod gate;
 mod identity;
 
@@ -27,6 +28,10 @@ pub use actions::{
     ActionFilter, Actions, Approvals, DecisionRequest, ExecuteRequest, IdempotencyKey, NewAction, Submitted, record_receipt,
 };
 pub use audit_log::{AuditLog, MAX_PAGE as AUDIT_MAX_PAGE};
+pub use constitution::{
+    ChangedRule, ConstitutionVersion, Constitutions, History, ReplayAction, ReplayPage, ReplayQuery, RuleDiff, VersionSummary, diff_rules,
+    rules_sha256,
+};
 pub use gate::{GateContext, KillSwitchStore, SwitchTarget, ToolDef, Tools};
 pub use identity::{
     AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewSession, NewToken, RoleChange, Roles, Sessions, SettingsChange,
@@ -74,7 +79,20 @@ impl Origin {
 
 /// Everything the server asks of a store.
 pub trait Store:
-    Workspaces + Members + Roles + Sessions + Tokens + AuditLog + Tools + KillSwitchStore + Actions + Approvals + Send + Sync
+    Workspaces
+    + Members
+    + Roles
+    + Sessions
+    + Tokens
+    + AuditLog
+    + Tools
+    + KillSwitchStore
+    + Actions
+    + Approvals
+    + Constitutions
+    + History
+    + Send
+    + Sync
 {
     /// Finishes queued writes and closes connections.
     fn close(&self);

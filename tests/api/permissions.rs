@@ -31,6 +31,8 @@ enum Target {
     ApprovedAction,
     /// A pending approval another admin requested.
     PendingApproval,
+    /// The constitution version the owner published (1).
+    ConstitutionVersion,
 }
 
 /// One row of the matrix: a route, what it is called with, and who may call it: `o`wner,
@@ -121,9 +123,28 @@ const CASES: &[Case] = &[
         200,
     ),
     case("GET", "/v1/audit/stream", Target::None, no_body, "oa-vt", 200),
+    case("GET", "/v1/constitution", Target::None, no_body, "oamvt", 200),
+    case("GET", "/v1/constitution/versions", Target::None, no_body, "oamvt", 200),
+    case("GET", "/v1/constitution/versions/{version}", Target::ConstitutionVersion, no_body, "oamvt", 200),
+    case("POST", "/v1/constitution/versions", Target::None, |_| Some(json!({"rules": [matrix_rule()]})), "oa--", 201),
+    // Drafting from an action needs to read it: the member may not read the owner's.
+    case("POST", "/v1/constitution/drafts/from-action/{id}", Target::Action, no_body, "oa-vt", 200),
+    case(
+        "POST",
+        "/v1/simulations",
+        Target::None,
+        |_| Some(json!({"draft": {"rules": [matrix_rule()]}, "window": {"last": 10}})),
+        "oam-t",
+        200,
+    ),
     case("POST", "/v1/workspace/transfer", Target::None, |f| Some(json!({"member_id": f.helper_id})), "o---", 200),
     case("DELETE", "/v1/sessions/current", Target::None, no_body, "oamv", 204),
 ];
+
+/// A rule that matches nothing the matrix submits.
+fn matrix_rule() -> Value {
+    json!({"id": "matrix-rule", "title": "Nothing the matrix sends", "when": "tool == 'matrix.none'", "effect": "deny"})
+}
 
 /// Routes anyone may call without credentials.
 const PUBLIC: &[(&str, &str)] = &[("GET", "/healthz"), ("GET", "/v1/openapi.json"), ("POST", "/v1/sessions")];
@@ -204,6 +225,7 @@ impl Fixture {
         helper.post(&format!("/v1/approvals/{}/decisions", approved.body["approval_id"].as_str().unwrap()), d).await.assert_status(200);
         let pending = submit(&helper, "email.send", json!({"to": ["b@example.com"]})).await;
         assert_eq!(pending.body["status"], "pending_approval", "{}", pending.text);
+        ws.owner.post("/v1/constitution/versions", json!({"rules": [matrix_rule()]})).await.assert_status(201);
         Fixture {
             ws,
             caller,
@@ -236,6 +258,7 @@ impl Fixture {
             Target::Action => &self.action_id,
             Target::ApprovedAction => &self.approved_action_id,
             Target::PendingApproval => &self.pending_approval_id,
+            Target::ConstitutionVersion => return c.template.replace("{version}", "1"),
         };
         c.template.replace("{id}", id)
     }
@@ -320,8 +343,17 @@ async fn every_route_for_every_builtin_role_and_an_agent() {
         assert_eq!(others.body["state"], "active", "{role} revoked another member's token");
         assert!(others.body["rotated_at"].is_null(), "{role} rotated another member's token");
         // The log holds nothing the refused caller was refused.
-        let mut refused =
-            vec!["member.", "role.", "settings.", "tool.", "workspace.", "approval.granted", "approval.denied", "killswitch.lifted"];
+        let mut refused = vec![
+            "member.",
+            "role.",
+            "settings.",
+            "tool.",
+            "workspace.",
+            "approval.granted",
+            "approval.denied",
+            "killswitch.lifted",
+            "constitution.",
+        ];
         if letter != 't' {
             refused.push("killswitch.engaged");
         }
@@ -335,6 +367,8 @@ async fn every_route_for_every_builtin_role_and_an_agent() {
         assert_eq!(tool.body["description"], "", "{role} changed a tool");
         let pending = owner.get(&format!("/v1/approvals/{}", f.pending_approval_id)).await;
         assert_eq!(pending.body["approvals"], 0, "{role} decided an approval");
+        let constitution = owner.get("/v1/constitution").await;
+        assert_eq!(constitution.body["version"], 1, "{role} published a constitution: {}", constitution.text);
     }
 }
 

@@ -41,6 +41,8 @@ pub enum Outcome {
     Run(PendingOp),
 }
 
+// At most one dialog is open at a time: boxing its variants buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Dialog {
     Confirm(Confirm),
     Reason(Reason),

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::canonical;
 use crate::error::{Error, Result};
-use crate::gate::{self, ConstitutionVerdict, Outcome, ToolRules};
+use crate::gate::{self, ConstitutionVerdict, Outcome, ToolKind, ToolRules};
 use crate::ids::{self, IdKind};
 use crate::model::{Action, ActionOutcome, ActionStatus, Connector, DecisionRecord};
 use crate::names;
@@ -19,6 +19,8 @@ use crate::server::auth::{Auth, Caller, CallerKind, need};
 use crate::server::connectors;
 use crate::server::error::ErrorBody;
 use crate::server::extract::{Body, Query, RawBody};
+use crate::server::routes::constitution::in_force;
+use crate::simulation::{self, Draft, OwnedFacts};
 use crate::store::{ActionFilter, ExecuteRequest, IdempotencyKey, NewAction, Submitted};
 
 /// Limits on what an action may carry besides its payload (see docs/API.md).
@@ -46,6 +48,9 @@ pub struct SubmitAction {
     /// Decide, but record and run nothing: the answer's status is `simulated`.
     #[serde(default)]
     pub dry_run: bool,
+    /// Only with `dry_run`: decide under draft rules and tool policies instead of those
+    /// in force (see docs/API.md, "Constitution and simulation").
+    pub draft: Option<Draft>,
 }
 
 fn check_fields(req: &SubmitAction) -> Result<()> {
@@ -135,13 +140,19 @@ pub async fn submit(
     headers: HeaderMap,
     raw: RawBody<SubmitAction>,
 ) -> Result<Response> {
-    let RawBody { value: req, bytes } = raw;
+    let RawBody { value: mut req, bytes } = raw;
     if req.dry_run {
         if !caller.can(Permission::ActionsSimulate) {
             caller.require(Permission::ActionsSubmit)?;
         }
     } else {
         caller.require(Permission::ActionsSubmit)?;
+    }
+    if req.draft.is_some() && !req.dry_run {
+        return Err(Error::unprocessable(
+            "draft_requires_dry_run",
+            "a draft can only be tried in a dry run: send `dry_run: true`, or publish the draft first",
+        ));
     }
     check_fields(&req)?;
     let pinned = canonical::pin(&req.payload).map_err(|e| Error::unprocessable("unrepresentable_number", e.to_string()))?;
@@ -152,32 +163,75 @@ pub async fn submit(
     let idem = if req.dry_run { None } else { idempotency(&headers, &caller, &bytes)? };
 
     let ctx = gate_context(&state, &caller, &req.tool).await?;
-    let Some(tool) = ctx.tool else {
-        return Err(Error::new(
-            crate::error::Kind::NotFound,
-            "unknown_tool",
-            format!("there is no tool `{}` in this workspace; an admin creates it with PUT /v1/tools/{}", req.tool, req.tool),
-        ));
+    let draft = req.draft.take();
+    // The tool as a draft would have it, when the draft changes it (or defines it).
+    let draft_tool = match draft.as_ref().and_then(|d| d.tools.as_ref()) {
+        Some(changes) => {
+            let current: std::collections::HashMap<String, ToolRules> =
+                state.store.list_tools(&caller.workspace).await?.iter().map(|t| (t.name.clone(), tool_rules(t))).collect();
+            simulation::draft_tools(&current, Some(changes))?.remove(&req.tool)
+        }
+        None => None,
     };
-    let rules = ToolRules {
-        name: tool.name.clone(),
-        kind: tool.kind,
-        irreversible: tool.irreversible,
-        policy: tool.policy,
-        min_confidence: tool.min_confidence,
+    let rules = match (&ctx.tool, draft_tool) {
+        (_, Some(d)) => d,
+        (Some(t), None) => tool_rules(t),
+        (None, None) => {
+            return Err(Error::new(
+                crate::error::Kind::NotFound,
+                "unknown_tool",
+                format!("there is no tool `{}` in this workspace; an admin creates it with PUT /v1/tools/{}", req.tool, req.tool),
+            ));
+        }
     };
-    let constitution = ConstitutionVerdict::default();
-    let decision = gate::decide(&gate::Input {
+    // The rules: the draft's, or those in force (fail closed if they cannot be used).
+    let draft_rules = draft.and_then(|d| d.rules);
+    let is_draft = draft_rules.is_some();
+    let constitution = match draft_rules {
+        Some(rules) => tokio::task::spawn_blocking(move || simulation::compile_rules(&rules, None))
+            .await
+            .map_err(|_| Error::internal("compiling the draft failed"))??,
+        None => in_force(&state, &caller.workspace).await?,
+    };
+    let in_scope = caller.covers_tool(&rules.name);
+    // The constitution is consulted only if the stages before it let the call through.
+    let refused_earlier = !in_scope
+        || ctx.workspace_switch.is_some()
+        || ctx.tool_switch.is_some()
+        || (caller.is_agent() && rules.kind == ToolKind::Write && !ctx.settings.agent_writes_enabled);
+    let verdict = if refused_earlier || constitution.is_empty() {
+        ConstitutionVerdict { version: constitution.version(), citations: Vec::new() }
+    } else {
+        let facts = OwnedFacts {
+            tool: rules.name.clone(),
+            payload: std::mem::take(&mut req.payload),
+            resource: req.resource.clone(),
+            agent: match &caller.kind {
+                CallerKind::Agent { token_id, token_name, .. } => Some((token_id.clone(), token_name.clone(), caller.member_id.clone())),
+                CallerKind::Human { .. } => None,
+            },
+            requester: (caller.member_id.clone(), caller.member_email.clone(), caller.role.clone()),
+            confidence: req.confidence,
+            now: state.clock.now(),
+        };
+        let (verdict, facts) = evaluate(constitution, facts, bytes.len() > INLINE_EVALUATION_BYTES).await?;
+        req.payload = facts.payload;
+        verdict
+    };
+    let mut decision = gate::decide(&gate::Input {
         principal: &principal_label(&caller),
         is_agent: caller.is_agent(),
-        in_scope: caller.covers_tool(&tool.name),
+        in_scope,
         workspace_switch: ctx.workspace_switch.as_ref(),
         tool_switch: ctx.tool_switch.as_ref(),
         agent_writes_enabled: ctx.settings.agent_writes_enabled,
         tool: &rules,
         confidence: req.confidence,
-        constitution: &constitution,
+        constitution: &verdict,
     });
+    if is_draft {
+        label_draft(&mut decision);
+    }
     let record = decision_record(&decision);
 
     if req.dry_run {
@@ -185,16 +239,17 @@ pub async fn submit(
             Outcome::NeedsApproval { required } => required,
             _ => 0,
         };
+        let under = if is_draft { "dry run under the draft" } else { "dry run" };
         let outcome = ActionOutcome {
             id: None,
             status: ActionStatus::Simulated,
-            tool: tool.name,
+            tool: rules.name,
             payload_sha256: pinned.sha256,
             approval_id: None,
             required_approvals: required,
             expires_at: None,
             code: record.code,
-            message: Some(format!("dry run: would be {}", would_be(&decision.outcome))),
+            message: Some(format!("{under}: would be {}", would_be(&decision.outcome))),
             trace: record.trace,
             cited_rules: record.cited_rules,
             constitution_version: record.constitution_version,
@@ -202,6 +257,7 @@ pub async fn submit(
         };
         return Ok((StatusCode::OK, Json(outcome)).into_response());
     }
+    let Some(tool) = ctx.tool else { return Err(Error::internal("the tool vanished while deciding")) };
 
     let record_now = matches!(tool.connector, Connector::Record);
     let new = NewAction {
@@ -238,6 +294,39 @@ pub async fn submit(
                 if action.status == ActionStatus::Executing { run_connector(&state, &caller, &tool, *action).await? } else { *action };
             Ok((StatusCode::CREATED, Json(ActionOutcome::of(&action, expires_at))).into_response())
         }
+    }
+}
+
+/// Payloads larger than this are evaluated on a blocking thread: the constitution's cost
+/// bound is linear in the payload, so a large one can take milliseconds.
+const INLINE_EVALUATION_BYTES: usize = 64 * 1024;
+
+/// Evaluates the constitution on an action, off the async threads when it is large.
+async fn evaluate(
+    constitution: crate::constitution::Compiled,
+    facts: OwnedFacts,
+    large: bool,
+) -> Result<(ConstitutionVerdict, OwnedFacts)> {
+    if !large {
+        let verdict = constitution.evaluate(&facts.facts());
+        return Ok((verdict, facts));
+    }
+    tokio::task::spawn_blocking(move || (constitution.evaluate(&facts.facts()), facts))
+        .await
+        .map_err(|_| Error::unavailable("constitution_unavailable", "the constitution could not be evaluated; nothing was decided"))
+}
+
+fn tool_rules(t: &crate::model::Tool) -> ToolRules {
+    ToolRules { name: t.name.clone(), kind: t.kind, irreversible: t.irreversible, policy: t.policy, min_confidence: t.min_confidence }
+}
+
+/// Says "draft" where the trace would say which version was in force.
+fn label_draft(d: &mut gate::Decision) {
+    for s in d.trace.iter_mut().filter(|s| s.stage == "constitution") {
+        s.detail = s.detail.replace("(no constitution)", "(draft)");
+    }
+    if let Outcome::Denied { message, .. } = &mut d.outcome {
+        *message = message.replace("(no constitution)", "(draft)");
     }
 }
 

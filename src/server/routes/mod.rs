@@ -5,11 +5,13 @@
 pub mod actions;
 pub mod approvals;
 pub mod audit;
+pub mod constitution;
 pub mod health;
 pub mod killswitches;
 pub mod members;
 pub mod roles;
 pub mod sessions;
+pub mod simulations;
 pub mod tokens;
 pub mod tools;
 pub mod workspace;
@@ -51,4 +53,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(approvals::list))
         .routes(routes!(approvals::get))
         .routes(routes!(approvals::decide))
+        .routes(routes!(constitution::get_current))
+        .routes(routes!(constitution::list_versions, constitution::publish))
+        .routes(routes!(constitution::get_version))
+        .routes(routes!(constitution::draft_from_action))
+        .routes(routes!(simulations::simulate))
 }

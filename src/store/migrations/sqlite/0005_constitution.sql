@@ -1,0 +1,26 @@
+-- The constitution: immutable, numbered versions per workspace.
+
+CREATE TABLE constitution_versions (
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    -- 1, 2, 3…: gapless per workspace, assigned by the writer.
+    version BIGINT NOT NULL CHECK (version >= 1),
+    -- JSON: the list of rules exactly as published (see src/constitution.rs `Rule`).
+    rules TEXT NOT NULL,
+    rule_count BIGINT NOT NULL,
+    -- SHA-256 of the rules' RFC 8785 canonical form; the audit event carries it too.
+    rules_sha256 TEXT NOT NULL,
+    -- The member who published it.
+    published_by TEXT NOT NULL REFERENCES members(id),
+    published_at TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, version)
+);
+
+-- A published version never changes and never goes away: publish a new one instead.
+CREATE TRIGGER constitution_versions_no_update BEFORE UPDATE ON constitution_versions
+BEGIN
+    SELECT RAISE(ABORT, 'constitution versions are immutable once published: UPDATE is refused');
+END;
+CREATE TRIGGER constitution_versions_no_delete BEFORE DELETE ON constitution_versions
+BEGIN
+    SELECT RAISE(ABORT, 'constitution versions are immutable once published: DELETE is refused');
+END;
