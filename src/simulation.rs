@@ -34,7 +34,7 @@ use crate::error::{Error, Problem, Result};
 use crate::gate::{self, Citation, ConstitutionVerdict, Effect, Outcome, Policy, ToolKind, ToolRules};
 use crate::model::ActionStatus;
 use crate::names;
-use crate::store::ReplayAction;
+use crate::store::{People, ReplayAction};
 
 /// The most rules a constitution (or a draft) may have.
 pub const MAX_RULES: usize = 256;
@@ -191,15 +191,104 @@ pub struct Regime {
     pub tools: Arc<HashMap<String, ToolRules>>,
 }
 
-/// The facts of a recorded action.
-pub fn replay_facts<'a>(a: &'a ReplayAction, payload: &'a Value, now: chrono::DateTime<chrono::Utc>) -> Facts<'a> {
+/// What is in force now against a draft, prepared for deciding many actions both ways.
+///
+/// A draft usually changes a few rules of many. A rule that is the same on both sides
+/// (same id, same content) gives the same citation on the same facts, so it is evaluated
+/// once, for the side in force, and its citation reused for the draft; only the draft's
+/// new and changed rules are evaluated again. [`Comparison::draft_verdict`] is therefore
+/// exactly what evaluating the whole draft would give (a test checks it).
+pub struct Comparison {
+    pub before: Regime,
+    pub after: Regime,
+    /// `None`: the draft keeps the rules in force.
+    delta: Option<Delta>,
+}
+
+struct Delta {
+    /// The draft's rules that are not in force as they are.
+    changed: Compiled,
+    /// Ids of the rules in force that the draft keeps unchanged.
+    shared: std::collections::HashSet<String>,
+    /// Each draft rule's position, to cite in the draft's order.
+    order: HashMap<String, usize>,
+}
+
+impl Comparison {
+    /// `draft_rules`: the draft's whole constitution, compiled; `None` keeps the rules in force.
+    pub fn new(before: Regime, draft_rules: Option<Compiled>, draft_tools: HashMap<String, ToolRules>) -> Comparison {
+        let Some(draft) = draft_rules else {
+            let after = Regime { constitution: before.constitution.clone(), tools: Arc::new(draft_tools) };
+            return Comparison { before, after, delta: None };
+        };
+        let in_force: HashMap<&str, &Rule> = before.constitution.rules().iter().map(|r| (r.id.as_str(), r)).collect();
+        let (kept, changed): (Vec<&Rule>, Vec<&Rule>) = draft.rules().iter().partition(|r| in_force.get(r.id.as_str()) == Some(r));
+        let changed: Vec<Rule> = changed.into_iter().cloned().collect();
+        // They compiled as part of the draft, so they compile alone; if not, evaluate the
+        // whole draft rather than guess.
+        let delta = constitution::compile(&changed, None).ok().map(|changed| Delta {
+            changed,
+            shared: kept.iter().map(|r| r.id.clone()).collect(),
+            order: draft.rules().iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect(),
+        });
+        let after = Regime { constitution: draft, tools: Arc::new(draft_tools) };
+        match delta {
+            Some(d) => Comparison { before, after, delta: Some(d) },
+            None => Comparison {
+                delta: Some(Delta {
+                    changed: after.constitution.clone(),
+                    shared: Default::default(),
+                    order: after.constitution.rules().iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect(),
+                }),
+                before,
+                after,
+            },
+        }
+    }
+
+    /// Whether the draft keeps the rules in force.
+    pub fn same_rules(&self) -> bool {
+        self.delta.is_none()
+    }
+
+    /// The draft's verdict on `facts`, given the verdict in force on the same facts.
+    pub fn draft_verdict(&self, facts: &Facts, in_force: &ConstitutionVerdict) -> ConstitutionVerdict {
+        let Some(d) = &self.delta else { return in_force.clone() };
+        let mut citations: Vec<Citation> = in_force.citations.iter().filter(|c| d.shared.contains(&c.rule_id)).cloned().collect();
+        if !d.changed.is_empty() {
+            citations.extend(d.changed.evaluate(facts).citations);
+        }
+        citations.sort_by_key(|c| d.order.get(&c.rule_id).copied().unwrap_or(usize::MAX));
+        ConstitutionVerdict { version: self.after.constitution.version(), citations }
+    }
+}
+
+/// The facts of a recorded action: its own, and its requester and agent token as they
+/// are now (a member or token that is gone has empty fields).
+pub fn replay_facts<'a>(a: &'a ReplayAction, people: &'a People, payload: &'a Value, now: chrono::DateTime<chrono::Utc>) -> Facts<'a> {
+    recorded_facts(&a.tool, payload, a.resource.as_deref(), a.confidence, &a.requester_id, a.agent_token_id.as_deref(), people, now)
+}
+
+/// The facts of any recorded action, from its fields.
+#[allow(clippy::too_many_arguments)]
+pub fn recorded_facts<'a>(
+    tool: &'a str,
+    payload: &'a Value,
+    resource: Option<&'a str>,
+    confidence: Option<f64>,
+    requester_id: &'a str,
+    agent_token_id: Option<&'a str>,
+    people: &'a People,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Facts<'a> {
+    let (email, role) = people.members.get(requester_id).map_or(("", ""), |(e, r)| (e.as_str(), r.as_str()));
     Facts {
-        tool: &a.tool,
+        tool,
         payload,
-        resource: a.resource.as_deref(),
-        agent: a.agent_token_id.as_deref().map(|id| AgentFacts { id, name: a.agent_name.as_deref().unwrap_or(""), owner: &a.requester_id }),
-        requester: RequesterFacts { id: &a.requester_id, email: &a.requester_email, role: &a.requester_role },
-        confidence: a.confidence,
+        resource,
+        agent: agent_token_id.map(|id| AgentFacts { id, name: people.tokens.get(id).map_or("", String::as_str), owner: requester_id }),
+        requester: RequesterFacts { id: requester_id, email, role },
+        confidence,
         now,
     }
 }
@@ -360,17 +449,9 @@ pub struct Replayed {
     pub changes: Vec<Change>,
 }
 
-/// Decides one recorded action under one regime.
-fn decide_under(a: &ReplayAction, facts: &Facts, regime: &Regime, verdict: Option<&ConstitutionVerdict>) -> Side {
+/// Decides one recorded action under one regime and a verdict of its constitution.
+fn decide_under(a: &ReplayAction, regime: &Regime, verdict: &ConstitutionVerdict) -> Side {
     let Some(tool) = regime.tools.get(&a.tool) else { return Side::unknown_tool() };
-    let owned;
-    let verdict = match verdict {
-        Some(v) => v,
-        None => {
-            owned = regime.constitution.evaluate(facts);
-            &owned
-        }
-    };
     Side::of(gate::decide(&gate::Input {
         principal: "what-if replay",
         is_agent: a.agent_token_id.is_some(),
@@ -384,36 +465,29 @@ fn decide_under(a: &ReplayAction, facts: &Facts, regime: &Regime, verdict: Optio
     }))
 }
 
-/// Replays `actions` under `before` and `after` and keeps at most `cap` changes.
-/// `same_rules`: the two regimes share one constitution (the draft has no rules), so it
-/// is evaluated once per action.
-pub fn replay(actions: &[ReplayAction], before: &Regime, after: &Regime, same_rules: bool, cap: usize) -> Replayed {
+/// Replays `actions` both ways and keeps at most `cap` changes, in order.
+pub fn replay(actions: &[ReplayAction], people: &People, cmp: &Comparison, cap: usize) -> Replayed {
+    let (before, after) = (&cmp.before, &cmp.after);
     let mut out = Replayed::default();
     for a in actions {
         out.totals.replayed += 1;
-        let same_tool = before.tools.get(&a.tool) == after.tools.get(&a.tool);
-        if same_rules && same_tool {
-            // Nothing the draft changes touches this action: both sides are the same.
-            if before.tools.get(&a.tool).is_none() {
-                out.totals.skipped += 1;
-            }
+        let (tool_before, tool_after) = (before.tools.get(&a.tool), after.tools.get(&a.tool));
+        if tool_before.is_none() && tool_after.is_none() {
+            out.totals.skipped += 1;
             continue;
         }
-        if before.tools.get(&a.tool).is_none() && after.tools.get(&a.tool).is_none() {
-            out.totals.skipped += 1;
+        if cmp.same_rules() && tool_before == tool_after {
+            // Nothing the draft changes touches this action: both sides are the same.
             continue;
         }
         let (Ok(payload), Some(now)) = (serde_json::from_str::<Value>(&a.payload), parse_ts(&a.created_at)) else {
             out.totals.skipped += 1;
             continue;
         };
-        let facts = replay_facts(a, &payload, now);
-        let (b, x) = if same_rules {
-            let verdict = before.constitution.evaluate(&facts);
-            (decide_under(a, &facts, before, Some(&verdict)), decide_under(a, &facts, after, Some(&verdict)))
-        } else {
-            (decide_under(a, &facts, before, None), decide_under(a, &facts, after, None))
-        };
+        let facts = replay_facts(a, people, &payload, now);
+        let verdict = before.constitution.evaluate(&facts);
+        let draft_verdict = cmp.draft_verdict(&facts, &verdict);
+        let (b, x) = (decide_under(a, before, &verdict), decide_under(a, after, &draft_verdict));
         out.totals.count(&b, &x);
         if b.strictness() != x.strictness() && out.changes.len() < cap {
             out.changes.push(Change {
@@ -796,6 +870,42 @@ mod tests {
             let f = facts("odd.tool", &payload, None);
             assert!(matches_cleanly(&draft_rule(&f, &recorded(ActionStatus::Executed, 0), &[]).rule, &f));
         }
+    }
+
+    #[test]
+    fn the_draft_verdict_reuses_shared_rules_and_equals_evaluating_the_whole_draft() {
+        let r = |id: &str, when: &str, effect: Effect| Rule {
+            id: id.into(),
+            title: id.into(),
+            description: String::new(),
+            when: when.into(),
+            effect,
+            on_error: Default::default(),
+        };
+        let in_force = vec![
+            r("keep-a", "payload.amount > 10", Effect::RequireApproval),
+            r("change", "payload.amount > 100", Effect::Deny),
+            r("drop", "true", Effect::Allow),
+            r("keep-b", "payload.missing > 1", Effect::Allow),
+        ];
+        let draft = vec![
+            r("new", "has(payload.to)", Effect::RequireDual),
+            r("keep-b", "payload.missing > 1", Effect::Allow),
+            r("change", "payload.amount > 1000", Effect::Deny),
+            r("keep-a", "payload.amount > 10", Effect::RequireApproval),
+        ];
+        let before = Regime { constitution: constitution::compile(&in_force, Some(3)).unwrap(), tools: Arc::new(HashMap::new()) };
+        let full = constitution::compile(&draft, None).unwrap();
+        let cmp = Comparison::new(before.clone(), Some(full.clone()), HashMap::new());
+        assert!(!cmp.same_rules());
+        for payload in [json!({}), json!({"amount": 50}), json!({"amount": 500, "to": []}), json!({"amount": 5000}), json!({"amount": "x"})]
+        {
+            let f = facts("t.x", &payload, None);
+            let v = before.constitution.evaluate(&f);
+            assert_eq!(cmp.draft_verdict(&f, &v), full.evaluate(&f), "{payload}");
+        }
+        let same = Comparison::new(before.clone(), None, HashMap::new());
+        assert!(same.same_rules());
     }
 
     #[test]

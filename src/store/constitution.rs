@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::db::{Conn, DbError, Row};
+use super::db::{Conn, DbError, Row, Value};
 use super::{Origin, SqlStore, WorkspaceId};
 use crate::audit::EventDraft;
 use crate::canonical;
@@ -81,7 +81,7 @@ pub fn diff_rules(before: &[Rule], after: &[Rule]) -> RuleDiff {
 }
 
 /// A recorded action with what a replay needs to decide it again: its stored payload and
-/// context, and the requester and agent token as they are now.
+/// context. (Who its requester and agent token are comes from [`People`].)
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplayAction {
     pub id: String,
@@ -93,13 +93,18 @@ pub struct ReplayAction {
     pub resource: Option<String>,
     pub confidence: Option<f64>,
     pub requester_id: String,
-    pub requester_email: String,
-    /// The requester's role name (a built-in role, or a custom role's name).
-    pub requester_role: String,
     pub agent_token_id: Option<String>,
-    /// The agent token's name, when the action came through one.
-    pub agent_name: Option<String>,
     pub created_at: String,
+}
+
+/// The workspace's members and agent tokens as they are now, for the facts of replayed
+/// actions: read once per simulation rather than joined into every row.
+#[derive(Clone, Debug, Default)]
+pub struct People {
+    /// Member id → (e-mail, role name: a built-in role or a custom role's name).
+    pub members: HashMap<String, (String, String)>,
+    /// Token id → name.
+    pub tokens: HashMap<String, String>,
 }
 
 /// Which recorded actions a page holds.
@@ -154,8 +159,8 @@ pub trait Constitutions {
 pub trait History {
     /// A page of recorded actions (not dry runs, which are never recorded), newest first.
     async fn replay_page(&self, ws: &WorkspaceId, q: ReplayQuery) -> Result<ReplayPage>;
-    /// One recorded action with its replay context.
-    async fn replay_action(&self, ws: &WorkspaceId, id: &str) -> Result<ReplayAction>;
+    /// Every member and agent token of the workspace, for replayed actions' facts.
+    async fn people(&self, ws: &WorkspaceId) -> Result<People>;
 }
 
 const VERSION_COLS: &str = "version, rules, rules_sha256, published_by, published_at";
@@ -289,33 +294,40 @@ impl Constitutions for SqlStore {
     }
 }
 
-/// The replay columns, with the requester and token joined; `inline` is the parameter
-/// that holds [`INLINE_PAYLOAD_BYTES`]: larger payloads come back NULL.
-fn replay_select(inline: &str) -> String {
-    format!(
-        "SELECT x.id, x.tool, x.status, CASE WHEN octet_length(x.payload) <= {inline} THEN x.payload END, x.resource, \
-         x.confidence, x.requester_id, m.email, COALESCE(r.name, m.role), x.agent_token_id, t.name, x.created_at \
-         FROM actions x JOIN members m ON m.id = x.requester_id LEFT JOIN roles r ON r.id = m.role \
-         LEFT JOIN tokens t ON t.id = x.agent_token_id"
-    )
+/// Takes a text column out of a row without copying it.
+fn take_text(r: &mut Row, i: usize) -> Result<String, DbError> {
+    match r.0.get_mut(i).map(|v| std::mem::replace(v, Value::Null)) {
+        Some(Value::Text(t)) => Ok(t),
+        other => Err(DbError::Decode { column: i, message: format!("expected text, found {other:?}") }),
+    }
 }
 
-fn replay_from_row(r: &Row) -> Result<ReplayAction, DbError> {
-    let bad = |c, what: &str| DbError::Decode { column: c, message: format!("unknown {what}") };
-    Ok(ReplayAction {
-        id: r.text(0)?,
-        tool: r.text(1)?,
-        status: ActionStatus::parse(&r.text(2)?).ok_or_else(|| bad(2, "status"))?,
-        payload: r.opt_text(3)?.unwrap_or_default(),
-        resource: r.opt_text(4)?,
+fn take_opt_text(r: &mut Row, i: usize) -> Result<Option<String>, DbError> {
+    match r.0.get_mut(i).map(|v| std::mem::replace(v, Value::Null)) {
+        Some(Value::Text(t)) => Ok(Some(t)),
+        Some(Value::Null) => Ok(None),
+        other => Err(DbError::Decode { column: i, message: format!("expected text or null, found {other:?}") }),
+    }
+}
+
+/// id, tool, status, payload (NULL when larger than `$2`), resource, confidence,
+/// requester_id, agent_token_id, created_at.
+fn replay_from_row(mut r: Row) -> Result<(ReplayAction, bool), DbError> {
+    let status = ActionStatus::parse(&take_text(&mut r, 2)?).ok_or(DbError::Decode { column: 2, message: "unknown status".into() })?;
+    let payload = take_opt_text(&mut r, 3)?;
+    let large = payload.is_none();
+    let a = ReplayAction {
+        id: take_text(&mut r, 0)?,
+        tool: take_text(&mut r, 1)?,
+        status,
+        payload: payload.unwrap_or_default(),
+        resource: take_opt_text(&mut r, 4)?,
         confidence: r.opt_real(5)?,
-        requester_id: r.text(6)?,
-        requester_email: r.text(7)?,
-        requester_role: r.text(8)?,
-        agent_token_id: r.opt_text(9)?,
-        agent_name: r.opt_text(10)?,
-        created_at: r.text(11)?,
-    })
+        requester_id: take_text(&mut r, 6)?,
+        agent_token_id: take_opt_text(&mut r, 7)?,
+        created_at: take_text(&mut r, 8)?,
+    };
+    Ok((a, large))
 }
 
 fn read_payload(conn: &mut dyn Conn, ws: &str, id: &str) -> Result<String, DbError> {
@@ -331,27 +343,31 @@ impl History for SqlStore {
             .read(move |conn| {
                 let w = ws.as_str();
                 conn.set_workspace(w)?;
+                // `id < $3` only when paging on: written as a range, it starts the index
+                // scan there (an `OR $3 IS NULL` would make every page scan from the top).
+                let after = if q.before.is_some() { "AND x.id < $3" } else { "AND $3 IS NULL" };
                 let sql = format!(
-                    "{} WHERE x.workspace_id = $1 AND x.status <> 'simulated' AND ($2 IS NULL OR x.id < $2) \
-                     AND ($3 IS NULL OR x.created_at >= $3) AND ($4 IS NULL OR x.requester_id = $4) ORDER BY x.id DESC LIMIT $5",
-                    replay_select("$6")
+                    "SELECT x.id, x.tool, x.status, CASE WHEN octet_length(x.payload) <= $2 THEN x.payload END, x.resource, x.confidence, \
+                     x.requester_id, x.agent_token_id, x.created_at FROM actions x \
+                     WHERE x.workspace_id = $1 {after} AND x.status <> 'simulated' \
+                     AND ($4 IS NULL OR x.created_at >= $4) AND ($5 IS NULL OR x.requester_id = $5) ORDER BY x.id DESC LIMIT $6"
                 );
                 let rows =
-                    conn.query(&sql, params![w, q.before.clone(), q.since.clone(), q.requester_id.clone(), q.limit, INLINE_PAYLOAD_BYTES])?;
+                    conn.query(&sql, params![w, INLINE_PAYLOAD_BYTES, q.before.clone(), q.since.clone(), q.requester_id.clone(), q.limit])?;
                 let full = rows.len() as i64 >= q.limit;
                 let mut actions = Vec::with_capacity(rows.len());
-                let mut large = 0usize;
+                let mut large_bytes = 0usize;
                 let mut cut = false;
-                for r in &rows {
-                    let mut a = replay_from_row(r)?;
-                    if r.opt_text(3)?.is_none() {
+                for r in rows {
+                    let (mut a, large) = replay_from_row(r)?;
+                    if large {
                         // A large payload: read on its own, within the page's budget.
-                        if large >= PAGE_LARGE_BYTES && !actions.is_empty() {
+                        if large_bytes >= PAGE_LARGE_BYTES && !actions.is_empty() {
                             cut = true;
                             break;
                         }
                         a.payload = read_payload(conn, w, &a.id)?;
-                        large += a.payload.len();
+                        large_bytes += a.payload.len();
                     }
                     actions.push(a);
                 }
@@ -360,19 +376,24 @@ impl History for SqlStore {
             .await
     }
 
-    async fn replay_action(&self, ws: &WorkspaceId, id: &str) -> Result<ReplayAction> {
-        let (ws, id) = (ws.clone(), id.to_string());
+    async fn people(&self, ws: &WorkspaceId) -> Result<People> {
+        let ws = ws.clone();
         self.engine
             .read(move |conn| {
                 let w = ws.as_str();
                 conn.set_workspace(w)?;
-                let sql = format!("{} WHERE x.workspace_id = $1 AND x.id = $2", replay_select("$3"));
-                let row = conn.query_opt(&sql, params![w, &id, INLINE_PAYLOAD_BYTES])?.ok_or_else(|| Error::not_found("action", &id))?;
-                let mut a = replay_from_row(&row)?;
-                if row.opt_text(3)?.is_none() {
-                    a.payload = read_payload(conn, w, &a.id)?;
+                let mut people = People::default();
+                let rows = conn.query(
+                    "SELECT m.id, m.email, COALESCE(r.name, m.role) FROM members m LEFT JOIN roles r ON r.id = m.role WHERE m.workspace_id = $1",
+                    params![w],
+                )?;
+                for mut r in rows {
+                    people.members.insert(take_text(&mut r, 0)?, (take_text(&mut r, 1)?, take_text(&mut r, 2)?));
                 }
-                Ok(a)
+                for mut r in conn.query("SELECT id, name FROM tokens WHERE workspace_id = $1", params![w])? {
+                    people.tokens.insert(take_text(&mut r, 0)?, take_text(&mut r, 1)?);
+                }
+                Ok(people)
             })
             .await
     }

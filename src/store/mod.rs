@@ -29,8 +29,8 @@ pub use actions::{
 };
 pub use audit_log::{AuditLog, MAX_PAGE as AUDIT_MAX_PAGE};
 pub use constitution::{
-    ChangedRule, ConstitutionVersion, Constitutions, History, ReplayAction, ReplayPage, ReplayQuery, RuleDiff, VersionSummary, diff_rules,
-    rules_sha256,
+    ChangedRule, ConstitutionVersion, Constitutions, History, People, ReplayAction, ReplayPage, ReplayQuery, RuleDiff, VersionSummary,
+    diff_rules, rules_sha256,
 };
 pub use gate::{GateContext, KillSwitchStore, SwitchTarget, ToolDef, Tools};
 pub use identity::{

@@ -252,7 +252,7 @@ pub async fn draft_from_action(
             "drafting a rule from another member's action needs the `actions:read` permission",
         ));
     }
-    let replay = state.store.replay_action(&caller.workspace, &id).await?;
+    let people = state.store.people(&caller.workspace).await?;
     let current = state.store.current_constitution(&caller.workspace).await?;
     let (base_version, mut rules) = current.map_or((None, Vec::new()), |c| (Some(c.version), c.rules));
     let existing: Vec<String> = rules.iter().map(|r| r.id.clone()).collect();
@@ -260,7 +260,16 @@ pub async fn draft_from_action(
     let recorded_status = action.status;
     let denied_by_a_human = action.status == ActionStatus::Denied && action.approval_id.is_some();
     let (drafted, matches_action) = tokio::task::spawn_blocking(move || {
-        let facts = simulation::replay_facts(&replay, &action.payload, now);
+        let facts = simulation::recorded_facts(
+            &action.tool,
+            &action.payload,
+            action.resource.as_deref(),
+            action.confidence,
+            &action.requester_id,
+            action.agent_token_id.as_deref(),
+            &people,
+            now,
+        );
         let recorded = Recorded {
             id: &action.id,
             status: recorded_status,

@@ -22,8 +22,8 @@ use crate::server::AppState;
 use crate::server::auth::{Auth, need};
 use crate::server::error::ErrorBody;
 use crate::server::extract::Body;
-use crate::simulation::{self, Change, Draft, Regime, Replayed, Totals};
-use crate::store::{ReplayPage, ReplayQuery, Store, WorkspaceId};
+use crate::simulation::{self, Change, Comparison, Draft, Regime, Replayed, Totals};
+use crate::store::{People, ReplayPage, ReplayQuery, Store, WorkspaceId};
 
 /// The most actions one simulation replays.
 pub const MAX_REPLAY: i64 = 100_000;
@@ -142,16 +142,17 @@ pub async fn simulate(
         })
         .collect();
     let after_tools = simulation::draft_tools(&tools, req.draft.tools.as_ref())?;
-    let same_rules = req.draft.rules.is_none();
-    let after_rules = match req.draft.rules {
-        Some(rules) => tokio::task::spawn_blocking(move || simulation::compile_rules(&rules, None))
-            .await
-            .map_err(|_| Error::internal("compiling the draft failed"))??,
-        None => current.clone(),
-    };
     let in_force_version = current.version();
-    let before = Arc::new(Regime { constitution: current, tools: Arc::new(tools) });
-    let after = Arc::new(Regime { constitution: after_rules, tools: Arc::new(after_tools) });
+    let before = Regime { constitution: current, tools: Arc::new(tools) };
+    let draft_rules = req.draft.rules;
+    let cmp = tokio::task::spawn_blocking(move || {
+        let draft = draft_rules.map(|rules| simulation::compile_rules(&rules, None)).transpose()?;
+        Ok::<_, Error>(Comparison::new(before, draft, after_tools))
+    })
+    .await
+    .map_err(|_| Error::internal("compiling the draft failed"))??;
+    let cmp = Arc::new(cmp);
+    let people = Arc::new(state.store.people(&ws).await?);
 
     let _slot = state.simulations.acquire().await.map_err(|_| Error::unavailable("shutting_down", "the server is shutting down"))?;
     let query = ReplayQuery { before: None, since: since.clone(), requester_id: own_only.then(|| caller.member_id.clone()), limit: 0 };
@@ -183,7 +184,7 @@ pub async fn simulate(
             }
         }
         let cap = (MAX_CHANGES + 1).saturating_sub(changes.len());
-        let replayed = decide_page(page, &before, &after, same_rules, cap).await?;
+        let replayed = decide_page(page, &people, &cmp, cap).await?;
         totals.add(&replayed.totals);
         changes.extend(replayed.changes);
     }
@@ -216,12 +217,12 @@ fn fetch(state: &AppState, ws: &WorkspaceId, q: ReplayQuery) -> tokio::task::Joi
 }
 
 /// Decides a page on two blocking threads, one half each, keeping the order.
-async fn decide_page(page: ReplayPage, before: &Arc<Regime>, after: &Arc<Regime>, same_rules: bool, cap: usize) -> Result<Replayed> {
+async fn decide_page(page: ReplayPage, people: &Arc<People>, cmp: &Arc<Comparison>, cap: usize) -> Result<Replayed> {
     let mut first = page.actions;
     let second = first.split_off(first.len() / 2);
     let run = |chunk: Vec<crate::store::ReplayAction>| {
-        let (b, a) = (before.clone(), after.clone());
-        tokio::task::spawn_blocking(move || simulation::replay(&chunk, &b, &a, same_rules, cap))
+        let (people, cmp) = (people.clone(), cmp.clone());
+        tokio::task::spawn_blocking(move || simulation::replay(&chunk, &people, &cmp, cap))
     };
     let (x, y) = tokio::join!(run(first), run(second));
     let failed = |_| Error::internal("replaying the history failed");
