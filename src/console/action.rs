@@ -48,6 +48,8 @@ pub enum NetMsg {
     Older(Result<Vec<AuditEvent>, ClientError>),
     Stream(StreamMsg),
     SignedIn(Result<SignedIn, ClientError>),
+    /// Names for ids (members' e-mails, tokens' names), to show people rather than ids.
+    Names(Vec<(String, String)>),
 }
 
 /// What the live stream task reports.
@@ -81,6 +83,7 @@ pub enum Effect {
         reason: Option<String>,
     },
     FetchTools,
+    FetchNames,
     FetchSwitches,
     SetSwitch {
         tool: Option<String>,

@@ -101,6 +101,8 @@ pub struct App {
     pub audit: Audit,
     pub switches: Switches,
     pub tools: Vec<Tool>,
+    /// Display names for ids: members' e-mails, agent tokens' names.
+    pub names: std::collections::HashMap<String, String>,
     pub dialog: Option<Dialog>,
     pub input: Option<Input>,
     pub toast: Option<Toast>,
@@ -135,6 +137,7 @@ impl App {
             audit: Audit::default(),
             switches: Switches::default(),
             tools: Vec::new(),
+            names: Default::default(),
             dialog: None,
             input: None,
             toast: None,
@@ -142,7 +145,7 @@ impl App {
             quit: false,
             effects: Vec::new(),
         };
-        app.effects.extend([Effect::FetchMe, Effect::FetchApprovals, Effect::FetchSwitches, Effect::FetchTools]);
+        app.effects.extend([Effect::FetchMe, Effect::FetchApprovals, Effect::FetchSwitches, Effect::FetchTools, Effect::FetchNames]);
         app
     }
 
@@ -449,6 +452,7 @@ impl App {
                     Effect::FetchTools,
                 ]);
             }
+            NetMsg::Names(names) => self.names.extend(names),
             NetMsg::SignedIn(Err(e)) => {
                 let why = e.to_string();
                 self.dialog = Some(Dialog::sign_in(&self.session.email, why));
@@ -493,6 +497,9 @@ impl App {
                     }
                     if kind.starts_with("member.") || kind.starts_with("role.") || kind == "workspace.ownership_transferred" {
                         self.effect(Effect::FetchMe);
+                    }
+                    if kind == "member.created" || kind == "token.created" {
+                        self.effect(Effect::FetchNames);
                     }
                 }
             }

@@ -75,7 +75,7 @@ pub fn help(screen: Screen) -> Vec<(&'static str, &'static str)> {
         ("ctrl-d ctrl-u", "page down, up"),
         ("/", "filter the list"),
         (":", "command palette"),
-        ("K", "kill switch: stop a tool or the workspace"),
+        ("K", "kill switch: stop a tool or everything"),
         ("ctrl-r", "refresh"),
         ("?", "this help"),
         ("q ctrl-c", "quit"),

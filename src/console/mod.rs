@@ -16,6 +16,9 @@ pub mod theme;
 pub mod ui;
 pub mod widgets;
 
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
 
 use crossterm::event::{Event, EventStream, KeyEventKind};

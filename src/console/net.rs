@@ -66,6 +66,18 @@ impl Net {
                     net.send(NetMsg::Decided { verdict, result });
                 });
             }
+            Effect::FetchNames => {
+                tokio::spawn(async move {
+                    let mut names = Vec::new();
+                    if let Ok(members) = c.members().await {
+                        names.extend(members.into_iter().map(|m| (m.id, m.email)));
+                    }
+                    if let Ok(tokens) = c.tokens().await {
+                        names.extend(tokens.into_iter().map(|t| (t.id, format!("agent {}", t.name))));
+                    }
+                    net.send(NetMsg::Names(names));
+                });
+            }
             Effect::FetchTools => {
                 tokio::spawn(async move { net.send(NetMsg::Tools(c.tools().await)) });
             }

@@ -101,9 +101,8 @@ pub fn banner_lines(app: &App) -> Vec<Line<'static>> {
     if let Conn::Down { error, attempt, retry_at } = &app.conn {
         let secs = (*retry_at - app.now).num_seconds().max(0);
         let text = format!(
-            " DISCONNECTED from {} — {}; retrying in {secs}s (attempt {attempt}). What you see may be stale. ",
-            app.session.server,
-            super::widgets::clip(error, 60)
+            " DISCONNECTED: {} — retrying in {secs}s (attempt {attempt}); what you see may be stale ",
+            super::widgets::clip(error, 36)
         );
         out.push(Line::styled(format!("{text:<width$}", width = app.size.0 as usize), t.banner));
     }

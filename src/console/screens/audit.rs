@@ -360,7 +360,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 _ => t.base,
             };
             let time = e.ts.get(11..19).unwrap_or("").to_string();
-            let actor = format!("{}:{}", crate::store::engine::enum_text(&e.actor.kind), clip(&e.actor.id, if wide { 30 } else { 14 }));
+            let actor = match app.names.get(&e.actor.id) {
+                Some(name) => clip(name, if wide { 30 } else { 20 }),
+                None => format!("{}:{}", crate::store::engine::enum_text(&e.actor.kind), clip(&e.actor.id, if wide { 30 } else { 14 })),
+            };
             let mut cells = vec![
                 Cell::from(Span::styled(e.seq.to_string(), t.muted)),
                 Cell::from(time),
