@@ -100,10 +100,8 @@ pub fn banner_lines(app: &App) -> Vec<Line<'static>> {
     }
     if let Conn::Down { error, attempt, retry_at } = &app.conn {
         let secs = (*retry_at - app.now).num_seconds().max(0);
-        let text = format!(
-            " DISCONNECTED: {} — retrying in {secs}s (attempt {attempt}); what you see may be stale ",
-            super::widgets::clip(error, 36)
-        );
+        let text =
+            format!(" DISCONNECTED: {} — retrying in {secs}s (attempt {attempt}); data may be stale ", super::widgets::clip(error, 30));
         out.push(Line::styled(format!("{text:<width$}", width = app.size.0 as usize), t.banner));
     }
     out
