@@ -6,6 +6,7 @@ mod audit;
 mod bad_input;
 mod cli;
 mod connectors;
+mod console_e2e;
 mod gate;
 mod identity;
 mod isolation;
