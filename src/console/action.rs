@@ -16,6 +16,8 @@ use crate::client::ClientError;
 use crate::model::{Approval, KillSwitch, KillSwitches, Tool};
 use crate::server::routes::sessions::{Me, SignedIn};
 
+// Actions travel one at a time through a channel; their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Action {
     Key(KeyEvent),
@@ -27,6 +29,7 @@ pub enum Action {
 }
 
 /// Results from the network tasks.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum NetMsg {
     Me(Result<Me, ClientError>),

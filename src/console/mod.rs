@@ -45,7 +45,9 @@ pub struct Options {
 
 /// Runs the console until the user quits. Returns the process exit code.
 pub fn run(opts: Options) -> u8 {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("start the async runtime");
+    // One thread: the console is I/O-bound, and allocating and freeing on one thread keeps
+    // the allocator from fragmenting across threads as events stream in.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("start the async runtime");
     rt.block_on(run_async(opts))
 }
 

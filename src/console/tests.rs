@@ -165,7 +165,11 @@ pub fn events(n: i64) -> Vec<AuditEvent> {
                 .resource(format!("act_{seq:04}"))
                 .outcome(outcome)
                 .data(json!({"tool": "email.send"}));
-            let e = AuditEvent::seal(draft, "org_1", seq - 1, &prev, crate::clock::format_ts(now() - chrono::Duration::seconds(n - seq)));
+            let mut e =
+                AuditEvent::seal(draft, "org_1", seq - 1, &prev, crate::clock::format_ts(now() - chrono::Duration::seconds(n - seq)));
+            // Fixed ids, so snapshots of an event's detail never change.
+            e.id = format!("evt_{seq:026}");
+            e.hash = e.compute_hash();
             prev = e.hash.clone();
             e
         })
@@ -237,6 +241,7 @@ macro_rules! scene {
         #[test]
         fn $name() {
             for (w, h) in [(80u16, 24u16), (120, 40)] {
+                #[allow(unused_mut)]
                 let mut $app = app(w, h);
                 $body
                 insta::assert_snapshot!(format!("{}_{w}x{h}", stringify!($name)), render(&$app));

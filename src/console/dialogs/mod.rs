@@ -43,11 +43,11 @@ pub enum Outcome {
 
 pub enum Dialog {
     Confirm(Confirm),
-    Reason(Reason),
+    Reason(Box<Reason>),
     KillPicker(KillPicker),
     Help(Help),
     Message(Message),
-    SignIn(SignIn),
+    SignIn(Box<SignIn>),
 }
 
 impl Dialog {
@@ -60,11 +60,11 @@ impl Dialog {
     }
 
     pub fn kill_reason(tool: Option<String>) -> Dialog {
-        Dialog::Reason(Reason::new(ReasonFor::Engage { tool }))
+        Dialog::Reason(Box::new(Reason::new(ReasonFor::Engage { tool })))
     }
 
     pub fn sign_in(email: &str, why: String) -> Dialog {
-        Dialog::SignIn(SignIn::new(email, why))
+        Dialog::SignIn(Box::new(SignIn::new(email, why)))
     }
 
     pub fn on_key(&mut self, key: KeyEvent) -> Outcome {

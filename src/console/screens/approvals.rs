@@ -243,11 +243,11 @@ fn ask(app: &mut App, verdict: Verdict) {
                 op: PendingOp::Approve { id: a.id.clone(), tool: a.tool.clone(), payload_sha256: a.payload_sha256.clone() },
             })
         }
-        Verdict::Deny => Dialog::Reason(Reason::new(ReasonFor::Deny {
+        Verdict::Deny => Dialog::Reason(Box::new(Reason::new(ReasonFor::Deny {
             id: a.id.clone(),
             tool: a.tool.clone(),
             payload_sha256: a.payload_sha256.clone(),
-        })),
+        }))),
     });
 }
 

@@ -63,7 +63,7 @@ pub fn ask_lift(app: &mut App, target: Option<String>) {
         app.warn(why);
         return;
     }
-    app.dialog = Some(Dialog::Reason(Reason::new(ReasonFor::Lift { tool: target })));
+    app.dialog = Some(Dialog::Reason(Box::new(Reason::new(ReasonFor::Lift { tool: target }))));
 }
 
 pub fn on_set(app: &mut App, tool: Option<String>, engaged: bool, r: Result<KillSwitch, ClientError>) {
