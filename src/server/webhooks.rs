@@ -53,13 +53,7 @@ pub async fn run(state: AppState) {
             _ = state.shutdown.cancelled() => break,
             _ = tick.tick() => {}
             _ = state.webhook_wake.notified() => {}
-            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                let id = match done {
-                    Ok((id, ())) => id,
-                    Err(e) => e.id(),
-                };
-                claims.remove(&id);
-            }
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => forget(&mut claims, done),
         }
         if let Err(e) = fill(&state, &mut tasks, &mut claims).await {
             tracing::warn!(error = %e, "could not claim webhook deliveries");
@@ -79,6 +73,16 @@ pub async fn run(state: AppState) {
     }
 }
 
+/// Drops a finished attempt's claim: it recorded its outcome (or, if it failed without
+/// recording one, its lease runs out).
+fn forget(claims: &mut HashMap<tokio::task::Id, ClaimedDelivery>, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+    let id = match done {
+        Ok((id, ())) => id,
+        Err(e) => e.id(),
+    };
+    claims.remove(&id);
+}
+
 /// Claims as many due deliveries as there is room for and starts their attempts.
 async fn fill(
     state: &AppState,
@@ -86,6 +90,9 @@ async fn fill(
     claims: &mut HashMap<tokio::task::Id, ClaimedDelivery>,
 ) -> crate::error::Result<()> {
     loop {
+        while let Some(done) = tasks.try_join_next_with_id() {
+            forget(claims, done);
+        }
         let room = MAX_IN_FLIGHT.saturating_sub(tasks.len());
         if room == 0 || !state.store.deliveries_due().await? {
             return Ok(());

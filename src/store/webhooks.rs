@@ -581,6 +581,7 @@ impl Webhooks for SqlStore {
                             break;
                         }
                         let Some(c) = q.get(round) else { continue };
+                        tx.set_workspace(c.workspace.as_str())?;
                         // The lease is re-checked as it is taken: of two claimers, one wins.
                         let took = tx.execute(
                             "UPDATE webhook_deliveries SET lease_until = $2 WHERE id = $1 AND next_attempt_at IS NOT NULL \

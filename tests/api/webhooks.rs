@@ -377,7 +377,8 @@ async fn deliveries_are_given_up_after_more_than_a_day_and_can_be_redelivered_by
     switch(&ws.owner, true).await;
 
     for n in 1..=12 {
-        let d = delivery_where(&ws.owner, &hook, &format!("attempt {n}"), |d| d["attempts"] == n).await;
+        // (At least: the first retries come due in seconds of real time too.)
+        let d = delivery_where(&ws.owner, &hook, &format!("attempt {n}"), |d| d["attempts"].as_i64() >= Some(n)).await;
         if n < 12 {
             assert_eq!(d["status"], "retrying", "after attempt {n}: {d}");
             server.clock.advance(chrono::Duration::hours(10));
@@ -716,6 +717,8 @@ async fn only_webhook_managers_of_the_same_workspace_reach_a_subscription() {
     ] {
         assert!(doc.body["paths"][p].is_object(), "{p} is not in the OpenAPI document");
     }
+    let rotate = &doc.body["paths"]["/v1/webhooks/{id}/rotate-secret"]["post"]["requestBody"];
+    assert_ne!(rotate["required"], true, "the rotation body is optional: {rotate}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

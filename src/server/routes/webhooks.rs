@@ -256,7 +256,7 @@ pub async fn delete_webhook(
 /// Replaces the signing secret; the new one is in the answer, once. The old one keeps
 /// signing (both signatures are sent) for `grace_seconds`, so receivers can switch
 /// without missing a delivery. The body may be left out.
-#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", request_body(content = RotateSecret, description = "optional"), params(("id" = String, Path, description = "webhook id")), responses(
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", request_body(content = Option<RotateSecret>, description = "optional"), params(("id" = String, Path, description = "webhook id")), responses(
     (status = 200, body = WebhookWithSecret),
     (status = 403, body = ErrorBody),
     (status = 404, body = ErrorBody),
