@@ -25,3 +25,4 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod vault;
+pub mod webhook;

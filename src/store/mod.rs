@@ -19,6 +19,7 @@ mod actions;
 mod audit_log;
 mod gate;
 mod identity;
+mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub use identity::{
     AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewSession, NewToken, RoleChange, Roles, Sessions, SettingsChange,
     SignInAccount, Tokens, Workspaces,
 };
+pub use webhooks::{AttemptResult, ClaimedDelivery, DeliveryJob, MAX_DELIVERY_PAGE, MAX_WEBHOOKS, NewWebhook, WebhookChange, Webhooks};
 
 use crate::audit::{Actor, Via};
 use crate::clock::Clock;
@@ -74,7 +76,7 @@ impl Origin {
 
 /// Everything the server asks of a store.
 pub trait Store:
-    Workspaces + Members + Roles + Sessions + Tokens + AuditLog + Tools + KillSwitchStore + Actions + Approvals + Send + Sync
+    Workspaces + Members + Roles + Sessions + Tokens + AuditLog + Tools + KillSwitchStore + Actions + Approvals + Webhooks + Send + Sync
 {
     /// Finishes queued writes and closes connections.
     fn close(&self);

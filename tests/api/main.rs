@@ -17,3 +17,4 @@ mod restart;
 mod sessions;
 mod stream;
 mod tokens;
+mod webhooks;
