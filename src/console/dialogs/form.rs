@@ -110,10 +110,9 @@ impl Form {
             Some(Field::Checklist { options, checked, cursor, .. }) => match key.code {
                 KeyCode::Up | KeyCode::Char('k') => *cursor = cursor.saturating_sub(1),
                 KeyCode::Down | KeyCode::Char('j') => *cursor = (*cursor + 1).min(options.len().saturating_sub(1)),
-                KeyCode::Char(' ') | KeyCode::Char('x') => {
-                    if !checked.remove(cursor) {
-                        checked.insert(*cursor);
-                    }
+                // Toggle: take it out if it was in, else put it in.
+                KeyCode::Char(' ') | KeyCode::Char('x') if !checked.remove(cursor) => {
+                    checked.insert(*cursor);
                 }
                 _ => {}
             },
