@@ -174,6 +174,16 @@ impl Client {
         self.post(&format!("/v1/approvals/{id}/decisions"), &body).await
     }
 
+    pub async fn members(&self) -> Result<Vec<crate::model::Member>, ClientError> {
+        let list: crate::server::routes::members::MemberList = self.get("/v1/members").await?;
+        Ok(list.items)
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<crate::model::Token>, ClientError> {
+        let list: crate::server::routes::tokens::TokenList = self.get("/v1/tokens").await?;
+        Ok(list.items)
+    }
+
     pub async fn tools(&self) -> Result<Vec<Tool>, ClientError> {
         let list: ToolList = self.get("/v1/tools").await?;
         Ok(list.items)

@@ -26,3 +26,4 @@ pub mod server;
 pub mod simulation;
 pub mod store;
 pub mod vault;
+pub mod webhook;

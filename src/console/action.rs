@@ -16,7 +16,7 @@ use crate::client::ClientError;
 use crate::model::{Approval, KillSwitch, KillSwitches, Tool};
 use crate::server::routes::sessions::{Me, SignedIn};
 
-// Actions are moved once per event, not stored in bulk: boxing buys nothing here.
+// Actions travel one at a time through a channel; their size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Action {
@@ -29,6 +29,7 @@ pub enum Action {
 }
 
 /// Results from the network tasks.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum NetMsg {
     Me(Result<Me, ClientError>),
@@ -50,6 +51,11 @@ pub enum NetMsg {
     Older(Result<Vec<AuditEvent>, ClientError>),
     Stream(StreamMsg),
     SignedIn(Result<SignedIn, ClientError>),
+    /// Names for ids (members' e-mails, tokens' names), to show people rather than ids.
+    Names(Vec<(String, String)>),
+    Access(super::screens::access::AccessData),
+    /// A change to members, roles or tokens: what to say, and a secret to show once.
+    AccessDone(Result<(String, Option<(String, String)>), ClientError>),
 }
 
 /// What the live stream task reports.
@@ -83,6 +89,9 @@ pub enum Effect {
         reason: Option<String>,
     },
     FetchTools,
+    FetchNames,
+    FetchAccess,
+    Access(super::dialogs::AccessOp),
     FetchSwitches,
     SetSwitch {
         tool: Option<String>,

@@ -16,6 +16,9 @@ pub mod theme;
 pub mod ui;
 pub mod widgets;
 
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
 
 use crossterm::event::{Event, EventStream, KeyEventKind};
@@ -42,7 +45,9 @@ pub struct Options {
 
 /// Runs the console until the user quits. Returns the process exit code.
 pub fn run(opts: Options) -> u8 {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("start the async runtime");
+    // One thread: the console is I/O-bound, and allocating and freeing on one thread keeps
+    // the allocator from fragmenting across threads as events stream in.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("start the async runtime");
     rt.block_on(run_async(opts))
 }
 
@@ -105,6 +110,18 @@ async fn run_async(opts: Options) -> u8 {
                 Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => { app.update(Action::Key(k)); dirty = true; }
                 Some(Ok(Event::Resize(w, h))) => { app.update(Action::Resize(w, h)); dirty = true; }
                 Some(Ok(Event::Paste(p))) => { app.update(Action::Paste(p)); dirty = true; }
+                // With --mouse: the wheel moves through lists like the arrow keys.
+                Some(Ok(Event::Mouse(m))) => {
+                    let code = match m.kind {
+                        crossterm::event::MouseEventKind::ScrollUp => Some(crossterm::event::KeyCode::Up),
+                        crossterm::event::MouseEventKind::ScrollDown => Some(crossterm::event::KeyCode::Down),
+                        _ => None,
+                    };
+                    if let Some(code) = code {
+                        app.update(Action::Key(crossterm::event::KeyEvent::from(code)));
+                        dirty = true;
+                    }
+                }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => break,
             },

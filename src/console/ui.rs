@@ -38,7 +38,8 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Approvals => screens::approvals::draw(f, body, app),
         Screen::Audit => screens::audit::draw(f, body, app),
         Screen::Switches => screens::switches::draw(f, body, app),
-        Screen::Access | Screen::Simulate => draw_later(f, body, app),
+        Screen::Access => screens::access::draw(f, body, app),
+        Screen::Simulate => draw_later(f, body, app),
     }
     draw_toast(f, toast, app);
     draw_footer(f, footer, app);
@@ -100,11 +101,8 @@ pub fn banner_lines(app: &App) -> Vec<Line<'static>> {
     }
     if let Conn::Down { error, attempt, retry_at } = &app.conn {
         let secs = (*retry_at - app.now).num_seconds().max(0);
-        let text = format!(
-            " DISCONNECTED from {} — {}; retrying in {secs}s (attempt {attempt}). What you see may be stale. ",
-            app.session.server,
-            super::widgets::clip(error, 60)
-        );
+        let text =
+            format!(" DISCONNECTED: {} — retrying in {secs}s (attempt {attempt}); data may be stale ", super::widgets::clip(error, 30));
         out.push(Line::styled(format!("{text:<width$}", width = app.size.0 as usize), t.banner));
     }
     out

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod openapi;
 pub mod routes;
 pub mod stream;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +39,11 @@ pub struct ServerConfig {
     pub sign_in_window: Duration,
     /// How often a quiet audit stream sends a heartbeat comment.
     pub stream_heartbeat: Duration,
+    /// How often the webhook worker looks for deliveries coming due (it is also woken
+    /// when deliveries are queued).
+    pub webhook_poll_interval: Duration,
+    /// How long a webhook receiver has to answer.
+    pub webhook_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +54,8 @@ impl Default for ServerConfig {
             sign_in_per_address: 20,
             sign_in_window: Duration::from_secs(15 * 60),
             stream_heartbeat: stream::HEARTBEAT,
+            webhook_poll_interval: webhooks::POLL_INTERVAL,
+            webhook_timeout: webhooks::TIMEOUT,
         }
     }
 }
@@ -76,6 +84,8 @@ pub struct Inner {
     pub gate_cache: cache::EpochCache<(WorkspaceId, String), crate::store::GateContext>,
     /// Committed audit events, fanned out to live streams.
     pub hub: stream::Hub,
+    /// Wakes the webhook worker when deliveries are queued.
+    pub webhook_wake: Arc<tokio::sync::Notify>,
     /// The compiled constitution in force per workspace (or why it cannot be used),
     /// valid while the config epoch holds: publishing moves it.
     pub constitution_cache: cache::EpochCache<WorkspaceId, crate::error::Result<crate::constitution::Compiled>>,
@@ -103,6 +113,9 @@ impl AppState {
         let hub = stream::Hub::default();
         let publisher = hub.clone();
         store.on_commit(Arc::new(move |events| publisher.publish(events)));
+        let webhook_wake = Arc::new(tokio::sync::Notify::new());
+        let waker = webhook_wake.clone();
+        store.on_deliveries_queued(Arc::new(move || waker.notify_one()));
         AppState(Arc::new(Inner {
             hub,
             store,
@@ -115,6 +128,7 @@ impl AppState {
             http,
             auth_cache: cache::EpochCache::new(10_000),
             gate_cache: cache::EpochCache::new(10_000),
+            webhook_wake,
             constitution_cache: cache::EpochCache::new(1_000),
             simulations: tokio::sync::Semaphore::new(1),
         }))
@@ -213,7 +227,11 @@ pub async fn start(listener: TcpListener, state: AppState) -> std::io::Result<Ru
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let task =
         tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(async move { token.cancelled().await }).await });
-    let background = vec![tokio::spawn(prune_sign_in_failures(state.clone())), tokio::spawn(sweep_expired_approvals(state.clone()))];
+    let background = vec![
+        tokio::spawn(prune_sign_in_failures(state.clone())),
+        tokio::spawn(sweep_expired_approvals(state.clone())),
+        tokio::spawn(webhooks::run(state.clone())),
+    ];
     Ok(Running { addr, state, task, background })
 }
 

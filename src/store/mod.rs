@@ -20,6 +20,7 @@ mod audit_log;
 mod constitution;
 mod gate;
 mod identity;
+mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use identity::{
     AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewSession, NewToken, RoleChange, Roles, Sessions, SettingsChange,
     SignInAccount, Tokens, Workspaces,
 };
+pub use webhooks::{AttemptResult, ClaimedDelivery, DeliveryJob, MAX_DELIVERY_PAGE, MAX_WEBHOOKS, NewWebhook, WebhookChange, Webhooks};
 
 use crate::audit::{Actor, Via};
 use crate::clock::Clock;
@@ -89,6 +91,7 @@ pub trait Store:
     + KillSwitchStore
     + Actions
     + Approvals
+    + Webhooks
     + Constitutions
     + History
     + Send

@@ -18,12 +18,18 @@ const ID_ROUTES: &[(&str, &str, IdKind)] = &[
     ("POST", "/v1/tokens/{id}/rotate", IdKind::Token),
     ("DELETE", "/v1/tokens/{id}", IdKind::Token),
     ("POST", "/v1/workspace/transfer", IdKind::User),
+    ("GET", "/v1/webhooks/{id}", IdKind::Webhook),
+    ("PATCH", "/v1/webhooks/{id}", IdKind::Webhook),
+    ("DELETE", "/v1/webhooks/{id}", IdKind::Webhook),
+    ("POST", "/v1/webhooks/{id}/rotate-secret", IdKind::Webhook),
+    ("GET", "/v1/webhooks/{id}/deliveries", IdKind::Webhook),
 ];
 
 fn body_for(method: &str, path: &str, id: &str) -> Option<Value> {
     match (method, path) {
         ("PATCH", "/v1/members/{id}") => Some(json!({"role": "viewer"})),
         ("PATCH", "/v1/roles/{id}") => Some(json!({"description": "probed"})),
+        ("PATCH", "/v1/webhooks/{id}") => Some(json!({"description": "probed"})),
         ("POST", "/v1/workspace/transfer") => Some(json!({"member_id": id})),
         _ => None,
     }
@@ -41,6 +47,7 @@ struct Pair {
     b_member: String,
     b_role: String,
     b_token: String,
+    b_webhook: String,
 }
 
 async fn pair(server: &TestServer) -> Pair {
@@ -50,7 +57,9 @@ async fn pair(server: &TestServer) -> Pair {
     let b_role = b.owner.post("/v1/roles", json!({"name": "beta-role", "permissions": ["audit:read"]})).await;
     let b_role = b_role.assert_status(201)["id"].as_str().unwrap().to_string();
     let (b_token, _) = Workspace::token(&b.owner, &["audit:read"], &["*"]).await;
-    Pair { a, b, b_member, b_role, b_token }
+    let b_webhook = b.owner.post("/v1/webhooks", json!({"url": "http://127.0.0.1:9/hook", "event_types": ["tool.created"]})).await;
+    let b_webhook = b_webhook.assert_status(201)["id"].as_str().unwrap().to_string();
+    Pair { a, b, b_member, b_role, b_token, b_webhook }
 }
 
 impl Pair {
@@ -59,6 +68,7 @@ impl Pair {
             IdKind::User => &self.b_member,
             IdKind::Role => &self.b_role,
             IdKind::Token => &self.b_token,
+            IdKind::Webhook => &self.b_webhook,
             _ => unreachable!(),
         }
     }
@@ -101,6 +111,8 @@ async fn an_id_from_another_workspace_is_exactly_a_missing_id() {
     let token = p.b.owner.get(&format!("/v1/tokens/{}", p.b_token)).await;
     assert_eq!(token.body["state"], "active");
     assert!(token.body["rotated_at"].is_null());
+    let hook = p.b.owner.get(&format!("/v1/webhooks/{}", p.b_webhook)).await;
+    assert_eq!((&hook.assert_status(200)["description"], &hook.body["secret_rotated_at"]), (&json!(""), &Value::Null));
     assert_eq!(p.b.owner.get("/v1/workspace").await.body["owner_id"], p.b.owner_id.as_str());
     assert_eq!(p.b.owner.all_events().await.len(), b_events_before);
 }
@@ -116,6 +128,8 @@ async fn lists_show_only_the_callers_workspace() {
     assert!(!roles.text.contains("beta-role"), "{}", roles.text);
     let tokens = p.a.owner.get("/v1/tokens").await;
     assert_eq!(tokens.body["items"], json!([]), "{}", tokens.text);
+    let hooks = p.a.owner.get("/v1/webhooks").await;
+    assert_eq!(hooks.body["items"], json!([]), "{}", hooks.text);
     // Filtering by another workspace's member finds nothing, as for a missing member.
     let foreign = p.a.owner.get(&format!("/v1/tokens?owner={}", p.b.owner_id)).await;
     let absent = p.a.owner.get(&format!("/v1/tokens?owner={}", new_id(IdKind::User))).await;

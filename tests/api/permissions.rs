@@ -33,6 +33,10 @@ enum Target {
     PendingApproval,
     /// The constitution version the owner published (1).
     ConstitutionVersion,
+    /// A webhook subscription the owner made.
+    Webhook,
+    /// A delivered delivery of that subscription.
+    WebhookDelivery,
 }
 
 /// One row of the matrix: a route, what it is called with, and who may call it: `o`wner,
@@ -137,6 +141,14 @@ const CASES: &[Case] = &[
         "oam-t",
         200,
     ),
+    case("GET", "/v1/webhooks", Target::None, no_body, "oa--", 200),
+    case("GET", "/v1/webhooks/{id}", Target::Webhook, no_body, "oa--", 200),
+    case("GET", "/v1/webhooks/{id}/deliveries", Target::Webhook, no_body, "oa--", 200),
+    case("POST", "/v1/webhooks", Target::None, |f| Some(json!({"url": f.receiver_url, "event_types": ["tool.created"]})), "oa--", 201),
+    case("PATCH", "/v1/webhooks/{id}", Target::Webhook, |_| Some(json!({"description": "changed by the matrix"})), "oa--", 200),
+    case("POST", "/v1/webhooks/{id}/rotate-secret", Target::Webhook, no_body, "oa--", 200),
+    case("POST", "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", Target::WebhookDelivery, no_body, "oa--", 202),
+    case("DELETE", "/v1/webhooks/{id}", Target::Webhook, no_body, "oa--", 200),
     case("POST", "/v1/workspace/transfer", Target::None, |f| Some(json!({"member_id": f.helper_id})), "o---", 200),
     case("DELETE", "/v1/sessions/current", Target::None, no_body, "oamv", 204),
 ];
@@ -183,6 +195,18 @@ struct Fixture {
     approved_action_id: String,
     pending_approval_id: String,
     pending_sha: String,
+    receiver_url: String,
+    webhook_id: String,
+    delivery_id: String,
+}
+
+/// A webhook receiver that accepts everything.
+async fn accepting_receiver() -> String {
+    let app = axum::Router::new().route("/hook", axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
 }
 
 impl Fixture {
@@ -226,6 +250,20 @@ impl Fixture {
         let pending = submit(&helper, "email.send", json!({"to": ["b@example.com"]})).await;
         assert_eq!(pending.body["status"], "pending_approval", "{}", pending.text);
         ws.owner.post("/v1/constitution/versions", json!({"rules": [matrix_rule()]})).await.assert_status(201);
+        // A subscription to its own creation, delivered before the matrix runs (so no
+        // attempt is in flight when it is redelivered).
+        let receiver_url = accepting_receiver().await;
+        let hook = ws.owner.post("/v1/webhooks", json!({"url": receiver_url, "event_types": ["webhook.created"]})).await;
+        let webhook_id = hook.assert_status(201)["id"].as_str().unwrap().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let delivery_id = loop {
+            let d = ws.owner.get(&format!("/v1/webhooks/{webhook_id}/deliveries")).await;
+            if let Some(first) = d.assert_status(200)["items"].as_array().and_then(|a| a.first()).filter(|d| d["status"] == "delivered") {
+                break first["id"].as_str().unwrap().to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "the fixture's webhook delivery was not delivered: {}", d.text);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
         Fixture {
             ws,
             caller,
@@ -242,6 +280,9 @@ impl Fixture {
             approved_action_id: approved.body["id"].as_str().unwrap().to_string(),
             pending_approval_id: pending.body["approval_id"].as_str().unwrap().to_string(),
             pending_sha: pending.body["payload_sha256"].as_str().unwrap().to_string(),
+            receiver_url,
+            webhook_id,
+            delivery_id,
         }
     }
 
@@ -259,6 +300,8 @@ impl Fixture {
             Target::ApprovedAction => &self.approved_action_id,
             Target::PendingApproval => &self.pending_approval_id,
             Target::ConstitutionVersion => return c.template.replace("{version}", "1"),
+            Target::Webhook => &self.webhook_id,
+            Target::WebhookDelivery => return c.template.replace("{id}", &self.webhook_id).replace("{delivery_id}", &self.delivery_id),
         };
         c.template.replace("{id}", id)
     }
@@ -349,6 +392,7 @@ async fn every_route_for_every_builtin_role_and_an_agent() {
             "settings.",
             "tool.",
             "workspace.",
+            "webhook.",
             "approval.granted",
             "approval.denied",
             "killswitch.lifted",
@@ -365,6 +409,11 @@ async fn every_route_for_every_builtin_role_and_an_agent() {
         }
         let tool = owner.get("/v1/tools/crm.read").await;
         assert_eq!(tool.body["description"], "", "{role} changed a tool");
+        let hooks = owner.get("/v1/webhooks").await;
+        let hooks = hooks.assert_status(200)["items"].as_array().unwrap();
+        assert_eq!(hooks.len(), 1, "{role} added or deleted a webhook: {hooks:?}");
+        assert_eq!(hooks[0]["description"], "", "{role} changed a webhook");
+        assert!(hooks[0]["secret_rotated_at"].is_null(), "{role} rotated a webhook's secret");
         let pending = owner.get(&format!("/v1/approvals/{}", f.pending_approval_id)).await;
         assert_eq!(pending.body["approvals"], 0, "{role} decided an approval");
         let constitution = owner.get("/v1/constitution").await;

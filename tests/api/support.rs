@@ -26,6 +26,11 @@ pub fn password_hash() -> String {
     HASH.get_or_init(|| secrets::hash_password(PASSWORD)).clone()
 }
 
+thread_local! {
+    /// The address the next boot on this thread binds, for restarts on the same port.
+    static BIND_AT: std::cell::Cell<Option<std::net::SocketAddr>> = const { std::cell::Cell::new(None) };
+}
+
 /// A server under test.
 pub struct TestServer {
     pub dir: PathBuf,
@@ -77,7 +82,11 @@ impl TestServer {
         }
         let keys = countersign::vault::MasterKeys::from_file(&key_file).expect("read master key");
         let state = AppState::new(store.clone() as Arc<dyn Store>, clock.clone(), config.clone(), keys);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        // A restart takes the same port when it can, so clients can reconnect to it.
+        let listener = match BIND_AT.with(|b| b.take()) {
+            Some(addr) => tokio::net::TcpListener::bind(addr).await.expect("bind the previous port"),
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        };
         let running = server::start(listener, state).await.expect("start server");
         let base = format!("http://{}", running.addr);
         TestServer { dir: dir.to_path_buf(), _tmp: None, base, clock, config, store, running: Some(running) }
@@ -85,6 +94,18 @@ impl TestServer {
 
     /// Stops the server (finishing in-flight requests) and starts a new one on the same
     /// data directory, on a new port.
+    /// Like [`TestServer::restart`], on the same address: what a client that keeps its
+    /// server URL sees when a server goes away and comes back.
+    pub async fn restart_same_port(&mut self) {
+        let addr: std::net::SocketAddr = self.base.trim_start_matches("http://").parse().expect("base address");
+        self.stop().await;
+        BIND_AT.with(|b| b.set(Some(addr)));
+        let fresh = Self::boot(&self.dir.clone(), self.clock.clone(), self.config.clone()).await;
+        self.base = fresh.base.clone();
+        self.store = fresh.store.clone();
+        self.running = Some(fresh.into_running());
+    }
+
     pub async fn restart(&mut self) {
         self.stop().await;
         let fresh = Self::boot(&self.dir.clone(), self.clock.clone(), self.config.clone()).await;

@@ -22,7 +22,7 @@ impl Help {
     pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme) {
         let entries = keys::help(self.screen);
         let height = entries.len() as u16 + 4;
-        let inner = frame_box(f, area, 58, height, &format!("Keys — {}", self.screen.title()), theme, false);
+        let inner = frame_box(f, area, 62, height, &format!("Keys — {}", self.screen.title()), theme, false);
         let mut lines: Vec<Line> = entries
             .iter()
             .map(|(k, what)| Line::from(vec![Span::styled(format!("{k:>15}  "), theme.key), Span::styled(*what, theme.base)]))

@@ -243,11 +243,11 @@ fn ask(app: &mut App, verdict: Verdict) {
                 op: PendingOp::Approve { id: a.id.clone(), tool: a.tool.clone(), payload_sha256: a.payload_sha256.clone() },
             })
         }
-        Verdict::Deny => Dialog::Reason(Reason::new(ReasonFor::Deny {
+        Verdict::Deny => Dialog::Reason(Box::new(Reason::new(ReasonFor::Deny {
             id: a.id.clone(),
             tool: a.tool.clone(),
             payload_sha256: a.payload_sha256.clone(),
-        })),
+        }))),
     });
 }
 
@@ -259,7 +259,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let a = &app.approvals;
     let wide = area.width >= 120;
     if wide {
-        let [list, detail] = Layout::horizontal([Constraint::Percentage(48), Constraint::Percentage(52)]).areas(area);
+        // The detail gets the room: a 64-digit hash must fit on one line.
+        let [list, detail] = Layout::horizontal([Constraint::Length(50), Constraint::Fill(1)]).areas(area);
         draw_list(f, list, app);
         draw_detail(f, detail, app);
     } else if a.open {
@@ -295,6 +296,8 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
     }
     let height = inner.height.saturating_sub(1) as usize;
     let start = super::window_start(a.cursor, a.visible_len(), height);
+    // Beside the detail there is no room for the agent column.
+    let narrow = area.width < 80;
     let rows: Vec<Row> = (start..(start + height).min(a.visible_len()))
         .filter_map(|i| a.visible(i).map(|x| (i, x)))
         .map(|(i, x)| {
@@ -310,27 +313,39 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
             let need = format!("{}/{}", x.approvals, x.required);
             let conf = x.confidence.map_or("—".to_string(), |c| format!("{c:.2}"));
             let conf_style = if x.confidence.is_some_and(|c| c < 0.5) { t.warn } else { t.base };
-            let row = Row::new(vec![
-                Cell::from(Span::styled(ttl, ttl_style)),
-                Cell::from(x.tool.clone()),
-                Cell::from(clip(&who, 16)),
-                Cell::from(clip(x.requester_email.as_deref().unwrap_or(&x.requester_id), 22)),
-                Cell::from(need),
-                Cell::from(Span::styled(conf, conf_style)),
-            ]);
+            let requester = x.requester_email.as_deref().unwrap_or(&x.requester_id);
+            let mut cells = vec![Cell::from(Span::styled(ttl, ttl_style)), Cell::from(x.tool.clone())];
+            if narrow {
+                cells.push(Cell::from(clip(requester, 16)));
+            } else {
+                cells.push(Cell::from(clip(&who, 16)));
+                cells.push(Cell::from(clip(requester, 24)));
+            }
+            cells.push(Cell::from(need));
+            cells.push(Cell::from(Span::styled(conf, conf_style)));
+            let row = Row::new(cells);
             if i == a.cursor { row.style(t.selection) } else { row.style(t.base) }
         })
         .collect();
-    let header = Row::new(["TTL", "TOOL", "AGENT", "REQUESTER", "OK", "CONF"]).style(t.muted);
-    let widths = [
-        Constraint::Length(7),
-        Constraint::Fill(2),
-        Constraint::Fill(2),
-        Constraint::Fill(3),
-        Constraint::Length(3),
-        Constraint::Length(4),
-    ];
-    f.render_widget(Table::new(rows, widths).header(header).column_spacing(1), inner);
+    let (header, widths) = if narrow {
+        (
+            Row::new(["TTL", "TOOL", "REQUESTER", "OK", "CONF"]),
+            vec![Constraint::Length(5), Constraint::Length(18), Constraint::Fill(1), Constraint::Length(3), Constraint::Length(4)],
+        )
+    } else {
+        (
+            Row::new(["TTL", "TOOL", "AGENT", "REQUESTER", "OK", "CONF"]),
+            vec![
+                Constraint::Length(7),
+                Constraint::Fill(2),
+                Constraint::Fill(2),
+                Constraint::Fill(3),
+                Constraint::Length(3),
+                Constraint::Length(4),
+            ],
+        )
+    };
+    f.render_widget(Table::new(rows, widths).header(header.style(t.muted)).column_spacing(1), inner);
 }
 
 /// The lines of an approval's detail: everything an approver must see.
@@ -351,10 +366,13 @@ pub fn detail_lines(app: &App, base: &Approval) -> Vec<Line<'static>> {
     ]));
     let approvers: Vec<String> = a.decisions.iter().map(|d| d.member_email.clone().unwrap_or(d.member_id.clone())).collect();
     let so_far = if approvers.is_empty() { "nobody yet".to_string() } else { approvers.join(", ") };
-    out.push(Line::from(vec![
-        Span::styled(format!("needs {} of {} people", a.required - a.approvals.min(a.required), a.required), t.accent),
-        Span::styled(format!("  · approved so far: {so_far}"), t.base),
-    ]));
+    let need = match (a.required, a.approvals) {
+        (1, 0) => "needs one person's approval".to_string(),
+        (2, 0) => "needs two people's approval".to_string(),
+        (r, n) if n >= r => "approved".to_string(),
+        (r, n) => format!("needs {} more ({n} of {r} approved)", r - n),
+    };
+    out.push(Line::from(vec![Span::styled(need, t.accent), Span::styled(format!("  · approved so far: {so_far}"), t.base)]));
     let agent = a.agent_name.as_deref().map(|n| format!(" via agent \"{n}\"")).unwrap_or_default();
     out.push(Line::styled(format!("requested by {}{agent}", a.requester_email.as_deref().unwrap_or(&a.requester_id)), t.base));
     let conf = a.confidence.map_or("not given".to_string(), |c| format!("{c:.2}"));
@@ -363,7 +381,8 @@ pub fn detail_lines(app: &App, base: &Approval) -> Vec<Line<'static>> {
     if let Some(r) = &a.reason {
         out.push(Line::styled(format!("reason: {}", widgets::printable(r)), t.base));
     }
-    out.push(Line::from(vec![Span::styled("SHA-256 ", t.muted), Span::styled(a.payload_sha256.clone(), t.accent)]));
+    out.push(Line::styled("SHA-256 of the canonical payload (your decision is pinned to it):", t.muted));
+    out.push(Line::styled(a.payload_sha256.clone(), t.accent));
     let Some(full) = full else {
         out.push(Line::default());
         out.push(Line::styled("Loading the payload…", t.muted));
@@ -402,7 +421,8 @@ pub fn detail_lines(app: &App, base: &Approval) -> Vec<Line<'static>> {
         }
         for s in &d.trace {
             let style = if s.verdict == "pass" { t.muted } else { t.base };
-            out.push(Line::styled(format!("{:<22} {:<18} {}", s.stage, s.verdict, widgets::printable(&s.detail)), style));
+            let detail = if s.detail.is_empty() { String::new() } else { format!(" — {}", widgets::printable(&s.detail)) };
+            out.push(Line::styled(format!("{}: {}{detail}", s.stage, s.verdict), style));
         }
     }
     out

@@ -21,11 +21,45 @@ use crate::console::keys::Command;
 use crate::console::widgets::{clip, printable};
 
 /// The most recent events kept in memory.
-pub const RING: usize = 20_000;
+pub const RING: usize = 10_000;
 /// The most older events paged in before the ring.
 pub const OLDER: usize = 5_000;
 /// Events per page when paging backwards.
 pub const PAGE: i64 = 500;
+
+/// One event as the tail keeps it: the fields it shows and filters on, and the event's
+/// JSON for the detail view. Compact on purpose: the tail holds thousands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TailEvent {
+    pub seq: i64,
+    pub ts: Box<str>,
+    pub event_type: Box<str>,
+    pub actor_kind: crate::audit::ActorKind,
+    pub actor_id: Box<str>,
+    pub resource: Option<Box<str>>,
+    pub outcome: Box<str>,
+    /// The tool the event is about, if any (`data.tool` or `data.target`).
+    pub tool: Option<Box<str>>,
+    /// The whole event as JSON, exactly as received.
+    pub raw: Box<str>,
+}
+
+impl From<&AuditEvent> for TailEvent {
+    fn from(e: &AuditEvent) -> TailEvent {
+        let tool = e.data.get("tool").or_else(|| e.data.get("target")).and_then(|v| v.as_str()).map(Box::from);
+        TailEvent {
+            seq: e.seq,
+            ts: e.ts.as_str().into(),
+            event_type: e.event_type.as_str().into(),
+            actor_kind: e.actor.kind,
+            actor_id: e.actor.id.as_str().into(),
+            resource: e.resource.as_deref().map(Box::from),
+            outcome: e.outcome.as_str().into(),
+            tool,
+            raw: serde_json::to_string(e).unwrap_or_default().into(),
+        }
+    }
+}
 
 /// The parsed filter: `type:approval.*`, `actor:usr_…`, `tool:email.send`,
 /// `outcome:denied`, and free words matched anywhere.
@@ -53,21 +87,18 @@ impl Filter {
         f
     }
 
-    pub fn matches(&self, e: &AuditEvent) -> bool {
+    pub fn matches(&self, e: &TailEvent) -> bool {
         let ty = self.types.is_empty()
             || self.types.iter().any(|t| match t.strip_suffix('*') {
                 Some(p) => e.event_type.starts_with(p),
-                None => e.event_type == *t,
+                None => *e.event_type == **t,
             });
-        let actor = self.actor.as_ref().is_none_or(|a| e.actor.id.starts_with(a.as_str()));
-        let tool = self.tool.as_ref().is_none_or(|t| {
-            e.data.get("tool").and_then(|v| v.as_str()) == Some(t.as_str())
-                || e.data.get("target").and_then(|v| v.as_str()) == Some(t.as_str())
-        });
-        let outcome = self.outcome.as_ref().is_none_or(|o| e.outcome == *o);
+        let actor = self.actor.as_ref().is_none_or(|a| e.actor_id.starts_with(a.as_str()));
+        let tool = self.tool.as_ref().is_none_or(|t| e.tool.as_deref() == Some(t.as_str()));
+        let outcome = self.outcome.as_ref().is_none_or(|o| *e.outcome == **o);
         let words = self.words.iter().all(|w| {
             e.event_type.contains(w.as_str())
-                || e.actor.id.to_lowercase().contains(w.as_str())
+                || e.actor_id.to_lowercase().contains(w.as_str())
                 || e.resource.as_deref().is_some_and(|r| r.to_lowercase().contains(w.as_str()))
         });
         ty && actor && tool && outcome && words
@@ -77,8 +108,8 @@ impl Filter {
 pub struct Audit {
     /// Older events paged in on demand, then the ring of recent ones: together one
     /// contiguous run of seqs.
-    older: VecDeque<AuditEvent>,
-    ring: VecDeque<AuditEvent>,
+    older: VecDeque<TailEvent>,
+    ring: VecDeque<TailEvent>,
     /// Seqs that pass the filter, in order.
     view: VecDeque<i64>,
     pub filter_text: String,
@@ -123,7 +154,7 @@ impl Audit {
     }
 
     /// The event with `seq`, if held.
-    pub fn get(&self, seq: i64) -> Option<&AuditEvent> {
+    pub fn get(&self, seq: i64) -> Option<&TailEvent> {
         if let Some(f) = self.older.front()
             && seq >= f.seq
             && let Some(e) = self.older.get((seq - f.seq) as usize)
@@ -149,11 +180,11 @@ impl Audit {
         self.older.len() + self.ring.len()
     }
 
-    pub fn at(&self, i: usize) -> Option<&AuditEvent> {
+    pub fn at(&self, i: usize) -> Option<&TailEvent> {
         self.view.get(i).and_then(|s| self.get(*s))
     }
 
-    pub fn current(&self) -> Option<&AuditEvent> {
+    pub fn current(&self) -> Option<&TailEvent> {
         self.at(self.cursor)
     }
 
@@ -163,6 +194,7 @@ impl Audit {
         if e.seq <= self.last_seq {
             return false;
         }
+        let e = TailEvent::from(&e);
         if self.ring.back().is_some_and(|b| e.seq != b.seq + 1) {
             // A gap means the tail no longer holds a contiguous run: start it again here.
             self.ring.clear();
@@ -199,7 +231,7 @@ impl Audit {
     pub fn prepend(&mut self, mut events: Vec<AuditEvent>) {
         events.sort_by_key(|e| e.seq);
         let Some(first) = self.first_seq() else { return };
-        let page: Vec<AuditEvent> = events.into_iter().filter(|e| e.seq < first).collect();
+        let page: Vec<TailEvent> = events.iter().filter(|e| e.seq < first).map(TailEvent::from).collect();
         if page.is_empty() || page.last().is_some_and(|e| e.seq != first - 1) {
             self.at_start = true;
             return;
@@ -338,7 +370,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     if a.open
         && let Some(e) = a.current()
     {
-        let text = serde_json::to_string_pretty(e).unwrap_or_default();
+        let text = serde_json::from_str::<serde_json::Value>(&e.raw)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or_else(|_| e.raw.to_string());
         let lines: Vec<Line> = text.lines().map(|l| Line::styled(printable(l), t.base)).collect();
         f.render_widget(Paragraph::new(lines).scroll((a.scroll, 0)).wrap(Wrap { trim: false }), inner);
         return;
@@ -354,22 +388,25 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let rows: Vec<Row> = (start..(start + height).min(a.len()))
         .filter_map(|i| a.at(i).map(|e| (i, e)))
         .map(|(i, e)| {
-            let style = match e.outcome.as_str() {
+            let style = match &*e.outcome {
                 "denied" | "blocked" => t.warn,
                 "failure" => t.danger,
                 _ => t.base,
             };
             let time = e.ts.get(11..19).unwrap_or("").to_string();
-            let actor = format!("{}:{}", crate::store::engine::enum_text(&e.actor.kind), clip(&e.actor.id, if wide { 30 } else { 14 }));
+            let actor = match app.names.get(&*e.actor_id) {
+                Some(name) => clip(name, if wide { 30 } else { 20 }),
+                None => format!("{}:{}", crate::store::engine::enum_text(&e.actor_kind), clip(&e.actor_id, if wide { 30 } else { 14 })),
+            };
             let mut cells = vec![
                 Cell::from(Span::styled(e.seq.to_string(), t.muted)),
                 Cell::from(time),
-                Cell::from(Span::styled(e.event_type.clone(), style)),
+                Cell::from(Span::styled(e.event_type.to_string(), style)),
                 Cell::from(actor),
                 Cell::from(clip(e.resource.as_deref().unwrap_or(""), if wide { 34 } else { 18 })),
             ];
             if wide {
-                cells.push(Cell::from(Span::styled(e.outcome.clone(), style)));
+                cells.push(Cell::from(Span::styled(e.outcome.to_string(), style)));
             }
             let row = Row::new(cells);
             if i == a.cursor { row.style(t.selection) } else { row }

@@ -63,7 +63,7 @@ pub fn ask_lift(app: &mut App, target: Option<String>) {
         app.warn(why);
         return;
     }
-    app.dialog = Some(Dialog::Reason(Reason::new(ReasonFor::Lift { tool: target })));
+    app.dialog = Some(Dialog::Reason(Box::new(Reason::new(ReasonFor::Lift { tool: target }))));
 }
 
 pub fn on_set(app: &mut App, tool: Option<String>, engaged: bool, r: Result<KillSwitch, ClientError>) {
@@ -102,13 +102,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Cell::from(name),
                 Cell::from(state),
                 Cell::from(clip(s.reason.as_deref().unwrap_or(""), 30)),
-                Cell::from(clip(s.changed_by.as_deref().unwrap_or(""), 18)),
+                Cell::from(clip(s.changed_by.as_deref().map(|id| app.names.get(id).map(String::as_str).unwrap_or(id)).unwrap_or(""), 16)),
                 Cell::from(s.changed_at.as_deref().map(|c| ago(app.now, c)).unwrap_or_default()),
             ]);
             if i == app.switches.cursor { row.style(t.selection) } else { row.style(t.base) }
         })
         .collect();
-    let widths = [Constraint::Fill(2), Constraint::Length(8), Constraint::Fill(3), Constraint::Length(18), Constraint::Length(8)];
+    let widths = [Constraint::Length(22), Constraint::Length(8), Constraint::Fill(3), Constraint::Length(16), Constraint::Length(8)];
     let header = Row::new(["TARGET", "STATE", "REASON", "BY", "WHEN"]).style(t.muted);
     let [table, note] = ratatui::layout::Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(inner);
     f.render_widget(Table::new(rows, widths).header(header).column_spacing(1), table);

@@ -39,7 +39,18 @@ pub fn clip(s: &str, n: usize) -> String {
     out
 }
 
-/// Removes control characters, which could repaint the terminal.
+/// Removes control characters, which could repaint the terminal: a line break shows as
+/// `↵`, anything else as `␣`.
 pub fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '␣' } else { c }).collect()
+    s.chars()
+        .map(|c| {
+            if c == '\n' {
+                '↵'
+            } else if c.is_control() {
+                '␣'
+            } else {
+                c
+            }
+        })
+        .collect()
 }

@@ -14,6 +14,7 @@ pub mod sessions;
 pub mod simulations;
 pub mod tokens;
 pub mod tools;
+pub mod webhooks;
 pub mod workspace;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -53,6 +54,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(approvals::list))
         .routes(routes!(approvals::get))
         .routes(routes!(approvals::decide))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::redeliver))
         .routes(routes!(constitution::get_current))
         .routes(routes!(constitution::list_versions, constitution::publish))
         .routes(routes!(constitution::get_version))
