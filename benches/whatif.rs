@@ -122,6 +122,8 @@ fn main() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("Countersign: what-if over {n} recorded actions");
     println!("data directory: {} ({cpus} CPUs)", tmp.path().display());
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    println!("load average before: {}", load());
 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -250,6 +252,7 @@ fn main() {
             );
             println!("    totals: {}", last["totals"]);
         }
+        println!("load average after: {}", load());
         running.shutdown().await.expect("shutdown");
     });
 }

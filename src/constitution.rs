@@ -260,6 +260,31 @@ struct Inner {
 struct Program {
     expr: IdedExpr,
     reads_payload: bool,
+    /// The one tool the rule can match, when one of its top-level conjuncts is
+    /// `tool == '…'`: for any other tool the rule is false whatever the rest says (in CEL
+    /// `false && x` is false even when `x` fails), so it is not evaluated at all.
+    only_tool: Option<String>,
+}
+
+/// The tool a rule is guarded by: a conjunct `tool == 'lit'` (or `'lit' == tool`) among
+/// the `&&`s at the root of its expression.
+fn only_tool(e: &IdedExpr) -> Option<String> {
+    let Expr::Call(c) = &e.expr else { return None };
+    if c.target.is_some() || c.args.len() != 2 {
+        return None;
+    }
+    match c.func_name.as_str() {
+        "_&&_" => only_tool(&c.args[0]).or_else(|| only_tool(&c.args[1])),
+        "_==_" => match (&c.args[0].expr, &c.args[1].expr) {
+            (Expr::Ident(n), Expr::Literal(LiteralValue::String(s))) | (Expr::Literal(LiteralValue::String(s)), Expr::Ident(n))
+                if n == "tool" =>
+            {
+                Some(s.inner().to_string())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 impl fmt::Debug for Compiled {
@@ -462,7 +487,8 @@ fn compile_when(env: &Arc<Env>, src: &str) -> Result<Program, Vec<Problem>> {
             }]);
         }
     }
-    Ok(Program { expr, reads_payload })
+    let only_tool = only_tool(&expr);
+    Ok(Program { expr, reads_payload, only_tool })
 }
 
 /// `Ok(None)` when the trial yields a boolean, `Ok(Some(type))` when it yields something
@@ -1168,6 +1194,9 @@ impl Compiled {
         let mut interpreter: Option<Context> = None;
 
         for (rule, program) in inner.rules.iter().zip(&inner.programs) {
+            if fast_path && program.only_tool.as_deref().is_some_and(|t| t != facts.tool) {
+                continue;
+            }
             let outcome = if too_deep && program.reads_payload {
                 Err(format!("the payload nests deeper than {MAX_PAYLOAD_DEPTH} levels"))
             } else {
@@ -2223,6 +2252,12 @@ mod tests {
         "now.getDayOfWeek() == 3 || now.getMinutes() > 10",
         "now.getHours('Europe/Paris') > 3",
         "now > timestamp('2024-01-01T00:00:00Z')",
+        // Guarded by the tool: skipped for other tools, which must be what evaluating says.
+        "tool == 'email.send' && payload.amount > 1",
+        "payload.amount > 1 && tool == 'email.send'",
+        "payload.missing.x > 1 && 'email.send' == tool && payload.to.exists(r, r == 'a')",
+        "tool == 'payments.charge' && payload.amount > 1",
+        "(tool == 'email.send' && payload.amount > 1) || payload.flag",
     ];
 
     fn differential_rules() -> Compiled {
