@@ -12,8 +12,9 @@
 //! - rules: 100 rules in force, all 100 different in the draft (the worst case: every
 //!   rule evaluated twice for every action);
 //!
-//! each over the last 100,000 actions, best and median of 5 runs, with the totals the
-//! server returned. Target: under 2 s. `COUNTERSIGN_BENCH_ACTIONS` sets the history size
+//! each over the last 100,000 actions, best and median of 5 runs, the CPU time the process
+//! spent (median; on a shared machine it says what the work costs whatever the load), and
+//! the totals the server returned. Target: under 2 s. `COUNTERSIGN_BENCH_ACTIONS` sets the history size
 //! (default 100000), `COUNTERSIGN_BENCH_DIR` the directory (default: Cargo's target tmp dir).
 
 use std::path::PathBuf;
@@ -111,6 +112,17 @@ async fn call(c: &reqwest::Client, method: reqwest::Method, url: &str, token: Op
     let resp = r.send().await.expect("request");
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// CPU seconds this process (the server included) has used so far, from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = field(11) + field(12);
+    ticks / 100.0
 }
 
 fn main() {
@@ -220,13 +232,18 @@ fn main() {
             ("rules (100 in force; all 100 different)", rules(100, 0), json!({"rules": rules(100, 1)})),
         ];
         println!("POST /v1/simulations, window last {n}, {RUNS} runs each");
-        println!("{:<48} {:>8} {:>9} {:>9} {:>8} {:>7}", "draft", "best s", "median s", "replayed", "changed", "listed");
+        println!(
+            "{:<48} {:>8} {:>9} {:>8} {:>9} {:>8} {:>7}",
+            "draft", "best s", "median s", "cpu s", "replayed", "changed", "listed"
+        );
         for (name, in_force, draft) in cases {
             publish(in_force).await;
             let mut times = Vec::new();
+            let mut cpu = Vec::new();
             let mut last = Value::Null;
             for _ in 0..RUNS {
                 let t0 = Instant::now();
+                let c0 = cpu_seconds();
                 let (s, b) = call(
                     &c,
                     reqwest::Method::POST,
@@ -236,16 +253,19 @@ fn main() {
                 )
                 .await;
                 times.push(t0.elapsed());
+                cpu.push(cpu_seconds() - c0);
                 assert_eq!(s, 200, "{b}");
                 assert_eq!(b["totals"]["replayed"], n as u64, "{}", b["totals"]);
                 last = b;
             }
             times.sort();
+            cpu.sort_by(f64::total_cmp);
             println!(
-                "{:<48} {:>8.3} {:>9.3} {:>9} {:>8} {:>7}",
+                "{:<48} {:>8.3} {:>9.3} {:>8.2} {:>9} {:>8} {:>7}",
                 name,
                 times[0].as_secs_f64(),
                 times[RUNS / 2].as_secs_f64(),
+                cpu[RUNS / 2],
                 last["totals"]["replayed"],
                 last["totals"]["changed"],
                 last["changes"].as_array().map_or(0, Vec::len),

@@ -911,3 +911,38 @@ async fn what_if_pages_through_a_long_history_lists_at_most_a_thousand_and_count
     let all = &newest;
     assert_eq!(b["window"]["newest_action_id"], all[0]["id"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_workspace_never_sees_or_is_decided_by_anothers_constitution() {
+    let server = TestServer::start().await;
+    let a = server.workspace("alpha").await;
+    let b = server.workspace("beta").await;
+    for ws in [&a, &b] {
+        ws.record_tool("crm.read", "read", "auto", false).await;
+    }
+    publish(&b.owner, json!([rule("no-reads", "tool == 'crm.read'", "deny")])).await.assert_status(201);
+    let b_action = submit(&b.owner, "crm.read", json!({"q": 1})).await;
+    assert_eq!(b_action.body["status"], "denied");
+    let b_action = b_action.body["id"].as_str().unwrap();
+
+    // A's gate and A's reads know nothing of B's rules.
+    assert_eq!(outcome(&submit(&a.owner, "crm.read", json!({"q": 1})).await), o("executed", 0, ""));
+    assert_eq!(a.owner.get("/v1/constitution").await.body["version"], Value::Null);
+    assert_eq!(a.owner.get("/v1/constitution/versions").await.body["items"], json!([]));
+    a.owner.get("/v1/constitution/versions/1").await.assert_error(404, "not_found");
+    // B's action is, to A, exactly a missing one.
+    let foreign = a.owner.post_empty(&format!("/v1/constitution/drafts/from-action/{b_action}")).await;
+    let missing = a
+        .owner
+        .post_empty(&format!("/v1/constitution/drafts/from-action/{}", countersign::ids::new_id(countersign::ids::IdKind::Action)))
+        .await;
+    foreign.assert_error(404, "not_found");
+    missing.assert_error(404, "not_found");
+    // A's what-if replays A's history only.
+    let sim = a.owner.post("/v1/simulations", json!({"draft": {"rules": [rule("all", "true", "deny")]}})).await;
+    let sim = sim.assert_status(200);
+    assert_eq!(sim["totals"]["replayed"], 1);
+    assert_ne!(sim["changes"][0]["action_id"], b_action);
+    // And B's publish moved B only.
+    assert_eq!(b.owner.get("/v1/constitution").await.body["version"], 1);
+}
