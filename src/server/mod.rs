@@ -89,6 +89,9 @@ pub struct Inner {
     /// The compiled constitution in force per workspace (or why it cannot be used),
     /// valid while the config epoch holds: publishing moves it.
     pub constitution_cache: cache::EpochCache<WorkspaceId, crate::error::Result<crate::constitution::Compiled>>,
+    /// Compiled versions by number, kept across epochs: a published version never
+    /// changes, so another configuration change costs a lookup, not a recompile.
+    pub compiled_versions: cache::EpochCache<(WorkspaceId, i64), crate::error::Result<crate::constitution::Compiled>>,
     /// What-if simulations run one at a time: each uses every core for up to its time limit.
     pub simulations: tokio::sync::Semaphore,
 }
@@ -130,6 +133,7 @@ impl AppState {
             gate_cache: cache::EpochCache::new(10_000),
             webhook_wake,
             constitution_cache: cache::EpochCache::new(1_000),
+            compiled_versions: cache::EpochCache::new(1_000),
             simulations: tokio::sync::Semaphore::new(1),
         }))
     }

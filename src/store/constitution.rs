@@ -139,6 +139,9 @@ pub const PAGE_LARGE_BYTES: usize = 16 * 1024 * 1024;
 pub trait Constitutions {
     /// The version in force: the latest published, if any.
     async fn current_constitution(&self, ws: &WorkspaceId) -> Result<Option<ConstitutionVersion>>;
+    /// Only the number of the version in force (a versions' contents never change, so
+    /// what was compiled from it can be kept by number).
+    async fn current_constitution_number(&self, ws: &WorkspaceId) -> Result<Option<i64>>;
     /// One version; `not_found` when the workspace has no such version.
     async fn constitution_version(&self, ws: &WorkspaceId, version: i64) -> Result<ConstitutionVersion>;
     /// Versions newest first, without their rules: those below `before`, at most `limit`.
@@ -194,6 +197,20 @@ impl Constitutions for SqlStore {
             .read(move |conn| {
                 conn.set_workspace(ws.as_str())?;
                 Ok(read_current(conn, ws.as_str(), "")?)
+            })
+            .await
+    }
+
+    async fn current_constitution_number(&self, ws: &WorkspaceId) -> Result<Option<i64>> {
+        let ws = ws.clone();
+        self.engine
+            .read(move |conn| {
+                conn.set_workspace(ws.as_str())?;
+                let row = conn.query_opt(
+                    "SELECT version FROM constitution_versions WHERE workspace_id = $1 ORDER BY version DESC LIMIT 1",
+                    params![ws.as_str()],
+                )?;
+                Ok(row.map(|r| r.int(0)).transpose()?)
             })
             .await
     }

@@ -22,7 +22,8 @@ use crate::simulation::{self, DraftedRule, Recorded};
 use crate::store::{ConstitutionVersion, RuleDiff, VersionSummary, WorkspaceId};
 
 /// The constitution in force for `ws`, compiled: from the cache while the configuration
-/// epoch holds (a publish moves it), else read and compiled once.
+/// epoch holds (a publish moves it); else its number is read, and the version compiled
+/// once per server and kept by number.
 ///
 /// Fails closed: a stored version that no longer compiles (it compiled when published,
 /// so only a change of this binary or of the database could do that) is a 503
@@ -32,27 +33,37 @@ pub async fn in_force(state: &AppState, ws: &WorkspaceId) -> Result<Compiled> {
     if let Some(hit) = state.constitution_cache.get(ws, epoch) {
         return hit;
     }
-    let compiled = match state.store.current_constitution(ws).await? {
+    let compiled = match state.store.current_constitution_number(ws).await? {
         None => constitution::compile(&[], None).map_err(|_| Error::internal("an empty constitution did not compile")),
-        Some(v) => {
-            let version = v.version;
-            let compiled = tokio::task::spawn_blocking(move || constitution::compile(&v.rules, Some(version)))
-                .await
-                .map_err(|_| Error::internal("compiling the constitution failed"))?;
-            compiled.map_err(|errors| {
-                let first = errors.first().map(|e| e.message.clone()).unwrap_or_default();
-                tracing::error!(workspace = %ws, version, problem = %first, "the constitution in force does not compile");
-                Error::unavailable(
-                    "constitution_unavailable",
-                    format!(
-                        "the constitution in force (version {version}) could not be compiled ({first}); no action is decided without its rules: publish a corrected version"
-                    ),
-                )
-            })
-        }
+        Some(version) => compiled_version(state, ws, version).await?,
     };
     state.constitution_cache.put(ws.clone(), epoch, compiled.clone());
     compiled
+}
+
+/// A published version, compiled once per server (versions never change). The outer
+/// `Result` is a failure to read it; the inner one says whether it compiles.
+async fn compiled_version(state: &AppState, ws: &WorkspaceId, version: i64) -> Result<Result<Compiled>> {
+    let key = (ws.clone(), version);
+    if let Some(hit) = state.compiled_versions.get(&key, 0) {
+        return Ok(hit);
+    }
+    let v = state.store.constitution_version(ws, version).await?;
+    let compiled = tokio::task::spawn_blocking(move || constitution::compile(&v.rules, Some(version)))
+        .await
+        .map_err(|_| Error::internal("compiling the constitution failed"))?;
+    let compiled = compiled.map_err(|errors| {
+        let first = errors.first().map(|e| e.message.clone()).unwrap_or_default();
+        tracing::error!(workspace = %ws, version, problem = %first, "the constitution in force does not compile");
+        Error::unavailable(
+            "constitution_unavailable",
+            format!(
+                "the constitution in force (version {version}) could not be compiled ({first}); no action is decided without its rules: publish a corrected version"
+            ),
+        )
+    });
+    state.compiled_versions.put(key, 0, compiled.clone());
+    Ok(compiled)
 }
 
 /// The constitution in force. Before any is published: version null, no rules.
