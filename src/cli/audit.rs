@@ -3,7 +3,8 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use super::{db_path, exit, fail};
+use super::store::{self, Purpose};
+use super::{exit, fail};
 use crate::audit::{AuditEvent, Verifier, VerifyReport};
 use crate::clock::Clock;
 use crate::store::{AuditLog, SqlStore, WorkspaceId, Workspaces};
@@ -18,11 +19,14 @@ pub enum Command {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["data_dir", "file"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["data_dir", "database_url", "file"])))]
 pub struct VerifyArgs {
     /// Verify the store in this data directory (every workspace, or `--workspace`).
     #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Verify this PostgreSQL store instead.
+    #[arg(long, env = "COUNTERSIGN_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Verify an exported JSONL file instead, offline.
     #[arg(long)]
     file: Option<PathBuf>,
@@ -32,9 +36,13 @@ pub struct VerifyArgs {
 }
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("store").required(true).multiple(true).args(["data_dir", "database_url"])))]
 pub struct ExportArgs {
     #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
+    /// Export from this PostgreSQL store instead of the data directory's SQLite file.
+    #[arg(long, env = "COUNTERSIGN_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// The workspace (name or id).
     #[arg(long)]
     workspace: String,
@@ -53,10 +61,10 @@ pub enum Format {
 
 pub fn run(cmd: Command) -> u8 {
     match cmd {
-        Command::Verify(a) => match (&a.data_dir, &a.file) {
-            (_, Some(file)) => verify_file(file),
-            (Some(dir), None) => verify_store(dir, a.workspace.as_deref()),
-            (None, None) => fail(exit::USAGE, "give --data-dir or --file"),
+        Command::Verify(a) => match (&a.data_dir, &a.database_url, &a.file) {
+            (_, _, Some(file)) => verify_file(file),
+            (None, None, None) => fail(exit::USAGE, "give --data-dir, --database-url or --file"),
+            (dir, url, None) => verify_store(dir.as_deref(), url.as_deref(), a.workspace.as_deref()),
         },
         Command::Export(a) => export(a),
     }
@@ -117,16 +125,12 @@ async fn find_workspace(store: &SqlStore, wanted: &str) -> Result<WorkspaceId, S
         .ok_or_else(|| format!("there is no workspace `{wanted}` in this data directory"))
 }
 
-fn open(dir: &Path) -> Result<std::sync::Arc<SqlStore>, String> {
-    let db = db_path(dir);
-    if !db.exists() {
-        return Err(format!("there is no Countersign data in {}", dir.display()));
-    }
-    SqlStore::open_sqlite(&db, Clock::system()).map_err(|e| e.message)
+fn open(dir: Option<&Path>, database_url: Option<&str>) -> Result<std::sync::Arc<SqlStore>, String> {
+    store::open(dir, database_url, Purpose::Admin, Clock::system())
 }
 
-fn verify_store(dir: &Path, only: Option<&str>) -> u8 {
-    let store = match open(dir) {
+fn verify_store(dir: Option<&Path>, database_url: Option<&str>, only: Option<&str>) -> u8 {
+    let store = match open(dir, database_url) {
         Ok(s) => s,
         Err(e) => return fail(exit::FAILURE, e),
     };
@@ -155,7 +159,7 @@ fn verify_store(dir: &Path, only: Option<&str>) -> u8 {
 }
 
 fn export(a: ExportArgs) -> u8 {
-    let store = match open(&a.data_dir) {
+    let store = match open(a.data_dir.as_deref(), a.database_url.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(exit::FAILURE, e),
     };
