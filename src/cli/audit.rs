@@ -19,7 +19,7 @@ pub enum Command {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["data_dir", "database_url", "file"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).multiple(true).args(["data_dir", "database_url", "file"])))]
 pub struct VerifyArgs {
     /// Verify the store in this data directory (every workspace, or `--workspace`).
     #[arg(long, env = "COUNTERSIGN_DATA_DIR")]

@@ -89,7 +89,7 @@ impl PgConnector {
 
     /// One connection, for the admin command line and the checks before serving.
     pub fn open(&self) -> Result<PgConn, DbError> {
-        Ok(PgConn { client: Some(self.connect()?), config: self.config.clone(), statements: HashMap::new() })
+        Ok(PgConn { client: Some(self.connect()?), config: self.config.clone(), statements: HashMap::new(), in_tx: false })
     }
 }
 
@@ -117,6 +117,8 @@ pub struct PgConn {
     client: Option<Client>,
     config: postgres::Config,
     statements: HashMap<String, Statement>,
+    /// Whether a transaction is open (see [`Conn::batch`]).
+    in_tx: bool,
 }
 
 /// How many prepared statements a connection keeps before starting over.
@@ -239,6 +241,7 @@ impl PgConn {
             return Ok(());
         }
         self.statements.clear();
+        self.in_tx = false;
         self.client = None;
         self.client = Some(self.config.connect(NoTls).map_err(map_err)?);
         tracing::info!("reconnected to the database");
@@ -254,7 +257,29 @@ impl PgConn {
             return Ok(s.clone());
         }
         let types: Vec<Type> = params.iter().map(declared).collect();
-        let stmt = self.client()?.prepare_typed(sql, &types).map_err(map_err)?;
+        let guarded = self.in_tx && params.contains(&Value::Null);
+        if guarded {
+            // A failed prepare would abort the transaction; keep it to a savepoint.
+            self.client()?.batch_execute("SAVEPOINT cs_prepare").map_err(map_err)?;
+        }
+        let prepared = match self.client()?.prepare_typed(sql, &types) {
+            Ok(s) => Ok(s),
+            // A NULL whose type nothing in the statement says (`$2 IS NULL OR status = $2`
+            // asks before it says): the store's optional filters are text.
+            Err(e) if e.code() == Some(&SqlState::AMBIGUOUS_PARAMETER) || e.code() == Some(&SqlState::INDETERMINATE_DATATYPE) => {
+                if guarded {
+                    self.client()?.batch_execute("ROLLBACK TO SAVEPOINT cs_prepare").map_err(map_err)?;
+                }
+                let types: Vec<Type> = params.iter().map(|v| if *v == Value::Null { Type::TEXT } else { declared(v) }).collect();
+                self.client()?.prepare_typed(sql, &types).map_err(map_err)
+            }
+            Err(e) => Err(map_err(e)),
+        };
+        if guarded {
+            let end = if prepared.is_ok() { "RELEASE SAVEPOINT cs_prepare" } else { "ROLLBACK TO SAVEPOINT cs_prepare; RELEASE SAVEPOINT cs_prepare" };
+            self.client()?.batch_execute(end).map_err(map_err)?;
+        }
+        let stmt = prepared?;
         if self.statements.len() >= STATEMENT_CACHE {
             self.statements.clear();
         }
@@ -284,7 +309,14 @@ impl Conn for PgConn {
             // The start of a transaction is the one safe place to replace a lost connection.
             self.revive()?;
         }
-        self.client()?.batch_execute(sql).map_err(map_err)
+        let r = self.client()?.batch_execute(sql).map_err(map_err);
+        // All transaction control comes through here, so this follows it exactly.
+        if sql.starts_with("BEGIN") {
+            self.in_tx = r.is_ok();
+        } else if sql == "COMMIT" || sql == "ROLLBACK" {
+            self.in_tx = false;
+        }
+        r
     }
 
     fn dialect(&self) -> Dialect {

@@ -1,0 +1,1 @@
+//! PostgreSQL-only tests (see below).
