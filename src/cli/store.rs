@@ -27,7 +27,9 @@ pub fn open(data_dir: Option<&Path>, database_url: Option<&str>, purpose: Purpos
     match database_url.filter(|u| !u.trim().is_empty()) {
         Some(url) => {
             if !postgres::is_postgres_url(url) {
-                return Err("--database-url must be a postgres:// (or postgresql://) URL; leave it out for the embedded SQLite store".into());
+                return Err(
+                    "--database-url must be a postgres:// (or postgresql://) URL; leave it out for the embedded SQLite store".into()
+                );
             }
             let connector = PgConnector::new(url).map_err(|e| e.to_string())?;
             if purpose == Purpose::Serve {

@@ -256,5 +256,16 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller> {
             (CallerKind::Agent { token_id: id, token_name: name, tools, expires_at }, effective, Via::Agent)
         }
     };
-    Ok(Caller { workspace: workspace_id, workspace_name, member_id, member_email, member_name, role: role_name, permissions, kind, via, epoch })
+    Ok(Caller {
+        workspace: workspace_id,
+        workspace_name,
+        member_id,
+        member_email,
+        member_name,
+        role: role_name,
+        permissions,
+        kind,
+        via,
+        epoch,
+    })
 }

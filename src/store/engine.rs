@@ -72,6 +72,9 @@ struct Job {
 
 type ReadFn = Box<dyn FnOnce(&mut dyn Conn) + Send>;
 
+/// A job's last result, and whether it queued webhook deliveries.
+type JobResult<T> = (Result<T>, bool);
+
 enum WriteMsg {
     Job(Job),
     Stop,
@@ -192,7 +195,7 @@ impl Engine {
     {
         let (tx, rx) = oneshot::channel::<Result<T>>();
         let delivery_hook = self.delivery_hook.clone();
-        let slot: Arc<std::sync::Mutex<Option<(Result<T>, bool)>>> = Arc::default();
+        let slot: Arc<std::sync::Mutex<Option<JobResult<T>>>> = Arc::default();
         let run = {
             let slot = slot.clone();
             Box::new(move |wtx: &mut WriteTx<'_>| {

@@ -53,7 +53,9 @@ pub fn current(conn: &mut dyn Conn) -> Result<i64, DbError> {
         super::db::Dialect::Sqlite => {
             conn.query_opt("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'", &[])?.is_some()
         }
-        super::db::Dialect::Postgres => conn.query_opt("SELECT to_regclass('schema_migrations')::text", &[])?.and_then(|r| r.opt_text(0).ok().flatten()).is_some(),
+        super::db::Dialect::Postgres => {
+            conn.query_opt("SELECT to_regclass('schema_migrations')::text", &[])?.and_then(|r| r.opt_text(0).ok().flatten()).is_some()
+        }
     };
     if !exists {
         return Ok(0);
@@ -77,7 +79,9 @@ pub fn check(conn: &mut dyn Conn, migrations: &[Migration]) -> Result<i64, Migra
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error("the database is at schema version {found}, and this Countersign needs {needed}; run `countersign admin migrate` as the schema's owner")]
+    #[error(
+        "the database is at schema version {found}, and this Countersign needs {needed}; run `countersign admin migrate` as the schema's owner"
+    )]
     Behind { found: i64, needed: i64 },
     #[error("the database is at schema version {found}, newer than this Countersign knows ({known}); upgrade Countersign")]
     TooNew { found: i64, known: i64 },

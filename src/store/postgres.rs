@@ -134,7 +134,8 @@ fn map_err(e: postgres::Error) -> DbError {
         if code.code().starts_with("23") {
             return DbError::Constraint(text);
         }
-        if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE {
+        if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        {
             return DbError::Busy(text);
         }
         return DbError::Unavailable(text);
@@ -276,7 +277,11 @@ impl PgConn {
             Err(e) => Err(map_err(e)),
         };
         if guarded {
-            let end = if prepared.is_ok() { "RELEASE SAVEPOINT cs_prepare" } else { "ROLLBACK TO SAVEPOINT cs_prepare; RELEASE SAVEPOINT cs_prepare" };
+            let end = if prepared.is_ok() {
+                "RELEASE SAVEPOINT cs_prepare"
+            } else {
+                "ROLLBACK TO SAVEPOINT cs_prepare; RELEASE SAVEPOINT cs_prepare"
+            };
             self.client()?.batch_execute(end).map_err(map_err)?;
         }
         let stmt = prepared?;
@@ -391,7 +396,9 @@ pub fn check_server_role(conn: &mut dyn Conn) -> Result<(), String> {
         .ok_or("cannot read the connected role")?;
     let user = row.text(0).map_err(|e| e.to_string())?;
     if row.bool(1).map_err(|e| e.to_string())? {
-        return Err(format!("the database role `{user}` is a superuser, which row-level security does not fence; serve as a role made for the server (docs/OPERATIONS.md)"));
+        return Err(format!(
+            "the database role `{user}` is a superuser, which row-level security does not fence; serve as a role made for the server (docs/OPERATIONS.md)"
+        ));
     }
     if row.bool(2).map_err(|e| e.to_string())? {
         return Err(format!("the database role `{user}` has BYPASSRLS; serve as a role without it (docs/OPERATIONS.md)"));

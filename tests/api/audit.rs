@@ -275,7 +275,9 @@ async fn a_deleted_event_is_caught_in_the_middle_and_at_the_end() {
     let last = ws.owner.all_events().await.len() as i64;
     let mut db = server.out_of_band();
     // The last event: the chain head still remembers it.
-    let n = db.execute("DELETE FROM audit_events WHERE workspace_id = $1 AND seq = $2", &[Raw::Text(ws.id.clone()), Raw::Int(last)], true).unwrap();
+    let n = db
+        .execute("DELETE FROM audit_events WHERE workspace_id = $1 AND seq = $2", &[Raw::Text(ws.id.clone()), Raw::Int(last)], true)
+        .unwrap();
     assert_eq!(n, 1);
     assert_broken_at(&server, &ws, last).await;
     // One in the middle: the gap is named.

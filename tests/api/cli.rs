@@ -9,7 +9,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-
 fn init(db: Option<&TestDb>, dir: &str, workspace: &str, email: &str, stdin: &str) -> (i32, String, String) {
     let mut child = bin_command(db)
         .args(["admin", "init", "--data-dir", dir, "--workspace", workspace, "--email", email])

@@ -35,7 +35,6 @@ pub struct Cluster {
 /// A database of its own for one test.
 #[derive(Clone, Debug)]
 pub struct TestDb {
-    pub name: String,
     /// As the server's role (a member of `countersign_server`, owning nothing).
     pub server_url: String,
     /// As the tables' owner (migrations).
@@ -173,12 +172,7 @@ impl Cluster {
     }
 
     fn describe(&self, name: &str) -> TestDb {
-        TestDb {
-            name: name.to_string(),
-            server_url: self.url("cs_server", name),
-            owner_url: self.url("cs_owner", name),
-            superuser_url: self.url("postgres", name),
-        }
+        TestDb { server_url: self.url("cs_server", name), owner_url: self.url("cs_owner", name), superuser_url: self.url("postgres", name) }
     }
 }
 

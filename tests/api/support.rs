@@ -128,7 +128,8 @@ impl TestServer {
         let _ = rustls::crypto::ring::default_provider().install_default();
         if std::env::var_os("RUST_LOG").is_some() {
             // `RUST_LOG=… cargo test -- --nocapture` shows the servers' logs.
-            let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+            let _ =
+                tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
         }
         let connector: Box<dyn Connector> = match &db {
             None => Box::new(SqliteConnector::new(dir.join("countersign.db"))),
@@ -513,11 +514,7 @@ pub fn assert_error_shape(r: &Resp) {
 impl TestServer {
     /// Runs the real `countersign` binary with `args`, returning (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = bin_command(self.db.as_ref())
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run the countersign binary");
+        let out = bin_command(self.db.as_ref()).args(args).env("RUST_LOG", "warn").output().expect("run the countersign binary");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -665,9 +662,7 @@ impl OutOfBand {
             }
             OutOfBand::Postgres(url) => {
                 let sql = format!("SELECT t::text FROM {table} t");
-                TestDb::with(url, move |c| {
-                    c.query(&sql, &[]).unwrap().iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
-                })
+                TestDb::with(url, move |c| c.query(&sql, &[]).unwrap().iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n"))
             }
         }
     }
@@ -679,9 +674,9 @@ impl TestServer {
     /// PostgreSQL every row of `tables` (read as the superuser).
     pub fn store_holds(&self, needle: &str, tables: &[&str]) -> bool {
         match &self.db {
-            None => ["countersign.db", "countersign.db-wal"].iter().any(|f| {
-                std::fs::read(self.dir.join(f)).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
-            }),
+            None => ["countersign.db", "countersign.db-wal"]
+                .iter()
+                .any(|f| std::fs::read(self.dir.join(f)).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))),
             Some(_) => {
                 let mut raw = self.out_of_band();
                 tables.iter().any(|t| raw.dump(t).contains(needle))
