@@ -244,12 +244,17 @@ async fn agent(c: Client, colleague: Client, per_minute: f64) {
         tick.tick().await;
         n += 1;
         if let Ok(queue) = colleague.approvals("pending", 50).await {
-            for a in queue.iter().filter(|a| a.required == 2 && a.approvals == 1 && a.decisions.iter().all(|d| d.member_email.as_deref() != Some("cyd@acme.test"))) {
-                let _ = colleague.decide(&a.id, crate::approval::Verdict::Approve, &a.payload_sha256, Some("second approval (demo colleague)")).await;
+            for a in queue.iter().filter(|a| {
+                a.required == 2 && a.approvals == 1 && a.decisions.iter().all(|d| d.member_email.as_deref() != Some("cyd@acme.test"))
+            }) {
+                let _ = colleague
+                    .decide(&a.id, crate::approval::Verdict::Approve, &a.payload_sha256, Some("second approval (demo colleague)"))
+                    .await;
             }
         }
         let (tool, payload, resource, current, reason, confidence) = scenario(&mut d, n);
-        let body = json!({"tool": tool, "payload": payload, "resource": resource, "current": current, "reason": reason, "confidence": confidence});
+        let body =
+            json!({"tool": tool, "payload": payload, "resource": resource, "current": current, "reason": reason, "confidence": confidence});
         let _ = c.raw("POST", "/v1/actions", Some(body)).await;
         // Run, once, whatever people approved.
         if let Ok(list) = c.raw("GET", "/v1/actions?status=approved&limit=20", None).await {
