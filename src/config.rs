@@ -73,6 +73,10 @@ pub struct Settings {
     /// Mouse support (default off, so text stays selectable over SSH).
     #[serde(default)]
     pub mouse: bool,
+    /// Key bindings to change: a command name and its new key, e.g. `approve = "A"`,
+    /// `kill = "ctrl-k"`. See `countersign config keys` for the names.
+    #[serde(default)]
+    pub keys: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads `config.toml`; a missing file is the defaults, a broken one an error.

@@ -123,7 +123,10 @@ pub async fn start(data_dir: &Path, listen: SocketAddr, per_minute: f64) -> Resu
     let running = server::start(listener, state).await.map_err(|e| Error::internal(e.to_string()))?;
     let base = format!("http://{}", running.addr);
     let agent_token = seed(&store, &base).await?;
-    let agent = tokio::spawn(agent(Client::new(&base, Some(agent_token.clone()), "api"), per_minute));
+    let agent_client = Client::new(&base, Some(agent_token.clone()), "api");
+    seed_queue(&agent_client).await;
+    let colleague = sign_in(&base, "cyd@acme.test").await?;
+    let agent = tokio::spawn(agent(agent_client, colleague, per_minute));
     Ok(Demo { base, running, agent_token, agent })
 }
 
@@ -212,37 +215,54 @@ fn scenario(d: &mut Dice, n: u64) -> (String, Value, Option<String>, Option<Valu
     }
 }
 
+/// A first few requests, so the queue has one of each kind from the start: an e-mail, a
+/// dual-approval charge, a milestone change with its current state (a diff), a refund.
+async fn seed_queue(c: &Client) {
+    if c.raw("GET", "/v1/actions?limit=1", None).await.is_ok_and(|v| v["items"].as_array().is_some_and(|a| !a.is_empty())) {
+        return;
+    }
+    let first = [
+        json!({"tool": "email.send", "payload": {"to": ["finance@northwind.example", "ap@globex.example"], "cc": ["accounts@acme.test"], "subject": "Northwind invoice #2041", "body": "Hello,\n\nPlease find attached this month's invoice.\n\nBest,\nAcme billing"}, "resource": "invoice:2041", "reason": "Monthly invoice run", "confidence": 0.82}),
+        json!({"tool": "payments.charge", "payload": {"customer": "cus_northwind", "amount": 12500, "currency": "EUR", "description": "Annual plan renewal"}, "resource": "customer:northwind", "reason": "Northwind renewal is due today", "confidence": 0.91}),
+        json!({"tool": "milestones.update", "payload": {"id": 42, "title": "Northwind rollout", "status": "done", "due": "2026-12-14", "owner": "dana", "notes": "Security review passed; moving forward."}, "current": {"id": 42, "title": "Northwind rollout", "status": "in_progress", "due": "2026-12-01", "owner": "dana", "notes": "Waiting on the security review."}, "resource": "milestone:42", "reason": "The tracker says the review passed", "confidence": 0.64}),
+        json!({"tool": "refunds.issue", "payload": {"payment": "py_10001", "amount": 49, "currency": "EUR", "reason": "duplicate charge"}, "resource": "payment:py_10001", "reason": "Customer reported a duplicate charge", "confidence": 0.77}),
+    ];
+    for body in first {
+        let _ = c.raw("POST", "/v1/actions", Some(body)).await;
+    }
+}
+
 /// The simulated agent: submits a stream of actions and runs the ones approved for it.
-async fn agent(c: Client, per_minute: f64) {
+/// A simulated colleague (cyd, an admin) adds the second approval to dual approvals
+/// that someone else started, so a dual approval can be seen to complete.
+async fn agent(c: Client, colleague: Client, per_minute: f64) {
     let mut d = Dice(0x9E37_79B9_7F4A_7C15 ^ std::process::id() as u64);
     let every = Duration::from_secs_f64(60.0 / per_minute.max(0.1));
-    let mut waiting: Vec<(String, Value)> = Vec::new();
     let mut n = 0u64;
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         n += 1;
+        if let Ok(queue) = colleague.approvals("pending", 50).await {
+            for a in queue.iter().filter(|a| {
+                a.required == 2 && a.approvals == 1 && a.decisions.iter().all(|d| d.member_email.as_deref() != Some("cyd@acme.test"))
+            }) {
+                let _ = colleague
+                    .decide(&a.id, crate::approval::Verdict::Approve, &a.payload_sha256, Some("second approval (demo colleague)"))
+                    .await;
+            }
+        }
         let (tool, payload, resource, current, reason, confidence) = scenario(&mut d, n);
         let body =
             json!({"tool": tool, "payload": payload, "resource": resource, "current": current, "reason": reason, "confidence": confidence});
-        if let Ok(r) = c.raw("POST", "/v1/actions", Some(body)).await
-            && r["status"] == "pending_approval"
-            && let Some(id) = r["id"].as_str()
-        {
-            waiting.push((id.to_string(), payload));
-        }
-        // Run what was approved; forget what was denied or expired.
-        let mut still = Vec::new();
-        for (id, payload) in waiting.drain(..) {
-            match c.raw("GET", &format!("/v1/actions/{id}"), None).await {
-                Ok(a) if a["status"] == "approved" => {
-                    let _ = c.raw("POST", &format!("/v1/actions/{id}/execute"), Some(json!({"payload": payload}))).await;
+        let _ = c.raw("POST", "/v1/actions", Some(body)).await;
+        // Run, once, whatever people approved.
+        if let Ok(list) = c.raw("GET", "/v1/actions?status=approved&limit=20", None).await {
+            for a in list["items"].as_array().into_iter().flatten() {
+                if let Some(id) = a["id"].as_str() {
+                    let _ = c.raw("POST", &format!("/v1/actions/{id}/execute"), Some(json!({"payload": a["payload"]}))).await;
                 }
-                Ok(a) if a["status"] == "pending_approval" => still.push((id, payload)),
-                Ok(_) => {}
-                Err(_) => still.push((id, payload)),
             }
         }
-        waiting = still;
     }
 }

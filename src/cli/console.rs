@@ -41,6 +41,9 @@ pub fn run(args: Args) -> u8 {
         (None, Some(s)) if s.server.trim_end_matches('/') == server.trim_end_matches('/') => (Some(s.token.clone()), s.email.clone()),
         _ => (None, String::new()),
     };
+    if let Err(e) = crate::console::keys::set_overrides(&settings.keys) {
+        return fail(exit::USAGE, e);
+    }
     let theme = match Theme::resolve(args.theme.as_deref().or(settings.theme.as_deref()), config::dir().as_deref()) {
         Ok(t) => t,
         Err(e) => return fail(exit::USAGE, e),

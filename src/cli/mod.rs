@@ -73,6 +73,22 @@ enum Command {
     Audit(audit::Command),
     /// Print the RFC 8785 canonical form and SHA-256 of a JSON payload.
     Hash(hash::Args),
+    /// Where your settings, session and themes live, and what can be set.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print shell completions: `countersign completions bash > ~/.local/share/bash-completion/completions/countersign`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the configuration directory and the files in it.
+    Path,
+    /// Print the console's key commands, for rebinding in config.toml.
+    Keys,
 }
 
 /// Where a data directory keeps its database.
@@ -100,8 +116,38 @@ pub fn main() -> ExitCode {
             audit::run(cmd)
         }
         Some(Command::Hash(args)) => hash::run(args),
+        Some(Command::Config(ConfigCommand::Path)) => config_path(),
+        Some(Command::Config(ConfigCommand::Keys)) => {
+            for (name, default, what) in crate::console::keys::REBINDABLE {
+                println!("{name:<10} default {default:<8} {what}");
+            }
+            exit::OK
+        }
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "countersign", &mut std::io::stdout());
+            exit::OK
+        }
     };
     ExitCode::from(code)
+}
+
+fn config_path() -> u8 {
+    match crate::config::dir() {
+        Some(d) => {
+            println!("{}", d.display());
+            for (file, what) in [
+                ("config.toml", "settings: server, theme, bell, mouse, [keys]"),
+                ("session.json", "the stored session (mode 0600)"),
+                ("themes/", "your own themes, NAME.toml"),
+            ] {
+                let mark = if d.join(file.trim_end_matches('/')).exists() { "present" } else { "absent" };
+                println!("  {file:<13} {mark:<8} {what}");
+            }
+            exit::OK
+        }
+        None => fail(exit::FAILURE, "there is no configuration directory on this system; set COUNTERSIGN_CONFIG_DIR"),
+    }
 }
 
 /// Prints an error the way every command does: `countersign: <what>`, plus a hint.

@@ -53,6 +53,9 @@ pub enum NetMsg {
     SignedIn(Result<SignedIn, ClientError>),
     /// Names for ids (members' e-mails, tokens' names), to show people rather than ids.
     Names(Vec<(String, String)>),
+    Access(super::screens::access::AccessData),
+    /// A change to members, roles or tokens: what to say, and a secret to show once.
+    AccessDone(Result<(String, Option<(String, String)>), ClientError>),
 }
 
 /// What the live stream task reports.
@@ -87,6 +90,8 @@ pub enum Effect {
     },
     FetchTools,
     FetchNames,
+    FetchAccess,
+    Access(super::dialogs::AccessOp),
     FetchSwitches,
     SetSwitch {
         tool: Option<String>,

@@ -12,7 +12,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use super::action::{Action, Effect, NetMsg, StreamMsg};
 use super::dialogs::{Dialog, Outcome, PendingOp};
 use super::keys::{self, Command};
-use super::screens::{approvals::Approvals, audit::Audit, switches::Switches};
+use super::screens::{access::Access, approvals::Approvals, audit::Audit, switches::Switches};
 use super::theme::Theme;
 use crate::approval::Verdict;
 use crate::client::ClientError;
@@ -100,6 +100,7 @@ pub struct App {
     pub approvals: Approvals,
     pub audit: Audit,
     pub switches: Switches,
+    pub access: Access,
     pub tools: Vec<Tool>,
     /// Display names for ids: members' e-mails, agent tokens' names.
     pub names: std::collections::HashMap<String, String>,
@@ -136,6 +137,7 @@ impl App {
             approvals: Approvals::default(),
             audit: Audit::default(),
             switches: Switches::default(),
+            access: Access::default(),
             tools: Vec::new(),
             names: Default::default(),
             dialog: None,
@@ -250,16 +252,17 @@ impl App {
                     self.input = Some(Input::Filter(current));
                 }
             }
-            Command::Screen(s) => self.screen = s,
-            Command::NextScreen => self.screen = Screen::ALL[(self.screen.index() + 1) % Screen::ALL.len()],
-            Command::PrevScreen => self.screen = Screen::ALL[(self.screen.index() + Screen::ALL.len() - 1) % Screen::ALL.len()],
+            Command::Screen(s) => self.show(s),
+            Command::NextScreen => self.show(Screen::ALL[(self.screen.index() + 1) % Screen::ALL.len()]),
+            Command::PrevScreen => self.show(Screen::ALL[(self.screen.index() + Screen::ALL.len() - 1) % Screen::ALL.len()]),
             Command::Kill => self.open_kill_dialog(None),
             Command::Refresh => self.effects.extend([Effect::FetchApprovals, Effect::FetchSwitches, Effect::FetchTools, Effect::FetchMe]),
             other => match self.screen {
                 Screen::Approvals => super::screens::approvals::on_command(self, other),
                 Screen::Audit => super::screens::audit::on_command(self, other),
                 Screen::Switches => super::screens::switches::on_command(self, other),
-                Screen::Access | Screen::Simulate => {}
+                Screen::Access => super::screens::access::on_command(self, other),
+                Screen::Simulate => {}
             },
         }
     }
@@ -354,12 +357,20 @@ impl App {
                 }
             },
             name => match Screen::by_name(name) {
-                Some(s) => self.screen = s,
+                Some(s) => self.show(s),
                 None => {
                     let error = format!("`{name}` is not a command; try approvals, audit, switches, kill TOOL, theme NAME, q");
                     self.input = Some(Input::Palette { text: text.to_string(), error: Some(error) });
                 }
             },
+        }
+    }
+
+    /// Switches to a screen, loading what it shows the first time.
+    pub fn show(&mut self, s: Screen) {
+        self.screen = s;
+        if s == Screen::Access && !self.access.loaded {
+            self.effect(Effect::FetchAccess);
         }
     }
 
@@ -400,6 +411,7 @@ impl App {
             }
             PendingOp::Switch { tool, engaged, reason } => self.effect(Effect::SetSwitch { tool, engaged, reason }),
             PendingOp::SignIn { email, password } => self.effect(Effect::SignIn { email, password }),
+            PendingOp::Access(op) => self.effect(Effect::Access(op)),
         }
     }
 
@@ -453,6 +465,8 @@ impl App {
                 ]);
             }
             NetMsg::Names(names) => self.names.extend(names),
+            NetMsg::Access(d) => super::screens::access::on_data(self, d),
+            NetMsg::AccessDone(r) => super::screens::access::on_done(self, r),
             NetMsg::SignedIn(Err(e)) => {
                 let why = e.to_string();
                 self.dialog = Some(Dialog::sign_in(&self.session.email, why));
@@ -500,6 +514,10 @@ impl App {
                     }
                     if kind == "member.created" || kind == "token.created" {
                         self.effect(Effect::FetchNames);
+                    }
+                    let access = ["member.", "role.", "token.", "workspace.ownership"];
+                    if self.access.loaded && access.iter().any(|p| kind.starts_with(p)) {
+                        self.effect(Effect::FetchAccess);
                     }
                 }
             }

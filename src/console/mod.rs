@@ -110,6 +110,18 @@ async fn run_async(opts: Options) -> u8 {
                 Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => { app.update(Action::Key(k)); dirty = true; }
                 Some(Ok(Event::Resize(w, h))) => { app.update(Action::Resize(w, h)); dirty = true; }
                 Some(Ok(Event::Paste(p))) => { app.update(Action::Paste(p)); dirty = true; }
+                // With --mouse: the wheel moves through lists like the arrow keys.
+                Some(Ok(Event::Mouse(m))) => {
+                    let code = match m.kind {
+                        crossterm::event::MouseEventKind::ScrollUp => Some(crossterm::event::KeyCode::Up),
+                        crossterm::event::MouseEventKind::ScrollDown => Some(crossterm::event::KeyCode::Down),
+                        _ => None,
+                    };
+                    if let Some(code) = code {
+                        app.update(Action::Key(crossterm::event::KeyEvent::from(code)));
+                        dirty = true;
+                    }
+                }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => break,
             },

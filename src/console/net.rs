@@ -78,6 +78,27 @@ impl Net {
                     net.send(NetMsg::Names(names));
                 });
             }
+            Effect::FetchAccess => {
+                tokio::spawn(async move {
+                    let members = c.members().await;
+                    let roles = c.raw("GET", "/v1/roles", None).await;
+                    let tokens = c.tokens().await;
+                    if let Err(e) = &members
+                        && e.needs_sign_in()
+                    {
+                        net.send(NetMsg::AccessDone(Err(e.clone())));
+                        return;
+                    }
+                    let roles = roles
+                        .ok()
+                        .and_then(|v| serde_json::from_value::<crate::server::routes::roles::RoleList>(v).ok())
+                        .map(|r| (r.items, r.permissions));
+                    net.send(NetMsg::Access(super::screens::access::AccessData { members: members.ok(), roles, tokens: tokens.ok() }));
+                });
+            }
+            Effect::Access(op) => {
+                tokio::spawn(async move { net.send(NetMsg::AccessDone(run_access(&c, op).await)) });
+            }
             Effect::FetchTools => {
                 tokio::spawn(async move { net.send(NetMsg::Tools(c.tools().await)) });
             }
@@ -194,4 +215,71 @@ impl Net {
 /// 0.5 s, 1 s, 2 s, 4 s, 8 s, then 10 s between attempts.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((250u64 << attempt.min(6)).min(10_000))
+}
+
+/// Carries out a change to members, roles or tokens: (what to say, a secret to show).
+async fn run_access(c: &Client, op: super::dialogs::AccessOp) -> Result<(String, Option<(String, String)>), crate::client::ClientError> {
+    use super::dialogs::AccessOp::*;
+    use serde_json::json;
+    Ok(match op {
+        CreateMember { email, name, role, password } => {
+            let name = if name.is_empty() { None } else { Some(name) };
+            c.raw("POST", "/v1/members", Some(json!({"email": email, "name": name, "role": role, "password": password}))).await?;
+            (format!("Added {email} as {role}."), None)
+        }
+        ChangeRole { id, role } => {
+            let m = c.raw("PATCH", &format!("/v1/members/{id}"), Some(json!({"role": role}))).await?;
+            (format!("{} is now {role}.", m["email"].as_str().unwrap_or("The member")), None)
+        }
+        SetMemberActive { id, active } => {
+            let status = if active { "active" } else { "deactivated" };
+            let m = c.raw("PATCH", &format!("/v1/members/{id}"), Some(json!({"status": status}))).await?;
+            let who = m["email"].as_str().unwrap_or("The member").to_string();
+            (
+                if active {
+                    format!("{who} can sign in again.")
+                } else {
+                    format!("{who} is deactivated: their sessions and tokens no longer work.")
+                },
+                None,
+            )
+        }
+        TransferOwnership { id } => {
+            let t = c.raw("POST", "/v1/workspace/transfer", Some(json!({"member_id": id}))).await?;
+            (format!("{} owns the workspace now; you are an admin.", t["owner"]["email"].as_str().unwrap_or("They")), None)
+        }
+        CreateRole { name, description, permissions } => {
+            let description = if description.is_empty() { None } else { Some(description) };
+            c.raw("POST", "/v1/roles", Some(json!({"name": name, "description": description, "permissions": permissions}))).await?;
+            (format!("Created the role `{name}`."), None)
+        }
+        UpdateRole { id, permissions } => {
+            let r = c.raw("PATCH", &format!("/v1/roles/{id}"), Some(json!({"permissions": permissions}))).await?;
+            (format!("Updated `{}`: its members' powers changed at once.", r["name"].as_str().unwrap_or("the role")), None)
+        }
+        DeleteRole { id } => {
+            c.raw("DELETE", &format!("/v1/roles/{id}"), None).await?;
+            ("Deleted the role.".into(), None)
+        }
+        CreateToken { name, scopes, tools, expires_in_seconds } => {
+            let t = c
+                .raw(
+                    "POST",
+                    "/v1/tokens",
+                    Some(json!({"name": name, "scopes": scopes, "tools": tools, "expires_in_seconds": expires_in_seconds})),
+                )
+                .await?;
+            let secret = t["token"].as_str().unwrap_or_default().to_string();
+            (format!("Created the token `{name}`."), Some((name, secret)))
+        }
+        RotateToken { id, name } => {
+            let t = c.raw("POST", &format!("/v1/tokens/{id}/rotate"), None).await?;
+            let secret = t["token"].as_str().unwrap_or_default().to_string();
+            (format!("Rotated `{name}`: the old secret no longer works."), Some((name, secret)))
+        }
+        RevokeToken { id } => {
+            let t = c.raw("DELETE", &format!("/v1/tokens/{id}"), None).await?;
+            (format!("Revoked `{}`.", t["name"].as_str().unwrap_or("the token")), None)
+        }
+    })
 }

@@ -419,3 +419,232 @@ fn escape_and_n_cancel_without_effects() {
         .count();
     assert_eq!(changes, 0);
 }
+
+fn access_data() -> super::screens::access::AccessData {
+    use crate::model::{Role, Token, TokenState};
+    use crate::permissions::{BuiltinRole, Permission};
+    let member = |id: &str, email: &str, role: &str, active: bool| Member {
+        id: id.into(),
+        email: email.into(),
+        name: email.split('@').next().unwrap_or_default().into(),
+        role: role.into(),
+        status: if active { MemberStatus::Active } else { MemberStatus::Deactivated },
+        created_at: at(-86_400 * 3),
+        updated_at: at(-86_400),
+    };
+    let roles: Vec<Role> = BuiltinRole::ALL
+        .iter()
+        .map(|r| Role {
+            id: None,
+            name: r.name().into(),
+            builtin: true,
+            description: r.describe().into(),
+            permissions: r.permissions().into_iter().collect(),
+            members: 1,
+        })
+        .chain(std::iter::once(Role {
+            id: Some("rol_approver".into()),
+            name: "approver".into(),
+            builtin: false,
+            description: "decides approvals".into(),
+            permissions: vec![Permission::ApprovalsRead, Permission::ApprovalsDecide],
+            members: 1,
+        }))
+        .collect();
+    let catalog = Permission::ALL
+        .iter()
+        .map(|p| crate::server::routes::roles::PermissionInfo {
+            name: p.as_str().into(),
+            description: p.describe().into(),
+            grantable_to_agents: p.grantable_to_agents(),
+        })
+        .collect();
+    let token = |id: &str, name: &str, state: TokenState| Token {
+        id: id.into(),
+        name: name.into(),
+        owner_id: "usr_dev".into(),
+        scopes: vec!["actions:submit".into()],
+        tools: vec!["email.*".into()],
+        hint: "csa_AbC1…".into(),
+        created_at: at(-86_400 * 2),
+        expires_at: Some(at(86_400 * 88)),
+        last_used_at: Some(at(-40)),
+        rotated_at: None,
+        revoked_at: None,
+        state,
+    };
+    super::screens::access::AccessData {
+        members: Some(vec![
+            member("usr_owner", "owner@acme.test", "owner", true),
+            member("usr_ada", "ada@acme.test", "admin", true),
+            member("usr_dev", "dev@acme.test", "member", true),
+            member("usr_val", "val@acme.test", "viewer", false),
+        ]),
+        roles: Some((roles, catalog)),
+        tokens: Some(vec![
+            token("tok_billing", "billing-agent", TokenState::Active),
+            token("tok_old", "old-importer", TokenState::Revoked),
+        ]),
+    }
+}
+
+fn with_access(a: &mut App) {
+    let owner = [
+        "approvals:read",
+        "approvals:decide",
+        "audit:read",
+        "killswitch:read",
+        "killswitch:engage",
+        "killswitch:lift",
+        "tools:read",
+        "members:read",
+        "members:manage",
+        "roles:manage",
+        "tokens:create",
+        "tokens:manage",
+        "actions:submit",
+        "ownership:transfer",
+    ];
+    a.update(Action::Net(NetMsg::Me(Ok(me("owner", &owner)))));
+    a.update(Action::Net(NetMsg::Access(access_data())));
+    keys(a, "3");
+}
+
+scene!(access_members, |a| {
+    with_access(&mut a);
+});
+scene!(access_roles, |a| {
+    with_access(&mut a);
+    keys(&mut a, "l");
+});
+scene!(access_tokens, |a| {
+    with_access(&mut a);
+    keys(&mut a, "ll");
+});
+scene!(new_member_form, |a| {
+    with_access(&mut a);
+    keys(&mut a, "n");
+    keys(&mut a, "eve@acme.test");
+});
+scene!(change_role_form, |a| {
+    with_access(&mut a);
+    keys(&mut a, "jje");
+});
+scene!(deactivate_confirmation, |a| {
+    with_access(&mut a);
+    keys(&mut a, "jjx");
+});
+scene!(transfer_ownership_typed, |a| {
+    with_access(&mut a);
+    keys(&mut a, "jO");
+    keys(&mut a, "ada@acme");
+});
+scene!(new_role_form, |a| {
+    with_access(&mut a);
+    keys(&mut a, "ln");
+    keys(&mut a, "responder");
+});
+scene!(new_token_form, |a| {
+    with_access(&mut a);
+    keys(&mut a, "lln");
+    keys(&mut a, "billing-agent");
+});
+scene!(token_secret_shown_once, |a| {
+    with_access(&mut a);
+    keys(&mut a, "ll");
+    a.update(Action::Net(NetMsg::AccessDone(Ok((
+        "Created the token `ci`.".into(),
+        Some(("ci".into(), "csa_EXAMPLEexampleEXAMPLEexampleEXAMPLEexa0aBcDe".into())),
+    )))));
+});
+scene!(revoke_confirmation, |a| {
+    with_access(&mut a);
+    keys(&mut a, "llx");
+});
+scene!(viewer_access_is_read_only, |a| {
+    a.update(Action::Net(NetMsg::Me(Ok(me("viewer", &["members:read", "audit:read"])))));
+    a.update(Action::Net(NetMsg::Access(access_data())));
+    keys(&mut a, "3n");
+});
+
+#[test]
+fn creating_a_token_by_keys_asks_for_what_it_needs() {
+    let mut a = app(120, 40);
+    with_access(&mut a);
+    keys(&mut a, "lln");
+    keys(&mut a, "ci-agent");
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Tab);
+    a.update(Action::Key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL)));
+    let effects = a.take_effects();
+    assert!(
+        effects.iter().any(|e| matches!(e, super::action::Effect::Access(super::dialogs::AccessOp::CreateToken { name, scopes, tools, expires_in_seconds: Some(_) })
+            if name == "ci-agent" && scopes == &vec!["actions:submit".to_string()] && tools == &vec!["*".to_string()])),
+        "{effects:?}"
+    );
+}
+
+/// Each cell's style as text: the colour theme snapshots compare what a person sees.
+fn styled(b: &TestBackend) -> String {
+    let buf = b.buffer();
+    let mut out = String::new();
+    for y in 0..buf.area.height {
+        let mut last = None;
+        for x in 0..buf.area.width {
+            let c = &buf[(x, y)];
+            let style = (c.fg, c.bg, c.modifier);
+            if last != Some(style) {
+                out.push_str(&format!("«{:?}/{:?}/{:?}»", c.fg, c.bg, c.modifier));
+                last = Some(style);
+            }
+            out.push_str(c.symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn themed(theme: Theme) -> App {
+    let mut a = app(80, 24);
+    a.theme = theme;
+    a.update(Action::Net(NetMsg::Switches(Ok(switches(true)))));
+    // The milestone update (it has a `current` state, so a diff), scrolled to the diff.
+    keys(&mut a, "j");
+    key(&mut a, KeyCode::Enter);
+    keys(&mut a, "jjjjjjjjjjjj");
+    a
+}
+
+#[test]
+fn sixteen_colour_theme() {
+    let a = themed(Theme::built_in("ansi16").unwrap());
+    insta::assert_snapshot!("theme_ansi16_detail_80x24", styled(&render(&a)));
+}
+
+#[test]
+fn no_color_still_marks_selection_diffs_and_banners() {
+    let mut a = themed(Theme::monochrome());
+    let detail = styled(&render(&a));
+    insta::assert_snapshot!("theme_no_color_detail_80x24", detail);
+    // The banner is reverse video; diff lines carry their marks in text.
+    assert!(detail.lines().nth(1).unwrap().contains("REVERSED"), "{detail}");
+    assert!(render(&a).to_string().contains(r#"-   "status": "in_progress","#), "{}", render(&a));
+    key(&mut a, KeyCode::Esc);
+    let list = styled(&render(&a));
+    insta::assert_snapshot!("theme_no_color_queue_80x24", list);
+    assert!(list.lines().any(|l| l.contains("REVERSED") && l.contains("milestones.update")), "the selected row is reverse video:\n{list}");
+}
+
+#[test]
+fn every_built_in_theme_draws_every_screen() {
+    for (name, _) in super::theme::BUILT_IN {
+        let mut a = app(80, 24);
+        a.theme = Theme::built_in(name).unwrap();
+        for k in ["1", "2", "3", "5"] {
+            keys(&mut a, k);
+            let text = render(&a).to_string();
+            assert!(text.contains("countersign"), "{name} {k}");
+        }
+    }
+}

@@ -38,7 +38,8 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Approvals => screens::approvals::draw(f, body, app),
         Screen::Audit => screens::audit::draw(f, body, app),
         Screen::Switches => screens::switches::draw(f, body, app),
-        Screen::Access | Screen::Simulate => draw_later(f, body, app),
+        Screen::Access => screens::access::draw(f, body, app),
+        Screen::Simulate => draw_later(f, body, app),
     }
     draw_toast(f, toast, app);
     draw_footer(f, footer, app);

@@ -19,5 +19,6 @@ mod postgres;
 mod restart;
 mod sessions;
 mod stream;
+mod tape;
 mod tokens;
 mod webhooks;

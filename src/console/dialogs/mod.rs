@@ -2,18 +2,24 @@
 //! an [`Outcome`]; what it confirms comes back as a [`PendingOp`] for the app to run.
 
 mod confirm;
+mod form;
 mod help;
 mod kill_picker;
 mod message;
 mod reason;
+mod secret;
 mod sign_in;
+mod typed;
 
 pub use confirm::Confirm;
+pub use form::{Field, Form, Purpose};
 pub use help::Help;
 pub use kill_picker::KillPicker;
 pub use message::Message;
 pub use reason::{Reason, ReasonFor};
+pub use secret::Secret;
 pub use sign_in::SignIn;
+pub use typed::Typed;
 
 use crossterm::event::KeyEvent;
 use ratatui::Frame;
@@ -31,6 +37,22 @@ pub enum PendingOp {
     Deny { id: String, tool: String, payload_sha256: String, reason: String },
     Switch { tool: Option<String>, engaged: bool, reason: String },
     SignIn { email: String, password: String },
+    Access(AccessOp),
+}
+
+/// A change to members, roles or tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccessOp {
+    CreateMember { email: String, name: String, role: String, password: String },
+    ChangeRole { id: String, role: String },
+    SetMemberActive { id: String, active: bool },
+    TransferOwnership { id: String },
+    CreateRole { name: String, description: String, permissions: Vec<String> },
+    UpdateRole { id: String, permissions: Vec<String> },
+    DeleteRole { id: String },
+    CreateToken { name: String, scopes: Vec<String>, tools: Vec<String>, expires_in_seconds: Option<i64> },
+    RotateToken { id: String, name: String },
+    RevokeToken { id: String },
 }
 
 /// What a key did to a dialog.
@@ -48,6 +70,9 @@ pub enum Dialog {
     Help(Help),
     Message(Message),
     SignIn(Box<SignIn>),
+    Form(Box<Form>),
+    Secret(Secret),
+    Typed(Box<Typed>),
 }
 
 impl Dialog {
@@ -74,6 +99,9 @@ impl Dialog {
             Dialog::KillPicker(d) => d.on_key(key),
             Dialog::Help(_) | Dialog::Message(_) => Outcome::Close,
             Dialog::SignIn(d) => d.on_key(key),
+            Dialog::Form(d) => d.on_key(key),
+            Dialog::Secret(d) => d.on_key(key),
+            Dialog::Typed(d) => d.on_key(key),
         }
     }
 
@@ -81,6 +109,8 @@ impl Dialog {
         match self {
             Dialog::Reason(d) => d.paste(text),
             Dialog::SignIn(d) => d.paste(text),
+            Dialog::Form(d) => d.paste(text),
+            Dialog::Typed(d) => d.paste(text),
             _ => {}
         }
     }
@@ -93,6 +123,9 @@ impl Dialog {
             Dialog::Help(d) => d.draw(f, area, theme),
             Dialog::Message(d) => d.draw(f, area, theme),
             Dialog::SignIn(d) => d.draw(f, area, theme),
+            Dialog::Form(d) => d.draw(f, area, theme),
+            Dialog::Secret(d) => d.draw(f, area, theme),
+            Dialog::Typed(d) => d.draw(f, area, theme),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The screens: each file holds one screen's state, how it answers commands, and how it
 //! is drawn.
 
+pub mod access;
 pub mod approvals;
 pub mod audit;
 pub mod switches;
