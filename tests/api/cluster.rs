@@ -72,10 +72,17 @@ impl Cluster {
     /// The process's cluster, started on first use.
     pub fn get() -> &'static Cluster {
         static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-        CLUSTER.get_or_init(|| std::thread::spawn(Cluster::start).join().expect("start the PostgreSQL cluster"))
+        CLUSTER.get_or_init(|| std::thread::spawn(|| Cluster::start(false)).join().expect("start the PostgreSQL cluster"))
     }
 
-    fn start() -> Cluster {
+    /// A cluster of its own with PostgreSQL's durable defaults (fsync, synchronous
+    /// commit, full-page writes), for the benchmark; stopped and removed when dropped (or
+    /// when the process ends).
+    pub fn start_durable() -> Cluster {
+        Cluster::start(true)
+    }
+
+    fn start(durable: bool) -> Cluster {
         let dir = tempfile::Builder::new().prefix("cs-pg-").tempdir_in("/tmp").expect("cluster directory").keep();
         if is_root() {
             run(
@@ -89,7 +96,10 @@ impl Cluster {
         }
         let data = dir.join("data");
         let mut initdb = pg_command("initdb");
-        initdb.arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
+        initdb.arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"]);
+        if !durable {
+            initdb.arg("--no-sync");
+        }
         run(initdb, "initdb");
         // The supervisor: waits for this process's end (EOF on its stdin), then stops the
         // cluster and removes its directory. Its own process group, so a Ctrl-C aimed at the
@@ -112,12 +122,10 @@ impl Cluster {
                 .expect("start the cluster supervisor")
         };
         let lifeline = supervisor.stdin.take().expect("supervisor pipe");
-        // Durability is not what these tests check (the benchmark runs with fsync on), and
-        // the machine has two cores: spare the disk.
-        let options = format!(
-            "-k {} -c listen_addresses='' -p {PORT} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
-            dir.display()
-        );
+        // Durability is not what the tests check (the benchmark runs with PostgreSQL's
+        // durable defaults), and the machine has two cores: spare the disk.
+        let relaxed = if durable { "" } else { " -c fsync=off -c synchronous_commit=off -c full_page_writes=off" };
+        let options = format!("-k {} -c listen_addresses='' -p {PORT} -c max_connections=400{relaxed}", dir.display());
         let mut start = pg_command("pg_ctl");
         start.arg("-D").arg(&data).args(["-w", "-t", "60", "-l"]).arg(dir.join("log")).args(["-o", &options, "start"]);
         {
@@ -149,7 +157,7 @@ impl Cluster {
         format!("postgres://{user}@{host}:{PORT}/{db}")
     }
 
-    fn superuser(&self, db: &str) -> postgres::Client {
+    pub fn superuser(&self, db: &str) -> postgres::Client {
         postgres::Client::connect(&self.url("postgres", db), postgres::NoTls).expect("connect as the superuser")
     }
 
