@@ -96,7 +96,13 @@ async fn setup(addr: &str) -> String {
     let (st, _) = c.send(&request("PUT", addr, "/v1/tools/crm.read", Some(&owner), Some(&tool))).await.unwrap();
     assert!(st == 201 || st == 200);
     let (st, body) = c
-        .send(&request("POST", addr, "/v1/tokens", Some(&owner), Some(&json!({"name": "bench agent", "scopes": ["actions:submit"], "tools": ["*"]}))))
+        .send(&request(
+            "POST",
+            addr,
+            "/v1/tokens",
+            Some(&owner),
+            Some(&json!({"name": "bench agent", "scopes": ["actions:submit"], "tools": ["*"]})),
+        ))
         .await
         .unwrap();
     assert_eq!(st, 201);
@@ -104,7 +110,8 @@ async fn setup(addr: &str) -> String {
 }
 
 fn executed(status: u16, body: &[u8]) -> bool {
-    status == 201 && body.windows(20).any(|w| w == br#""status":"executed""#)
+    let needle = br#""status":"executed""#;
+    status == 201 && body.windows(needle.len()).any(|w| w == needle)
 }
 
 struct Run {
@@ -207,6 +214,61 @@ async fn measure(label: &str, addrs: &[String], token: &str, secs: f64, levels: 
     best
 }
 
+/// Where the time went during a measurement.
+struct Where {
+    wall: f64,
+    replicas: f64,
+    postgres: f64,
+    load: f64,
+    samples: u64,
+    waits: Vec<(String, u64)>,
+}
+
+/// Runs `f` while sampling CPU use and PostgreSQL's wait events.
+fn sampled<T>(superuser_url: &str, replicas: &[u32], f: impl FnOnce() -> T) -> (T, Where) {
+    let pg_pids = postgres_pids();
+    let cpu = || -> (f64, f64, f64) {
+        (replicas.iter().map(|p| cpu_secs(*p)).sum(), pg_pids.iter().map(|p| cpu_secs(*p)).sum(), cpu_secs(std::process::id()))
+    };
+    let before = cpu();
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        let url = superuser_url.to_string();
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut waits: BTreeMap<String, u64> = BTreeMap::new();
+            let mut samples = 0u64;
+            while sampling.load(Ordering::Relaxed) {
+                samples += 1;
+                for r in c
+                    .query(
+                        "SELECT CASE WHEN state = 'active' THEN 'active, ' || COALESCE(wait_event_type || ':' || wait_event, 'on CPU') \
+                                     WHEN state = 'idle in transaction' THEN 'in a transaction, waiting for the replica' \
+                                     ELSE 'idle' END \
+                         FROM pg_stat_activity WHERE usename = 'cs_server' AND pid <> pg_backend_pid()",
+                        &[],
+                    )
+                    .unwrap()
+                {
+                    *waits.entry(r.get::<_, String>(0)).or_default() += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (samples, waits)
+        })
+    };
+    let started = Instant::now();
+    let out = f();
+    let wall = started.elapsed().as_secs_f64();
+    sampling.store(false, Ordering::Relaxed);
+    let (samples, waits) = sampler.join().unwrap();
+    let after = cpu();
+    let mut waits: Vec<_> = waits.into_iter().collect();
+    waits.sort_by_key(|w| std::cmp::Reverse(w.1));
+    (out, Where { wall, replicas: after.0 - before.0, postgres: after.1 - before.1, load: after.2 - before.2, samples, waits })
+}
+
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let secs: f64 = std::env::var("REPLICAS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
@@ -237,57 +299,31 @@ fn main() {
 
     let one = serve(pg_dir.path(), Some(&db.server_url));
     let token = rt.block_on(setup(&one.addr));
-    let one_best = rt.block_on(measure("PostgreSQL, 1 replica", std::slice::from_ref(&one.addr), &token, secs, &levels));
+    let (one_best, one_where) = sampled(&db.superuser_url, &[one.child.id()], || {
+        rt.block_on(measure("PostgreSQL, 1 replica", std::slice::from_ref(&one.addr), &token, secs, &levels))
+    });
 
     let two = serve(pg_dir.path(), Some(&db.server_url));
     let addrs = vec![one.addr.clone(), two.addr.clone()];
-    // Where the time goes while both replicas are loaded at the highest level.
-    let pg_pids = postgres_pids();
-    let cpu_before: (f64, f64, f64) =
-        (cpu_secs(one.child.id()) + cpu_secs(two.child.id()), pg_pids.iter().map(|p| cpu_secs(*p)).sum(), cpu_secs(std::process::id()));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let sampling = sampling.clone();
-        let url = db.superuser_url.clone();
-        std::thread::spawn(move || {
-            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-            let mut waits: BTreeMap<String, u64> = BTreeMap::new();
-            let mut samples = 0u64;
-            while sampling.load(Ordering::Relaxed) {
-                samples += 1;
-                for r in c
-                    .query(
-                        "SELECT COALESCE(wait_event_type || ':' || wait_event, 'on CPU') FROM pg_stat_activity \
-                         WHERE usename = 'cs_server' AND state = 'active' AND pid <> pg_backend_pid()",
-                        &[],
-                    )
-                    .unwrap()
-                {
-                    *waits.entry(r.get::<_, String>(0)).or_default() += 1;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            (samples, waits)
-        })
-    };
-    let started = Instant::now();
-    let two_best = rt.block_on(measure("PostgreSQL, 2 replicas", &addrs, &token, secs, &levels));
-    let wall = started.elapsed().as_secs_f64();
-    sampling.store(false, Ordering::Relaxed);
-    let (samples, waits) = sampler.join().unwrap();
-    let cpu_after: (f64, f64, f64) =
-        (cpu_secs(one.child.id()) + cpu_secs(two.child.id()), pg_pids.iter().map(|p| cpu_secs(*p)).sum(), cpu_secs(std::process::id()));
+    let (two_best, two_where) = sampled(&db.superuser_url, &[one.child.id(), two.child.id()], || {
+        rt.block_on(measure("PostgreSQL, 2 replicas", &addrs, &token, secs, &levels))
+    });
 
     println!();
     println!("best: SQLite {sqlite_best:.0}/s; PostgreSQL 1 replica {one_best:.0}/s; 2 replicas {two_best:.0}/s");
-    println!();
-    println!("While the two replicas were loaded ({wall:.1} s of wall time, {cpus} CPUs = {:.1} CPU-seconds available):", wall * cpus as f64);
-    println!("  CPU seconds: replicas {:.1}, PostgreSQL {:.1}, load generator {:.1}", cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1, cpu_after.2 - cpu_before.2);
-    println!("  active server-role backends per sample ({samples} samples, every 10 ms), by what they were doing:");
-    let mut sorted: Vec<_> = waits.into_iter().collect();
-    sorted.sort_by(|a, b| b.1.cmp(&a.1));
-    for (what, n) in sorted.iter().take(8) {
-        println!("    {what:<40} {:.2}", *n as f64 / samples.max(1) as f64);
+    for (label, w) in [("one replica", one_where), ("two replicas", two_where)] {
+        println!();
+        println!(
+            "While {label} {} loaded ({:.1} s of wall time, {cpus} CPUs = {:.1} CPU-seconds available):",
+            if label == "one replica" { "was" } else { "were" },
+            w.wall,
+            w.wall * cpus as f64
+        );
+        println!("  CPU seconds: replicas {:.1}, PostgreSQL {:.1}, load generator {:.1}", w.replicas, w.postgres, w.load);
+        println!("  the replicas' database connections, on average over {} samples (every 10 ms), by what they were doing:", w.samples);
+        for (what, n) in w.waits.iter().filter(|(w, _)| w != "idle").take(6) {
+            println!("    {what:<40} {:.2}", *n as f64 / w.samples.max(1) as f64);
+        }
     }
     drop(two);
     drop(one);

@@ -66,4 +66,3 @@ pub fn request(method: &str, host: &str, path: &str, token: Option<&str>, body: 
     )
     .into_bytes()
 }
-

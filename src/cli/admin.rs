@@ -196,8 +196,13 @@ fn init(args: InitArgs) -> u8 {
             }
             println!("  curl -s http://127.0.0.1:8750/v1/sessions -d '{{\"email\":\"{}\",\"password\":\"…\"}}'", member.email);
             println!();
-            println!("Back up {dir}: it holds the database and the keys. For production, move master.key out of it");
-            println!("(see docs/OPERATIONS.md): the key that seals connector secrets should not sit beside them.");
+            if args.database_url.is_some() {
+                println!("Back up {dir}: it holds the master key, which every replica needs; back the database up with");
+                println!("PostgreSQL's tools (see docs/OPERATIONS.md).");
+            } else {
+                println!("Back up {dir}: it holds the database and the keys. For production, move master.key out of it");
+                println!("(see docs/OPERATIONS.md): the key that seals connector secrets should not sit beside them.");
+            }
             exit::OK
         }
         Err(e) => fail(exit::FAILURE, e),

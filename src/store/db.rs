@@ -88,6 +88,12 @@ impl From<DbError> for crate::error::Error {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Constraint(m) => crate::error::Error::conflict("conflict", format!("the change conflicts with existing data ({m})")),
+            DbError::Busy(m) => {
+                // Usually a job that lost a lock race and will run again (see store::engine);
+                // only a job that kept losing is answered with this.
+                tracing::debug!(error = %m, "store busy");
+                crate::error::Error::unavailable("store_busy", "the store was too busy to take this change; nothing was changed; try again")
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 crate::error::Error::unavailable(
@@ -210,6 +216,16 @@ impl Dialect {
         match self {
             Dialect::Sqlite => None,
             Dialect::Postgres => Some("SET LOCAL lock_timeout = '20ms'"),
+        }
+    }
+
+    /// Lifts [`Dialect::limit_lock_waits`] for the end of a batch: the shared epoch's row is
+    /// locked by another replica only while it commits, and a batch that got this far must
+    /// not fail for waiting on it.
+    pub const fn unlimit_lock_waits(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some("SET LOCAL lock_timeout = 0"),
         }
     }
 

@@ -601,7 +601,11 @@ fn run_batch(
         && config_changed
         && let Some(sql) = dialect.bump_epoch()
     {
-        match conn.execute(sql, &[]) {
+        let lifted = match dialect.unlimit_lock_waits().filter(|_| holding) {
+            Some(unlimit) => conn.batch(unlimit),
+            None => Ok(()),
+        };
+        match lifted.and_then(|_| conn.execute(sql, &[])) {
             Ok(1) => {}
             Ok(_) => failed = Some(DbError::Unavailable("the configuration epoch row is missing".into())),
             Err(e) => failed = Some(e),

@@ -250,6 +250,11 @@ impl PgConn {
     }
 
     fn statement(&mut self, sql: &str, params: &[Value]) -> Result<Statement, DbError> {
+        if !self.in_tx {
+            // Outside a transaction (a single-statement read) a lost connection can be
+            // replaced here as safely as at BEGIN.
+            self.revive()?;
+        }
         let mut key = String::with_capacity(sql.len() + params.len() + 1);
         key.extend(params.iter().map(type_key));
         key.push('|');

@@ -78,6 +78,7 @@ impl Cluster {
     /// A cluster of its own with PostgreSQL's durable defaults (fsync, synchronous
     /// commit, full-page writes), for the benchmark; stopped and removed when dropped (or
     /// when the process ends).
+    #[allow(dead_code)] // benches/replicas.rs
     pub fn start_durable() -> Cluster {
         Cluster::start(true)
     }
