@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod checkpoints;
 pub mod connectors;
 pub mod error;
 pub mod extract;
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub sign_in_window: Duration,
     /// How often a quiet audit stream sends a heartbeat comment.
     pub stream_heartbeat: Duration,
+    /// How often each workspace's audit chain head is signed (only when it has moved).
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +51,7 @@ impl Default for ServerConfig {
             sign_in_per_address: 20,
             sign_in_window: Duration::from_secs(15 * 60),
             stream_heartbeat: stream::HEARTBEAT,
+            checkpoint_interval: checkpoints::INTERVAL,
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct Inner {
     pub gate_cache: cache::EpochCache<(WorkspaceId, String), crate::store::GateContext>,
     /// Committed audit events, fanned out to live streams.
     pub hub: stream::Hub,
+    /// Signs audit checkpoints.
+    pub signer: Arc<crate::checkpoint::Signer>,
 }
 
 impl std::ops::Deref for AppState {
@@ -89,7 +95,20 @@ impl std::ops::Deref for AppState {
 const TOUCH_INTERVAL: chrono::Duration = chrono::Duration::seconds(60);
 
 impl AppState {
+    /// A state whose checkpoints are signed by a key that lives only in memory (tests,
+    /// embedders). `countersign serve` uses [`AppState::with_signer`] and the data
+    /// directory's key.
     pub fn new(store: Arc<dyn Store>, clock: Clock, config: ServerConfig, keys: MasterKeys) -> Self {
+        Self::with_signer(store, clock, config, keys, crate::checkpoint::Signer::ephemeral())
+    }
+
+    pub fn with_signer(
+        store: Arc<dyn Store>,
+        clock: Clock,
+        config: ServerConfig,
+        keys: MasterKeys,
+        signer: crate::checkpoint::Signer,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
@@ -110,6 +129,7 @@ impl AppState {
             http,
             auth_cache: cache::EpochCache::new(10_000),
             gate_cache: cache::EpochCache::new(10_000),
+            signer: Arc::new(signer),
         }))
     }
 
@@ -202,7 +222,11 @@ pub async fn start(listener: TcpListener, state: AppState) -> std::io::Result<Ru
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let task =
         tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(async move { token.cancelled().await }).await });
-    let background = vec![tokio::spawn(prune_sign_in_failures(state.clone())), tokio::spawn(sweep_expired_approvals(state.clone()))];
+    let background = vec![
+        tokio::spawn(prune_sign_in_failures(state.clone())),
+        tokio::spawn(sweep_expired_approvals(state.clone())),
+        tokio::spawn(checkpoints::schedule(state.clone())),
+    ];
     Ok(Running { addr, state, task, background })
 }
 

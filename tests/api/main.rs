@@ -3,6 +3,7 @@
 mod support;
 
 mod connectors;
+mod export;
 mod gate;
 mod identity;
 mod stream;

@@ -76,7 +76,8 @@ impl TestServer {
             countersign::vault::generate_key_file(&key_file).expect("master key");
         }
         let keys = countersign::vault::MasterKeys::from_file(&key_file).expect("read master key");
-        let state = AppState::new(store.clone() as Arc<dyn Store>, clock.clone(), config.clone(), keys);
+        let (signer, _) = countersign::checkpoint::Signer::load_or_create(&dir.join("signing.key")).expect("signing key");
+        let state = AppState::with_signer(store.clone() as Arc<dyn Store>, clock.clone(), config.clone(), keys, signer);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let running = server::start(listener, state).await.expect("start server");
         let base = format!("http://{}", running.addr);
@@ -101,6 +102,11 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");
         }
+    }
+
+    /// The running server's state (its store, signer, configuration).
+    pub fn state(&self) -> &AppState {
+        &self.running.as_ref().expect("the server is running").state
     }
 
     pub fn db_path(&self) -> PathBuf {
