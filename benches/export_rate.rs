@@ -152,7 +152,9 @@ fn main() {
 
     println!("Audit export over HTTP on loopback (release build, {} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
     println!();
-    println!("| events in log | format | time (s) | events/s | MB/s | export size (MB) | server RSS before (MiB) | server peak RSS (VmHWM, MiB) |");
+    println!(
+        "| events in log | format | time (s) | events/s | MB/s | export size (MB) | server RSS before (MiB) | server peak RSS (VmHWM, MiB) |"
+    );
     println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     for size in [large / 4, large] {
         let t = Instant::now();

@@ -365,6 +365,8 @@ pub struct ApprovalDecision {
     /// The hash the decider was shown (always the pinned one: others are refused).
     pub payload_sha256: String,
     pub created_at: String,
+    /// The decider's e-mail, for display.
+    pub member_email: Option<String>,
 }
 
 /// An approval: a pinned request for one or two humans to say yes.
@@ -380,7 +382,11 @@ pub struct Approval {
     pub approvals: u8,
     pub decisions: Vec<ApprovalDecision>,
     pub requester_id: String,
+    /// The requester's e-mail, for display.
+    pub requester_email: Option<String>,
     pub agent_token_id: Option<String>,
+    /// The agent token's name, for display.
+    pub agent_name: Option<String>,
     pub payload_sha256: String,
     pub resource: Option<String>,
     pub reason: Option<String>,

@@ -96,7 +96,10 @@ impl Permission {
     /// Agents act; humans govern. Deciding approvals is the brief's hard line. Managing
     /// identity (members, roles, tokens), lifting a kill switch and transferring
     /// ownership are held back for the same reason: an agent that could do them could
-    /// undo the controls that constrain it.
+    /// undo the controls that constrain it. So are changing settings (the agent-write
+    /// control is a setting), tools (their policies) and the constitution (its rules):
+    /// with any of them an agent could switch off the gate that stands in its way. And
+    /// managing webhooks: a subscription sends the whole audit log to any URL.
     pub const fn grantable_to_agents(self) -> bool {
         !matches!(
             self,
@@ -107,6 +110,10 @@ impl Permission {
                 | Permission::TokensManage
                 | Permission::KillswitchLift
                 | Permission::OwnershipTransfer
+                | Permission::SettingsManage
+                | Permission::ToolsManage
+                | Permission::ConstitutionPublish
+                | Permission::WebhooksManage
         )
     }
 
@@ -238,6 +245,10 @@ mod tests {
     #[test]
     fn agents_can_never_decide() {
         assert!(!Permission::ApprovalsDecide.grantable_to_agents());
+        // Nor change the controls they work under.
+        assert!(!Permission::SettingsManage.grantable_to_agents());
+        assert!(!Permission::ToolsManage.grantable_to_agents());
+        assert!(!Permission::ConstitutionPublish.grantable_to_agents());
         assert!(Permission::ActionsSubmit.grantable_to_agents());
     }
 

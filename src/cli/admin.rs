@@ -206,8 +206,8 @@ fn list(data_dir: &Path) -> u8 {
 
 fn rotate(data_dir: &Path, new_key_file: &Path, old_key_file: Option<&Path>) -> u8 {
     use crate::model::Connector;
-    use crate::store::Tools;
-    use crate::vault::{MasterKeys, header_aad};
+    use crate::store::{Tools, Webhooks};
+    use crate::vault::{MasterKeys, header_aad, webhook_secret_aad};
     let old = match super::serve::load_keys(data_dir, old_key_file, None) {
         Ok(k) if k.is_configured() => k,
         Ok(_) => return fail(exit::FAILURE, "no current master key found to open the existing secrets with"),
@@ -223,10 +223,10 @@ fn rotate(data_dir: &Path, new_key_file: &Path, old_key_file: Option<&Path>) -> 
     }
     let both = new.clone().with_previous(old);
     let rt = super::runtime();
-    let outcome: Result<(usize, usize), String> = rt.block_on(async {
+    let outcome: Result<(usize, usize, usize), String> = rt.block_on(async {
         let store = SqlStore::open_sqlite(&db, Clock::system()).map_err(|e| e.message)?;
         let all = store.all_sealed_connectors().await.map_err(|e| e.message)?;
-        let (mut tools, mut values) = (0, 0);
+        let (mut tools, mut values, mut hooks) = (0, 0, 0);
         for (ws, tool, connector) in all {
             let Connector::Http { url, headers, secret_headers: Some(secrets), timeout_ms } = connector else { continue };
             if secrets.is_empty() {
@@ -243,12 +243,25 @@ fn rotate(data_dir: &Path, new_key_file: &Path, old_key_file: Option<&Path>) -> 
             store.reseal_connector(&ws, &tool, c).await.map_err(|e| e.message)?;
             tools += 1;
         }
+        // Webhook signing secrets (and a rotated-out one still in its grace period).
+        for (ws, id, secret, previous) in store.all_sealed_webhook_secrets().await.map_err(|e| e.message)? {
+            let aad = webhook_secret_aad(ws.as_str(), &id);
+            let reseal = |sealed: &str| -> Result<String, String> {
+                let plain = both.open(sealed, &aad).map_err(|e| format!("webhook `{id}` secret: {e}"))?;
+                both.seal(&plain, &aad).map_err(|e| e.to_string())
+            };
+            let secret = reseal(&secret)?;
+            let previous = previous.as_deref().map(reseal).transpose()?;
+            store.reseal_webhook_secrets(&ws, &id, secret, previous).await.map_err(|e| e.message)?;
+            hooks += 1;
+        }
         store.engine().close();
-        Ok((tools, values))
+        Ok((tools, values, hooks))
     });
     match outcome {
-        Ok((tools, values)) => {
+        Ok((tools, values, hooks)) => {
             println!("Re-sealed {values} secret header value(s) of {tools} tool(s) under key {}.", new.current_id().unwrap_or("?"));
+            println!("Re-sealed the signing secrets of {hooks} webhook(s).");
             println!("Now make {} the server's master key and start the server.", new_key_file.display());
             exit::OK
         }

@@ -1,9 +1,12 @@
 //! The command line: one binary, subcommands, exit codes that mean something.
 
-mod admin;
+pub mod admin;
 mod audit;
+mod console;
+mod demo;
 mod hash;
-mod serve;
+mod login;
+pub mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,13 +42,26 @@ Docs: README.md and docs/ in the source tree.";
 for one or two humans, or is refused, and records every step in a tamper-evident audit log.",
     after_help = AFTER_HELP
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// With no command: open the console.
+    #[command(flatten)]
+    console: console::Args,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Open the console (also what `countersign` alone does).
+    Tui(console::Args),
+    /// The whole product in one command: a server, a seeded workspace, a simulated
+    /// agent, and the console signed in as an admin.
+    Demo(demo::Args),
+    /// Sign in to a server and store the session for the console.
+    Login(login::Args),
+    /// End the stored session, on the server and on this machine.
+    Logout,
     /// Run the server.
     Serve(serve::Args),
     /// Set up and administer a data directory (first workspace, owners).
@@ -56,6 +72,22 @@ enum Command {
     Audit(audit::Command),
     /// Print the RFC 8785 canonical form and SHA-256 of a JSON payload.
     Hash(hash::Args),
+    /// Where your settings, session and themes live, and what can be set.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print shell completions: `countersign completions bash > ~/.local/share/bash-completion/completions/countersign`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the configuration directory and the files in it.
+    Path,
+    /// Print the console's key commands, for rebinding in config.toml.
+    Keys,
 }
 
 /// Where a data directory keeps its database.
@@ -68,12 +100,47 @@ pub fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Serve(args) => serve::run(args),
-        Command::Admin(cmd) => admin::run(cmd),
-        Command::Audit(cmd) => audit::run(cmd),
-        Command::Hash(args) => hash::run(args),
+        None => console::run(cli.console),
+        Some(Command::Tui(args)) => console::run(args),
+        Some(Command::Demo(args)) => demo::run(args),
+        Some(Command::Login(args)) => login::run(args),
+        Some(Command::Logout) => login::logout(),
+        Some(Command::Serve(args)) => serve::run(args),
+        Some(Command::Admin(cmd)) => admin::run(cmd),
+        Some(Command::Audit(cmd)) => audit::run(cmd),
+        Some(Command::Hash(args)) => hash::run(args),
+        Some(Command::Config(ConfigCommand::Path)) => config_path(),
+        Some(Command::Config(ConfigCommand::Keys)) => {
+            for (name, default, what) in crate::console::keys::REBINDABLE {
+                println!("{name:<10} default {default:<8} {what}");
+            }
+            exit::OK
+        }
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "countersign", &mut std::io::stdout());
+            exit::OK
+        }
     };
     ExitCode::from(code)
+}
+
+fn config_path() -> u8 {
+    match crate::config::dir() {
+        Some(d) => {
+            println!("{}", d.display());
+            for (file, what) in [
+                ("config.toml", "settings: server, theme, bell, mouse, [keys]"),
+                ("session.json", "the stored session (mode 0600)"),
+                ("themes/", "your own themes, NAME.toml"),
+            ] {
+                let mark = if d.join(file.trim_end_matches('/')).exists() { "present" } else { "absent" };
+                println!("  {file:<13} {mark:<8} {what}");
+            }
+            exit::OK
+        }
+        None => fail(exit::FAILURE, "there is no configuration directory on this system; set COUNTERSIGN_CONFIG_DIR"),
+    }
 }
 
 /// Prints an error the way every command does: `countersign: <what>`, plus a hint.

@@ -70,6 +70,15 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         }
         Err(e) => {
             let inner = e.inner();
+            // Judge the whole text before its shape: serde stops at the first wrongly
+            // shaped value, and that must not hide a body that is not JSON at all
+            // (`{} {}`, or a body cut short after a wrongly typed field): that is a 400
+            // `malformed_json`, not a 422 about one field.
+            if inner.is_data()
+                && let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            {
+                return Err(json_error(canonical::check_json_text(bytes).err().unwrap_or_else(|| JsonError::from_serde(&syntax))));
+            }
             if inner.is_data() {
                 // Prefer our own number message if that is what went wrong.
                 if let Err(j) = canonical::check_json_text(bytes) {

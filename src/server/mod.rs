@@ -10,6 +10,7 @@ pub mod extract;
 pub mod openapi;
 pub mod routes;
 pub mod stream;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,6 +40,11 @@ pub struct ServerConfig {
     pub sign_in_window: Duration,
     /// How often a quiet audit stream sends a heartbeat comment.
     pub stream_heartbeat: Duration,
+    /// How often the webhook worker looks for deliveries coming due (it is also woken
+    /// when deliveries are queued).
+    pub webhook_poll_interval: Duration,
+    /// How long a webhook receiver has to answer.
+    pub webhook_timeout: Duration,
     /// How often each workspace's audit chain head is signed (only when it has moved).
     pub checkpoint_interval: Duration,
 }
@@ -51,6 +57,8 @@ impl Default for ServerConfig {
             sign_in_per_address: 20,
             sign_in_window: Duration::from_secs(15 * 60),
             stream_heartbeat: stream::HEARTBEAT,
+            webhook_poll_interval: webhooks::POLL_INTERVAL,
+            webhook_timeout: webhooks::TIMEOUT,
             checkpoint_interval: checkpoints::INTERVAL,
         }
     }
@@ -80,6 +88,8 @@ pub struct Inner {
     pub gate_cache: cache::EpochCache<(WorkspaceId, String), crate::store::GateContext>,
     /// Committed audit events, fanned out to live streams.
     pub hub: stream::Hub,
+    /// Wakes the webhook worker when deliveries are queued.
+    pub webhook_wake: Arc<tokio::sync::Notify>,
     /// Signs audit checkpoints.
     pub signer: Arc<crate::checkpoint::Signer>,
 }
@@ -117,6 +127,9 @@ impl AppState {
         let hub = stream::Hub::default();
         let publisher = hub.clone();
         store.on_commit(Arc::new(move |events| publisher.publish(events)));
+        let webhook_wake = Arc::new(tokio::sync::Notify::new());
+        let waker = webhook_wake.clone();
+        store.on_deliveries_queued(Arc::new(move || waker.notify_one()));
         AppState(Arc::new(Inner {
             hub,
             store,
@@ -129,6 +142,7 @@ impl AppState {
             http,
             auth_cache: cache::EpochCache::new(10_000),
             gate_cache: cache::EpochCache::new(10_000),
+            webhook_wake,
             signer: Arc::new(signer),
         }))
     }
@@ -143,6 +157,10 @@ impl AppState {
             let mut touches = self.token_touches.lock().expect("touch lock");
             if touches.get(token_id).is_some_and(|t| !stale(*t)) {
                 return;
+            }
+            // Bound the map: entries older than the interval no longer throttle anything.
+            if touches.len() >= 10_000 {
+                touches.retain(|_, t| !stale(*t));
             }
             touches.insert(token_id.to_string(), now);
         }
@@ -225,6 +243,7 @@ pub async fn start(listener: TcpListener, state: AppState) -> std::io::Result<Ru
     let background = vec![
         tokio::spawn(prune_sign_in_failures(state.clone())),
         tokio::spawn(sweep_expired_approvals(state.clone())),
+        tokio::spawn(webhooks::run(state.clone())),
         tokio::spawn(checkpoints::schedule(state.clone())),
     ];
     Ok(Running { addr, state, task, background })

@@ -161,7 +161,10 @@ fn read_action(conn: &mut dyn Conn, ws: &str, id: &str) -> Result<Action> {
 }
 
 pub(super) const APPROVAL_COLS: &str = "a.id, a.action_id, a.tool, a.state, a.policy, a.required, a.requester_id, a.payload_sha256, \
-     a.created_at, a.expires_at, a.decided_at, a.consumed_at, x.agent_token_id, x.resource, x.reason, x.confidence";
+     a.created_at, a.expires_at, a.decided_at, a.consumed_at, x.agent_token_id, x.resource, x.reason, x.confidence, m.email, t.name";
+/// Approvals with their action, the requester's e-mail and the agent token's name.
+pub(super) const APPROVAL_FROM: &str = "approvals a JOIN actions x ON x.id = a.action_id JOIN members m ON m.id = a.requester_id \
+     LEFT JOIN tokens t ON t.id = x.agent_token_id";
 
 pub(super) fn approval_from_row(r: &Row, decisions: Vec<ApprovalDecision>) -> Result<Approval, DbError> {
     let bad = |c, what: &str| DbError::Decode { column: c, message: format!("unknown {what}") };
@@ -185,6 +188,8 @@ pub(super) fn approval_from_row(r: &Row, decisions: Vec<ApprovalDecision>) -> Re
         resource: r.opt_text(13)?,
         reason: r.opt_text(14)?,
         confidence: r.opt_real(15)?,
+        requester_email: r.opt_text(16)?,
+        agent_name: r.opt_text(17)?,
         payload: None,
         current: None,
         decision: None,
@@ -193,8 +198,8 @@ pub(super) fn approval_from_row(r: &Row, decisions: Vec<ApprovalDecision>) -> Re
 
 fn read_decisions(conn: &mut dyn Conn, ws: &str, approval_id: &str) -> Result<Vec<ApprovalDecision>, DbError> {
     let rows = conn.query(
-        "SELECT member_id, decision, reason, payload_sha256, created_at FROM approval_decisions \
-         WHERE workspace_id = $1 AND approval_id = $2 ORDER BY created_at, member_id",
+        "SELECT d.member_id, d.decision, d.reason, d.payload_sha256, d.created_at, m.email FROM approval_decisions d \
+         LEFT JOIN members m ON m.id = d.member_id WHERE d.workspace_id = $1 AND d.approval_id = $2 ORDER BY d.created_at, d.member_id",
         params![ws, approval_id],
     )?;
     rows.iter()
@@ -205,15 +210,14 @@ fn read_decisions(conn: &mut dyn Conn, ws: &str, approval_id: &str) -> Result<Ve
                 reason: r.opt_text(2)?,
                 payload_sha256: r.text(3)?,
                 created_at: r.text(4)?,
+                member_email: r.opt_text(5)?,
             })
         })
         .collect()
 }
 
 fn read_approval(conn: &mut dyn Conn, ws: &str, id: &str, for_update: &str) -> Result<Approval> {
-    let sql = format!(
-        "SELECT {APPROVAL_COLS} FROM approvals a JOIN actions x ON x.id = a.action_id WHERE a.workspace_id = $1 AND a.id = $2{for_update}"
-    );
+    let sql = format!("SELECT {APPROVAL_COLS} FROM {APPROVAL_FROM} WHERE a.workspace_id = $1 AND a.id = $2{for_update}");
     let row = conn.query_opt(&sql, params![ws, id])?.ok_or_else(|| Error::not_found("approval", id))?;
     let decisions = read_decisions(conn, ws, id)?;
     Ok(approval_from_row(&row, decisions)?)
@@ -568,8 +572,8 @@ impl Actions for SqlStore {
                 let Some(approval_id) = action.approval_id.clone() else {
                     return Err(Error::conflict("no_approval", "this action did not need an approval; it was decided when it was submitted"));
                 };
-                let lock = tx.dialect().for_update();
-                let stored = read_approval(&mut *tx, w, &approval_id, lock)?;
+                let lock = tx.dialect().for_update_of("a");
+                let stored = read_approval(&mut *tx, w, &approval_id, &lock)?;
                 let mut m = machine(&stored)?;
                 let now = tx.now();
                 let refuse = |tx: &mut WriteTx<'_>, code: &'static str, message: String, kind: Kind| -> Result<Result<Action, Error>> {
@@ -665,11 +669,11 @@ impl Approvals for SqlStore {
                 // sweeper records its expiry.
                 let sql = match state {
                     State::Pending => format!(
-                        "SELECT {APPROVAL_COLS} FROM approvals a JOIN actions x ON x.id = a.action_id \
+                        "SELECT {APPROVAL_COLS} FROM {APPROVAL_FROM} \
                          WHERE a.workspace_id = $1 AND a.state = $2 AND a.expires_at > $3 ORDER BY a.expires_at, a.id LIMIT $4"
                     ),
                     _ => format!(
-                        "SELECT {APPROVAL_COLS} FROM approvals a JOIN actions x ON x.id = a.action_id \
+                        "SELECT {APPROVAL_COLS} FROM {APPROVAL_FROM} \
                          WHERE a.workspace_id = $1 AND a.state = $2 AND ($3 IS NOT NULL) ORDER BY a.id DESC LIMIT $4"
                     ),
                 };
@@ -706,8 +710,8 @@ impl Approvals for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                let lock = tx.dialect().for_update();
-                let stored = read_approval(&mut *tx, w, &req.approval_id, lock)?;
+                let lock = tx.dialect().for_update_of("a");
+                let stored = read_approval(&mut *tx, w, &req.approval_id, &lock)?;
                 let mut m = machine(&stored)?;
                 let now = tx.now();
                 match m.decide(&req.member_id, req.verdict, &req.payload_sha256, now) {
@@ -783,8 +787,8 @@ impl Approvals for SqlStore {
                 for row in &due {
                     let (w, id) = (row.text(0)?, row.text(1)?);
                     tx.set_workspace(&w)?;
-                    let lock = tx.dialect().for_update();
-                    let a = read_approval(&mut *tx, &w, &id, lock)?;
+                    let lock = tx.dialect().for_update_of("a");
+                    let a = read_approval(&mut *tx, &w, &id, &lock)?;
                     record_expiry(tx, &w, &a, Actor::system("approval-sweeper"), Via::System)?;
                     count += 1;
                 }

@@ -193,6 +193,15 @@ impl Dialect {
             Dialect::Postgres => " FOR UPDATE",
         }
     }
+
+    /// As [`Dialect::for_update`], locking only the rows of the table aliased `alias`
+    /// (PostgreSQL cannot lock the nullable side of an outer join).
+    pub fn for_update_of(self, alias: &str) -> String {
+        match self {
+            Dialect::Sqlite => String::new(),
+            Dialect::Postgres => format!(" FOR UPDATE OF {alias}"),
+        }
+    }
 }
 
 impl fmt::Display for Dialect {

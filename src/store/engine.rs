@@ -23,6 +23,7 @@ use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
 use super::db::{Conn, Connector, DbError, Dialect, Row, Value};
+use super::webhooks::{self, Subscriptions};
 use crate::audit::{AuditEvent, EventDraft, GENESIS_HASH};
 use crate::clock::{Clock, format_ts};
 use crate::error::{Error, Result};
@@ -33,6 +34,9 @@ pub const MAX_BATCH: usize = 512;
 
 /// Called with the events of each committed batch, in chain order.
 pub type CommitHook = Arc<dyn Fn(&[AuditEvent]) + Send + Sync>;
+
+/// Called after a committed write queued webhook deliveries (the delivery worker's wake-up).
+pub type DeliveryHook = Arc<dyn Fn() + Send + Sync>;
 
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
 type WriteFn = Box<dyn FnOnce(&mut WriteTx<'_>) -> (bool, Reply) + Send>;
@@ -55,6 +59,7 @@ pub struct Engine {
     reader_count: usize,
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     hook: Arc<std::sync::RwLock<Option<CommitHook>>>,
+    delivery_hook: Arc<std::sync::RwLock<Option<DeliveryHook>>>,
     dialect: Dialect,
     /// Moves on every committed change to identity or configuration (see
     /// [`WriteTx::config_changed`]), so callers can cache what those determine.
@@ -68,6 +73,7 @@ impl Engine {
         let (wtx, wrx) = crossbeam_channel::unbounded();
         let (rtx, rrx) = crossbeam_channel::unbounded();
         let hook: Arc<std::sync::RwLock<Option<CommitHook>>> = Arc::default();
+        let delivery_hook: Arc<std::sync::RwLock<Option<DeliveryHook>>> = Arc::default();
         let epoch = Arc::new(AtomicU64::new(1));
         let mut threads = Vec::new();
         {
@@ -96,6 +102,7 @@ impl Engine {
             reader_count,
             threads: std::sync::Mutex::new(threads),
             hook,
+            delivery_hook,
             dialect: connector.dialect(),
             epoch,
         })
@@ -116,6 +123,11 @@ impl Engine {
         *self.hook.write().expect("hook lock") = Some(hook);
     }
 
+    /// Sets the function told when a committed write queued webhook deliveries.
+    pub fn set_delivery_hook(&self, hook: DeliveryHook) {
+        *self.delivery_hook.write().expect("hook lock") = Some(hook);
+    }
+
     /// Runs `f` in the next write batch and answers once that batch is durable.
     ///
     /// If `f` returns an error, its savepoint is rolled back (nothing it did remains) and
@@ -127,10 +139,18 @@ impl Engine {
         F: FnOnce(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T>>();
+        let delivery_hook = self.delivery_hook.clone();
         let job: WriteFn = Box::new(move |wtx: &mut WriteTx<'_>| {
             let outcome = f(wtx);
             let ok = outcome.is_ok();
+            let queued = ok && wtx.deliveries_queued;
             let reply: Reply = Box::new(move |committed: Result<()>| {
+                if queued
+                    && committed.is_ok()
+                    && let Some(hook) = delivery_hook.read().expect("hook lock").as_ref()
+                {
+                    hook();
+                }
                 let _ = tx.send(committed.and(outcome));
             });
             (ok, reply)
@@ -190,6 +210,12 @@ pub struct WriteTx<'a> {
     job_events: Vec<AuditEvent>,
     /// Whether this job changed identity or configuration.
     config_changed: bool,
+    /// Enabled webhook subscriptions per workspace, read at most once per batch: as of
+    /// the last released savepoint, and as read by the job now running.
+    subscriptions: HashMap<String, Subscriptions>,
+    job_subscriptions: HashMap<String, Subscriptions>,
+    /// Whether this job queued webhook deliveries.
+    deliveries_queued: bool,
 }
 
 impl<'a> WriteTx<'a> {
@@ -207,6 +233,20 @@ impl<'a> WriteTx<'a> {
     /// constitution): once it commits, every cache of those is stale.
     pub fn config_changed(&mut self) {
         self.config_changed = true;
+    }
+
+    /// Says this job changed a workspace's webhook subscriptions, so that events appended
+    /// after it (in this batch) are matched against the subscriptions as they now are.
+    /// Every write to the `webhooks` table must call it.
+    pub fn webhooks_changed(&mut self, workspace_id: &str) {
+        self.subscriptions.remove(workspace_id);
+        self.job_subscriptions.remove(workspace_id);
+    }
+
+    /// Says this job made webhook deliveries due, so the delivery worker is woken once it
+    /// commits. ([`WriteTx::append`] says so itself when it queues deliveries.)
+    pub fn deliveries_queued(&mut self) {
+        self.deliveries_queued = true;
     }
 
     /// Appends an event to a workspace's chain, in this transaction: it is durable
@@ -244,6 +284,18 @@ impl<'a> WriteTx<'a> {
             ],
         )?;
         self.job_heads.insert(workspace_id.to_string(), (event.seq, event.hash.clone()));
+        // The outbox, in the same transaction: a delivery exists exactly when its event does.
+        let subscriptions = match self.job_subscriptions.get(workspace_id).or_else(|| self.subscriptions.get(workspace_id)) {
+            Some(s) => s.clone(),
+            None => {
+                let s = webhooks::enabled_subscriptions(&mut *self.conn, workspace_id)?;
+                self.job_subscriptions.insert(workspace_id.to_string(), s.clone());
+                s
+            }
+        };
+        if !subscriptions.is_empty() && webhooks::queue_deliveries(&mut *self.conn, &event, &subscriptions, &event.ts)? > 0 {
+            self.deliveries_queued = true;
+        }
         self.job_events.push(event.clone());
         Ok(event)
     }
@@ -326,6 +378,7 @@ fn run_batch(
     let mut events = Vec::new();
     let mut failed: Option<DbError> = None;
     let mut config_changed = false;
+    let mut subscriptions = HashMap::new();
     for job in batch {
         if failed.is_some() {
             // The transaction is already lost; the rest are dropped unrun (see above).
@@ -345,11 +398,17 @@ fn run_batch(
             events: std::mem::take(&mut events),
             job_events: Vec::new(),
             config_changed: false,
+            subscriptions: std::mem::take(&mut subscriptions),
+            job_subscriptions: HashMap::new(),
+            deliveries_queued: false,
         };
         let (ok, reply) = job(&mut tx);
-        let WriteTx { heads: h, job_heads, events: ev, job_events, config_changed: changed, .. } = tx;
+        let WriteTx {
+            heads: h, job_heads, events: ev, job_events, config_changed: changed, subscriptions: subs, job_subscriptions, ..
+        } = tx;
         heads = h;
         events = ev;
+        subscriptions = subs;
         let end = if ok {
             conn.batch("RELEASE SAVEPOINT job")
         } else {
@@ -360,6 +419,7 @@ fn run_batch(
                 heads.extend(job_heads);
                 events.extend(job_events);
                 config_changed |= changed;
+                subscriptions.extend(job_subscriptions);
             }
             Ok(()) => {}
             Err(e) => failed = Some(e),

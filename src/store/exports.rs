@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use super::actions::{APPROVAL_COLS, approval_from_row};
+use super::actions::{APPROVAL_COLS, APPROVAL_FROM, approval_from_row};
 use super::db::DbError;
 use super::{SqlStore, WorkspaceId};
 use crate::approval::Verdict;
@@ -36,7 +36,7 @@ impl DataExports for SqlStore {
                 conn.set_workspace(w)?;
                 let rows = conn.query(
                     &format!(
-                        "SELECT {APPROVAL_COLS} FROM approvals a JOIN actions x ON x.id = a.action_id \
+                        "SELECT {APPROVAL_COLS} FROM {APPROVAL_FROM} \
                          WHERE a.workspace_id = $1 AND a.id > $2 ORDER BY a.id LIMIT $3"
                     ),
                     params![w, after.as_str(), limit],
@@ -45,8 +45,10 @@ impl DataExports for SqlStore {
                 // The page's decisions in one query over the same id range.
                 let (first, last) = (first.text(0)?, last.text(0)?);
                 let decided = conn.query(
-                    "SELECT approval_id, member_id, decision, reason, payload_sha256, created_at FROM approval_decisions \
-                     WHERE workspace_id = $1 AND approval_id >= $2 AND approval_id <= $3 ORDER BY approval_id, created_at, member_id",
+                    "SELECT d.approval_id, d.member_id, d.decision, d.reason, d.payload_sha256, d.created_at, m.email \
+                     FROM approval_decisions d LEFT JOIN members m ON m.id = d.member_id \
+                     WHERE d.workspace_id = $1 AND d.approval_id >= $2 AND d.approval_id <= $3 \
+                     ORDER BY d.approval_id, d.created_at, d.member_id",
                     params![w, first.as_str(), last.as_str()],
                 )?;
                 let mut decisions: HashMap<String, Vec<ApprovalDecision>> = HashMap::new();
@@ -57,6 +59,7 @@ impl DataExports for SqlStore {
                         reason: r.opt_text(3)?,
                         payload_sha256: r.text(4)?,
                         created_at: r.text(5)?,
+                        member_email: r.opt_text(6)?,
                     });
                 }
                 let page = rows

@@ -243,6 +243,19 @@ fn insert_member(tx: &mut WriteTx<'_>, ws: &str, by: &Origin, new: NewMember) ->
     Ok(member)
 }
 
+/// Refuses to make a credential for a member who is not active. Checked inside the write,
+/// not only when the request was authenticated: a request authorised a moment before its
+/// member was deactivated must not leave a session or token behind that would come back
+/// to life on reactivation.
+fn ensure_active(tx: &mut WriteTx<'_>, ws: &str, member_id: &str) -> Result<()> {
+    let sql = format!("SELECT status FROM members WHERE workspace_id = $1 AND id = $2{}", tx.dialect().for_update());
+    let row = tx.query_opt(&sql, params![ws, member_id])?.ok_or_else(|| Error::not_found("member", member_id))?;
+    if row.text(0)? != MemberStatus::Active.as_str() {
+        return Err(Error::unauthenticated("member_deactivated", "the member this credential would belong to has been deactivated"));
+    }
+    Ok(())
+}
+
 /// Revokes every live session and token of a member; returns how many of each.
 fn revoke_credentials(tx: &mut WriteTx<'_>, ws: &str, member_id: &str) -> Result<(u64, u64)> {
     let now = tx.now_ts();
@@ -718,12 +731,12 @@ pub trait Sessions {
     async fn revoke_session(&self, ws: &WorkspaceId, by: &Origin, session_id: &str) -> Result<()>;
     /// Finds the session a secret's hash belongs to, in whatever workspace.
     async fn lookup_session(&self, secret_hash: &str) -> Result<Option<AuthSubject>>;
-    /// Records a failed sign-in under each rate-limit key, and on the audit log of the
-    /// workspace whose account it was, when there was one.
+    /// Records a failed sign-in under each rate-limit key, and on the audit log of each
+    /// workspace whose account was tried (an e-mail may have accounts in several).
     async fn record_sign_in_failure(
         &self,
         keys: Vec<String>,
-        account: Option<(WorkspaceId, String)>,
+        accounts: Vec<(WorkspaceId, String)>,
         email: &str,
         address: &str,
         reason: &'static str,
@@ -820,6 +833,7 @@ impl Sessions for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
+                ensure_active(tx, w, &member_id)?;
                 let id = new_id(IdKind::Session);
                 let now = tx.now_ts();
                 tx.execute(
@@ -876,7 +890,7 @@ impl Sessions for SqlStore {
     async fn record_sign_in_failure(
         &self,
         keys: Vec<String>,
-        account: Option<(WorkspaceId, String)>,
+        accounts: Vec<(WorkspaceId, String)>,
         email: &str,
         address: &str,
         reason: &'static str,
@@ -888,7 +902,7 @@ impl Sessions for SqlStore {
                 for key in &keys {
                     tx.execute("INSERT INTO auth_failures (key, at) VALUES ($1, $2)", params![key, &now])?;
                 }
-                if let Some((ws, member_id)) = account {
+                for (ws, member_id) in accounts {
                     tx.set_workspace(ws.as_str())?;
                     tx.append(
                         ws.as_str(),
@@ -945,6 +959,7 @@ impl Tokens for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
+                ensure_active(tx, w, &new.owner_id)?;
                 let id = new_id(IdKind::Token);
                 let now = tx.now_ts();
                 tx.execute(

@@ -21,6 +21,7 @@ mod checkpoints;
 mod exports;
 mod gate;
 mod identity;
+mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use identity::{
     AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewSession, NewToken, RoleChange, Roles, Sessions, SettingsChange,
     SignInAccount, Tokens, Workspaces,
 };
+pub use webhooks::{AttemptResult, ClaimedDelivery, DeliveryJob, MAX_DELIVERY_PAGE, MAX_WEBHOOKS, NewWebhook, WebhookChange, Webhooks};
 
 use crate::audit::{Actor, Via};
 use crate::clock::Clock;
@@ -88,6 +90,7 @@ pub trait Store:
     + KillSwitchStore
     + Actions
     + Approvals
+    + Webhooks
     + Checkpoints
     + DataExports
     + Send

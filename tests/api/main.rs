@@ -2,8 +2,20 @@
 
 mod support;
 
+mod audit;
+mod bad_input;
+mod cli;
 mod connectors;
+mod console_e2e;
 mod export;
 mod gate;
 mod identity;
+mod isolation;
+mod members;
+mod meta;
+mod permissions;
+mod restart;
+mod sessions;
 mod stream;
+mod tokens;
+mod webhooks;

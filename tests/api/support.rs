@@ -26,6 +26,11 @@ pub fn password_hash() -> String {
     HASH.get_or_init(|| secrets::hash_password(PASSWORD)).clone()
 }
 
+thread_local! {
+    /// The address the next boot on this thread binds, for restarts on the same port.
+    static BIND_AT: std::cell::Cell<Option<std::net::SocketAddr>> = const { std::cell::Cell::new(None) };
+}
+
 /// A server under test.
 pub struct TestServer {
     pub dir: PathBuf,
@@ -78,7 +83,11 @@ impl TestServer {
         let keys = countersign::vault::MasterKeys::from_file(&key_file).expect("read master key");
         let (signer, _) = countersign::checkpoint::Signer::load_or_create(&dir.join("signing.key")).expect("signing key");
         let state = AppState::with_signer(store.clone() as Arc<dyn Store>, clock.clone(), config.clone(), keys, signer);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        // A restart takes the same port when it can, so clients can reconnect to it.
+        let listener = match BIND_AT.with(|b| b.take()) {
+            Some(addr) => tokio::net::TcpListener::bind(addr).await.expect("bind the previous port"),
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        };
         let running = server::start(listener, state).await.expect("start server");
         let base = format!("http://{}", running.addr);
         TestServer { dir: dir.to_path_buf(), _tmp: None, base, clock, config, store, running: Some(running) }
@@ -86,6 +95,18 @@ impl TestServer {
 
     /// Stops the server (finishing in-flight requests) and starts a new one on the same
     /// data directory, on a new port.
+    /// Like [`TestServer::restart`], on the same address: what a client that keeps its
+    /// server URL sees when a server goes away and comes back.
+    pub async fn restart_same_port(&mut self) {
+        let addr: std::net::SocketAddr = self.base.trim_start_matches("http://").parse().expect("base address");
+        self.stop().await;
+        BIND_AT.with(|b| b.set(Some(addr)));
+        let fresh = Self::boot(&self.dir.clone(), self.clock.clone(), self.config.clone()).await;
+        self.base = fresh.base.clone();
+        self.store = fresh.store.clone();
+        self.running = Some(fresh.into_running());
+    }
+
     pub async fn restart(&mut self) {
         self.stop().await;
         let fresh = Self::boot(&self.dir.clone(), self.clock.clone(), self.config.clone()).await;
@@ -158,7 +179,9 @@ impl Drop for TestServer {
     }
 }
 
-fn http() -> reqwest::Client {
+/// An HTTP client (with the TLS crypto provider reqwest needs installed once).
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().pool_max_idle_per_host(4).build().expect("http client")
 }
 
@@ -362,4 +385,115 @@ pub async fn submit(api: &Api, tool: &str, payload: Value) -> Resp {
 /// The event types of a workspace's log, in order.
 pub async fn event_types(api: &Api) -> Vec<String> {
     api.all_events().await.iter().map(|e| e["event_type"].as_str().unwrap().to_string()).collect()
+}
+
+impl Resp {
+    /// Asserts this is an error response with `status` and `code`, in exactly the one
+    /// error shape: `{"error": {"code", "message"}}` and nothing else.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "expected {status} {code}, got {}: {}", self.status, self.text);
+        assert_error_shape(self);
+        assert_eq!(self.code(), code, "wrong code: {}", self.text);
+    }
+
+    /// Asserts a success status, showing the body when it is not.
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) -> &Value {
+        assert_eq!(self.status, status, "expected {status}, got {}: {}", self.status, self.text);
+        &self.body
+    }
+}
+
+/// Asserts `r` is a JSON error body with exactly `error.code` and `error.message`, the
+/// code a stable snake_case word and the message non-empty, and never a 500.
+#[track_caller]
+pub fn assert_error_shape(r: &Resp) {
+    assert!(r.status >= 400, "not an error: {} {}", r.status, r.text);
+    assert_ne!(r.status, 500, "a 500: {}", r.text);
+    let ct = r.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(ct.starts_with("application/json"), "error content-type is {ct:?}: {}", r.text);
+    let top = r.body.as_object().unwrap_or_else(|| panic!("error body is not a JSON object: {:?}", r.text));
+    assert_eq!(top.keys().collect::<Vec<_>>(), ["error"], "error body has other keys: {}", r.text);
+    let inner = top["error"].as_object().unwrap_or_else(|| panic!("`error` is not an object: {}", r.text));
+    let mut keys: Vec<_> = inner.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["code", "message"], "error object keys: {}", r.text);
+    let code = inner["code"].as_str().expect("code is a string");
+    assert!(
+        !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "code {code:?} is not snake_case"
+    );
+    assert!(!inner["message"].as_str().expect("message is a string").trim().is_empty(), "empty message: {}", r.text);
+}
+
+impl TestServer {
+    /// Runs the real `countersign` binary with `args`, returning (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args(args)
+            .env_remove("COUNTERSIGN_DATA_DIR")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run the countersign binary");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `countersign audit verify --data-dir <this server's dir>`.
+    pub fn cli_verify(&self) -> (i32, String, String) {
+        let dir = self.dir.to_str().expect("utf-8 temp dir").to_string();
+        self.cli(&["audit", "verify", "--data-dir", &dir])
+    }
+
+    /// The SQLite file, opened directly (out of band, as an attacker with disk access would).
+    pub fn open_db(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(self.db_path()).expect("open the database file");
+        conn.busy_timeout(std::time::Duration::from_secs(10)).expect("busy timeout");
+        conn
+    }
+}
+
+impl Workspace {
+    /// Adds a member with a given e-mail and role (as the owner); does not sign them in.
+    pub async fn add_member(&self, email: &str, role: &str) -> String {
+        let r = self.owner.post("/v1/members", json!({"email": email, "password": PASSWORD, "role": role})).await;
+        assert_eq!(r.status, 201, "create {email} as {role}: {}", r.body);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+}
+
+impl Api {
+    /// The same credentials against another server address (after a restart).
+    pub fn at(&self, base: &str) -> Api {
+        Api { http: self.http.clone(), base: base.to_string(), token: self.token.clone() }
+    }
+
+    /// This client without credentials.
+    pub fn anon(&self) -> Api {
+        Api { http: self.http.clone(), base: self.base.clone(), token: None }
+    }
+
+    /// The event types of the caller's workspace log, in order.
+    pub async fn event_types(&self) -> Vec<String> {
+        self.all_events().await.iter().map(|e| e["event_type"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// GET /v1/audit/verify, asserting it answered.
+    pub async fn verify(&self) -> Value {
+        let r = self.get("/v1/audit/verify").await;
+        assert_eq!(r.status, 200, "verify: {}", r.text);
+        r.body
+    }
+}
+
+/// Changes one character of a bearer secret inside its random part, keeping its shape.
+pub fn typo(secret: &str) -> String {
+    let mut chars: Vec<char> = secret.chars().collect();
+    let i = 12;
+    chars[i] = if chars[i] == 'a' { 'b' } else { 'a' };
+    chars.into_iter().collect()
 }

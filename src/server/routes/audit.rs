@@ -24,6 +24,8 @@ pub struct PageQuery {
     pub after_seq: Option<i64>,
     /// How many, 1 to 1000 (default 100).
     pub limit: Option<i64>,
+    /// Instead of paging: the most recent N events (1 to 1000), oldest first.
+    pub tail: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -46,6 +48,19 @@ pub async fn list_events(
     caller: Auth<need::AuditRead>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<EventPage>> {
+    if let Some(n) = q.tail {
+        if q.after_seq.is_some() || q.limit.is_some() {
+            return Err(Error::bad_request("invalid_query", "tail cannot be combined with after_seq or limit"));
+        }
+        if !(1..=MAX_PAGE).contains(&n) {
+            return Err(Error::bad_request("invalid_query", format!("tail must be between 1 and {MAX_PAGE}")));
+        }
+        let (head, _) = state.store.audit_head(&caller.workspace).await?;
+        let after = (head - n).max(0);
+        let events = state.store.audit_page(&caller.workspace, after, n).await?;
+        let next_after_seq = events.last().map_or(after, |e| e.seq);
+        return Ok(Json(EventPage { events, next_after_seq, has_more: false }));
+    }
     let after = q.after_seq.unwrap_or(0);
     if after < 0 {
         return Err(Error::bad_request("invalid_query", "after_seq must be 0 or more"));

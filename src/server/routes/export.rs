@@ -404,7 +404,7 @@ fn tool_row(t: &Tool) -> String {
     ])
 }
 
-pub const APPROVAL_HEADER: [&str; 19] = [
+pub const APPROVAL_HEADER: [&str; 21] = [
     "id",
     "action_id",
     "tool",
@@ -414,7 +414,9 @@ pub const APPROVAL_HEADER: [&str; 19] = [
     "approvals",
     "decisions",
     "requester_id",
+    "requester_email",
     "agent_token_id",
+    "agent_name",
     "payload_sha256",
     "resource",
     "reason",
@@ -440,7 +442,9 @@ fn approval_row(a: &Approval) -> String {
         a.approvals.to_string(),
         decisions.join(" "),
         a.requester_id.clone(),
+        opt(&a.requester_email),
         opt(&a.agent_token_id),
+        opt(&a.agent_name),
         a.payload_sha256.clone(),
         opt(&a.resource),
         opt(&a.reason),

@@ -146,6 +146,20 @@ pub async fn update_member(
     if target.role == BuiltinRole::Owner.name() && !caller.can(crate::permissions::Permission::OwnershipTransfer) {
         return Err(Error::forbidden("owner_protected", "only the owner can change the owner's account"));
     }
+    // Nobody changes someone who holds powers they do not: a custom role with
+    // `members:manage` cannot demote or deactivate an admin.
+    let target_key = state.store.resolve_role(&caller.workspace, &target.role).await?.unwrap_or_default();
+    let target_perms: PermissionSet = match BuiltinRole::from_name(&target_key) {
+        Some(b) => b.permissions(),
+        None if target_key.is_empty() => PermissionSet::new(),
+        None => state.store.get_role(&caller.workspace, &target_key).await?.permissions.into_iter().collect(),
+    };
+    if let Some(p) = target_perms.iter().find(|p| !caller.can(**p)) {
+        return Err(Error::forbidden(
+            "member_outranks_you",
+            format!("{} holds `{p}`, which you do not; only someone who holds all their powers can change them", target.email),
+        ));
+    }
     let role = match &req.role {
         Some(r) => Some(assignable_role(&state, &caller, r).await?),
         None => None,

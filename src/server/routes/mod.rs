@@ -2,19 +2,20 @@
 //! signature (`Auth<need::…>`) and its contract in `#[utoipa::path]`, from which
 //! `GET /v1/openapi.json` is generated.
 
-mod actions;
-mod approvals;
-mod audit;
-mod checkpoints;
-mod export;
-mod health;
-mod killswitches;
-mod members;
-mod roles;
-mod sessions;
-mod tokens;
-mod tools;
-mod workspace;
+pub mod actions;
+pub mod approvals;
+pub mod audit;
+pub mod checkpoints;
+pub mod export;
+pub mod health;
+pub mod killswitches;
+pub mod members;
+pub mod roles;
+pub mod sessions;
+pub mod tokens;
+pub mod tools;
+pub mod webhooks;
+pub mod workspace;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -61,4 +62,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(approvals::list))
         .routes(routes!(approvals::get))
         .routes(routes!(approvals::decide))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::redeliver))
 }

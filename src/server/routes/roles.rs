@@ -25,7 +25,7 @@ pub struct RoleList {
     pub permissions: Vec<PermissionInfo>,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PermissionInfo {
     pub name: String,
     pub description: String,

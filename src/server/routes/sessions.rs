@@ -30,7 +30,7 @@ pub struct SignIn {
     pub client: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SignedIn {
     /// The session secret: send it as `Authorization: Bearer <token>`. Shown once.
     pub token: String,
@@ -41,7 +41,7 @@ pub struct SignedIn {
     pub permissions: Vec<String>,
 }
 
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WorkspaceRef {
     pub id: String,
     pub name: String,
@@ -98,11 +98,9 @@ pub async fn sign_in(
     let account = match matched.as_slice() {
         [one] => one.clone(),
         [] => {
-            // Audit the failure on the account's own log when the e-mail names one account.
-            let audited = match accounts.as_slice() {
-                [only] => Some((only.workspace_id.clone(), only.member_id.clone())),
-                _ => None,
-            };
+            // Audit the failure on the log of every account the password was tried
+            // against: with several, each was attacked, not just one.
+            let audited = accounts.iter().map(|a| (a.workspace_id.clone(), a.member_id.clone())).collect();
             state.store.record_sign_in_failure(vec![account_key.clone(), address_key], audited, &email, &address, "wrong_password").await?;
             return Err(Error::unauthenticated("invalid_credentials", "the e-mail or password is wrong"));
         }
@@ -115,6 +113,10 @@ pub async fn sign_in(
         }
     };
     if !account.active {
+        // The right password for a deactivated account is still a failed sign-in: counted
+        // against the limits and audited, since a former member trying is worth knowing.
+        let audited = vec![(account.workspace_id.clone(), account.member_id.clone())];
+        state.store.record_sign_in_failure(vec![account_key, address_key], audited, &email, &address, "member_deactivated").await?;
         return Err(Error::unauthenticated("member_deactivated", "this account has been deactivated; ask an admin of the workspace"));
     }
 
@@ -215,7 +217,7 @@ pub async fn sign_out(State(state): State<AppState>, caller: Auth<need::Authenti
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Me {
     pub workspace: WorkspaceRef,
     pub member: Member,

@@ -1,0 +1,115 @@
+//! The one vocabulary of things that happen to the console, and of what it asks for.
+//!
+//! Everything that changes the console's state arrives as an [`Action`]: a key, a paste,
+//! a resize, the clock, or a message from a network task. `App::update` turns actions into
+//! new state and [`Effect`]s; the runtime carries effects out (in tasks) and feeds their
+//! results back as actions. Drawing reads the state and nothing else.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crossterm::event::KeyEvent;
+
+use crate::approval::Verdict;
+use crate::audit::{AuditEvent, VerifyReport};
+use crate::client::ClientError;
+use crate::model::{Approval, KillSwitch, KillSwitches, Tool};
+use crate::server::routes::sessions::{Me, SignedIn};
+
+// Actions travel one at a time through a channel; their size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Action {
+    Key(KeyEvent),
+    Paste(String),
+    Resize(u16, u16),
+    /// The clock: TTL countdowns and retry timers move on it.
+    Tick(DateTime<Utc>),
+    Net(NetMsg),
+}
+
+/// Results from the network tasks.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum NetMsg {
+    Me(Result<Me, ClientError>),
+    Approvals(Result<Vec<Approval>, ClientError>),
+    Approval(Result<Approval, ClientError>),
+    Decided {
+        verdict: Verdict,
+        result: Result<Approval, ClientError>,
+    },
+    Tools(Result<Vec<Tool>, ClientError>),
+    Switches(Result<KillSwitches, ClientError>),
+    SwitchSet {
+        tool: Option<String>,
+        engaged: bool,
+        result: Result<KillSwitch, ClientError>,
+    },
+    Verified(Result<VerifyReport, ClientError>),
+    /// A page of events older than what the tail holds.
+    Older(Result<Vec<AuditEvent>, ClientError>),
+    Stream(StreamMsg),
+    SignedIn(Result<SignedIn, ClientError>),
+    /// Names for ids (members' e-mails, tokens' names), to show people rather than ids.
+    Names(Vec<(String, String)>),
+    Access(super::screens::access::AccessData),
+    /// A change to members, roles or tokens: what to say, and a secret to show once.
+    AccessDone(Result<(String, Option<(String, String)>), ClientError>),
+}
+
+/// What the live stream task reports.
+#[derive(Debug)]
+pub enum StreamMsg {
+    Connecting {
+        attempt: u32,
+    },
+    Connected,
+    Event(Box<AuditEvent>),
+    /// The connection dropped; the task retries after `retry_in`.
+    Down {
+        error: String,
+        attempt: u32,
+        retry_in: Duration,
+    },
+    /// The server no longer accepts the credential: sign in again.
+    Unauthorized(String),
+}
+
+/// What the console asks the runtime to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    FetchMe,
+    FetchApprovals,
+    FetchApproval(String),
+    Decide {
+        id: String,
+        verdict: Verdict,
+        payload_sha256: String,
+        reason: Option<String>,
+    },
+    FetchTools,
+    FetchNames,
+    FetchAccess,
+    Access(super::dialogs::AccessOp),
+    FetchSwitches,
+    SetSwitch {
+        tool: Option<String>,
+        engaged: bool,
+        reason: String,
+    },
+    Verify,
+    /// Events before `before_seq`, to page the tail backwards.
+    LoadOlder {
+        before_seq: i64,
+    },
+    SignIn {
+        email: String,
+        password: String,
+    },
+    /// The credential changed: the stream must reconnect with it.
+    NewCredential(String),
+    /// Ring the terminal bell.
+    Bell,
+    Quit,
+}

@@ -1,0 +1,61 @@
+//! Shows a new token's secret, once. It says so, offers to copy it to the terminal's
+//! clipboard (OSC 52, which works over SSH in most terminals), and closes only when asked.
+
+use crossterm::event::{KeyCode, KeyEvent};
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+
+use super::{Outcome, frame_box};
+use crate::console::theme::Theme;
+
+pub struct Secret {
+    pub title: String,
+    pub name: String,
+    pub secret: String,
+    pub copied: bool,
+}
+
+impl Secret {
+    pub fn on_key(&mut self, key: KeyEvent) -> Outcome {
+        match key.code {
+            KeyCode::Char('c') => {
+                self.copied = copy_osc52(&self.secret);
+                Outcome::Stay
+            }
+            KeyCode::Enter | KeyCode::Esc => Outcome::Close,
+            _ => Outcome::Stay,
+        }
+    }
+
+    pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme) {
+        let mut lines = vec![
+            Line::styled(format!("The secret of `{}`:", self.name), theme.base),
+            Line::default(),
+            Line::styled(self.secret.clone(), theme.accent),
+            Line::default(),
+            Line::styled("This is the only time it is shown. Countersign keeps only its hash: store it now.", theme.warn),
+            Line::default(),
+        ];
+        if self.copied {
+            lines.push(Line::styled("Copied to the terminal's clipboard.", theme.ok));
+        }
+        lines.push(Line::from(vec![
+            Span::styled("c", theme.key),
+            Span::styled(" copy to clipboard   ", theme.muted),
+            Span::styled("enter", theme.key),
+            Span::styled(" I have stored it", theme.muted),
+        ]));
+        let inner = frame_box(f, area, 72, lines.len() as u16 + 3, &self.title, theme, false);
+        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+    }
+}
+
+/// Puts text on the terminal's clipboard with an OSC 52 escape.
+fn copy_osc52(text: &str) -> bool {
+    use base64::Engine as _;
+    use std::io::Write;
+    let seq = format!("\x1b]52;c;{}\x07", base64::engine::general_purpose::STANDARD.encode(text));
+    std::io::stdout().write_all(seq.as_bytes()).and_then(|_| std::io::stdout().flush()).is_ok()
+}

@@ -1,0 +1,251 @@
+//! Every key binding, in one place: what each key means on each screen, and the help
+//! text the footer and the `?` overlay show for it.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::app::Screen;
+
+/// A key's meaning, independent of the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Quit,
+    Help,
+    Palette,
+    Filter,
+    Up,
+    Down,
+    Top,
+    Bottom,
+    PageDown,
+    PageUp,
+    Open,
+    Back,
+    Approve,
+    Deny,
+    Kill,
+    Lift,
+    PauseTail,
+    Verify,
+    Refresh,
+    Screen(Screen),
+    NextScreen,
+    PrevScreen,
+    TabLeft,
+    TabRight,
+    New,
+    Edit,
+    Remove,
+    Rotate,
+    Transfer,
+}
+
+/// The commands a user may rebind in config.toml: (name, default key, what it does).
+pub const REBINDABLE: &[(&str, &str, &str)] = &[
+    ("quit", "q", "quit"),
+    ("help", "?", "the help overlay"),
+    ("palette", ":", "the command palette"),
+    ("filter", "/", "filter the list"),
+    ("approve", "a", "approve the selected approval"),
+    ("deny", "d", "deny the selected approval"),
+    ("kill", "K", "the kill-switch dialog"),
+    ("pause", "space", "pause or follow the audit tail"),
+    ("verify", "v", "verify the audit chain"),
+    ("lift", "l", "lift the selected kill switch"),
+    ("refresh", "ctrl-r", "fetch everything again"),
+    ("new", "n", "add a member, role or token"),
+    ("edit", "e", "edit the selected member or role"),
+    ("remove", "x", "deactivate, delete or revoke"),
+    ("rotate", "r", "rotate the selected token"),
+    ("transfer", "O", "transfer ownership"),
+];
+
+fn by_name(name: &str) -> Option<Command> {
+    use Command::*;
+    Some(match name {
+        "quit" => Quit,
+        "help" => Help,
+        "palette" => Palette,
+        "filter" => Filter,
+        "approve" => Approve,
+        "deny" => Deny,
+        "kill" => Kill,
+        "pause" => PauseTail,
+        "verify" => Verify,
+        "lift" => Lift,
+        "refresh" => Refresh,
+        "new" => New,
+        "edit" => Edit,
+        "remove" => Remove,
+        "rotate" => Rotate,
+        "transfer" => Transfer,
+        _ => return None,
+    })
+}
+
+/// Parses `a`, `A`, `space`, `ctrl-x`, `f5`, `enter`, `esc`, `tab`.
+pub fn parse_key(s: &str) -> Option<(KeyCode, bool)> {
+    let (ctrl, rest) = match s.strip_prefix("ctrl-") {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let code = match rest {
+        "space" => KeyCode::Char(' '),
+        "enter" => KeyCode::Enter,
+        "esc" => KeyCode::Esc,
+        "tab" => KeyCode::Tab,
+        f if f.len() >= 2 && f.starts_with('f') && f[1..].parse::<u8>().is_ok() => KeyCode::F(f[1..].parse().ok()?),
+        c if c.chars().count() == 1 => KeyCode::Char(c.chars().next()?),
+        _ => return None,
+    };
+    Some((code, ctrl))
+}
+
+/// The user's rebindings: key → command, and the commands whose defaults they replace.
+#[derive(Default)]
+struct Overrides {
+    keys: Vec<((KeyCode, bool), Command)>,
+    replaced: Vec<Command>,
+}
+
+static OVERRIDES: std::sync::OnceLock<Overrides> = std::sync::OnceLock::new();
+
+/// Installs the rebindings from config.toml's `[keys]`, once, at start. Unknown command
+/// names or keys are errors, reported before the console opens.
+pub fn set_overrides(map: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    let mut o = Overrides::default();
+    for (name, key) in map {
+        let cmd =
+            by_name(name).ok_or_else(|| format!("config.toml [keys]: `{name}` is not a command; `countersign config keys` lists them"))?;
+        let k = parse_key(key).ok_or_else(|| format!("config.toml [keys]: `{key}` is not a key (try `a`, `ctrl-k`, `f5`, `space`)"))?;
+        o.keys.push((k, cmd));
+        o.replaced.push(cmd);
+    }
+    let _ = OVERRIDES.set(o);
+    Ok(())
+}
+
+/// Maps a key to its command on `screen`. Dialogs and text inputs see keys first.
+pub fn command(screen: Screen, key: KeyEvent) -> Option<Command> {
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    if let Some(o) = OVERRIDES.get() {
+        if let Some((_, cmd)) = o.keys.iter().find(|((code, c), _)| *code == key.code && *c == ctrl) {
+            return Some(*cmd);
+        }
+        return default_command(screen, key).filter(|c| !o.replaced.contains(c));
+    }
+    default_command(screen, key)
+}
+
+fn default_command(screen: Screen, key: KeyEvent) -> Option<Command> {
+    use Command::*;
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    Some(match (key.code, ctrl) {
+        (KeyCode::Char('c'), true) => Quit,
+        (KeyCode::Char('d'), true) => PageDown,
+        (KeyCode::Char('u'), true) => PageUp,
+        (KeyCode::Char('r'), true) => Refresh,
+        (KeyCode::Char('q'), false) => Quit,
+        (KeyCode::Char('?'), _) => Help,
+        (KeyCode::Char(':'), _) => Palette,
+        (KeyCode::Char('/'), _) => Filter,
+        (KeyCode::Char('k'), false) | (KeyCode::Up, _) => Up,
+        (KeyCode::Char('j'), false) | (KeyCode::Down, _) => Down,
+        (KeyCode::Char('g'), false) | (KeyCode::Home, _) => Top,
+        (KeyCode::Char('G'), _) | (KeyCode::End, _) => Bottom,
+        (KeyCode::PageDown, _) => PageDown,
+        (KeyCode::PageUp, _) => PageUp,
+        (KeyCode::Enter, _) => Open,
+        (KeyCode::Esc, _) => Back,
+        (KeyCode::Char('K'), _) => Kill,
+        (KeyCode::Tab, _) => NextScreen,
+        (KeyCode::BackTab, _) => PrevScreen,
+        (KeyCode::Char(c @ '1'..='5'), false) => Screen(super::app::Screen::ALL[(c as u8 - b'1') as usize]),
+        (KeyCode::Char('a'), false) if screen == super::app::Screen::Approvals => Approve,
+        (KeyCode::Char('d'), false) if screen == super::app::Screen::Approvals => Deny,
+        (KeyCode::Char(' '), _) if screen == super::app::Screen::Audit => PauseTail,
+        (KeyCode::Char('v'), false) if screen == super::app::Screen::Audit => Verify,
+        (KeyCode::Char('l'), false) if screen == super::app::Screen::Switches => Lift,
+        (KeyCode::Left | KeyCode::Char('h'), false) if screen == super::app::Screen::Access => TabLeft,
+        (KeyCode::Right | KeyCode::Char('l'), false) if screen == super::app::Screen::Access => TabRight,
+        (KeyCode::Char('n'), false) if screen == super::app::Screen::Access => New,
+        (KeyCode::Char('e'), false) if screen == super::app::Screen::Access => Edit,
+        (KeyCode::Char('x'), false) if screen == super::app::Screen::Access => Remove,
+        (KeyCode::Char('r'), false) if screen == super::app::Screen::Access => Rotate,
+        (KeyCode::Char('O'), _) if screen == super::app::Screen::Access => Transfer,
+        _ => return None,
+    })
+}
+
+/// (keys, what they do) for the `?` overlay, per screen.
+pub fn help(screen: Screen) -> Vec<(&'static str, &'static str)> {
+    let mut out = vec![
+        ("1–5 tab S-tab", "switch screens"),
+        ("j k ↑ ↓", "move"),
+        ("g G", "first, last"),
+        ("ctrl-d ctrl-u", "page down, up"),
+        ("/", "filter the list"),
+        (":", "command palette"),
+        ("K", "kill switch: stop a tool or everything"),
+        ("ctrl-r", "refresh"),
+        ("?", "this help"),
+        ("q ctrl-c", "quit"),
+    ];
+    let screen_keys: &[(&str, &str)] = match screen {
+        Screen::Approvals => &[
+            ("enter", "open the approval"),
+            ("esc", "back to the queue"),
+            ("a", "approve (asks to confirm)"),
+            ("d", "deny (asks for a reason)"),
+        ],
+        Screen::Audit => &[("space", "pause / follow the tail"), ("enter", "open the event"), ("esc", "back"), ("v", "verify the chain")],
+        Screen::Switches => &[("K", "engage a switch"), ("l", "lift the selected switch")],
+        Screen::Access => &[
+            ("← → h l", "members, roles, tokens"),
+            ("n", "add a member, role or token"),
+            ("e", "change a member's role, a role's permissions"),
+            ("x", "deactivate, delete, revoke"),
+            ("r", "rotate a token"),
+            ("O", "transfer ownership (owner)"),
+        ],
+        Screen::Simulate => &[],
+    };
+    out.splice(0..0, screen_keys.iter().copied());
+    out
+}
+
+/// The few keys the footer shows for a screen: (key, label).
+pub fn footer(screen: Screen, detail_open: bool) -> Vec<(&'static str, &'static str)> {
+    match (screen, detail_open) {
+        (Screen::Approvals, false) => {
+            vec![("enter", "open"), ("a", "approve"), ("d", "deny"), ("/", "filter"), ("K", "kill"), ("?", "help"), ("q", "quit")]
+        }
+        (Screen::Approvals, true) => {
+            vec![("j/k", "scroll"), ("a", "approve"), ("d", "deny"), ("esc", "back"), ("K", "kill"), ("?", "help")]
+        }
+        (Screen::Audit, false) => {
+            vec![("space", "pause"), ("enter", "open"), ("/", "filter"), ("v", "verify"), ("K", "kill"), ("?", "help"), ("q", "quit")]
+        }
+        (Screen::Audit, true) => vec![("j/k", "scroll"), ("esc", "back"), ("v", "verify"), ("?", "help")],
+        (Screen::Switches, _) => vec![("K", "engage"), ("l", "lift"), ("j/k", "move"), ("?", "help"), ("q", "quit")],
+        (Screen::Access, _) => vec![("←/→", "section"), ("j/k", "move"), ("?", "help"), ("q", "quit")],
+        (Screen::Simulate, _) => vec![("1–5", "screens"), ("K", "kill"), ("?", "help"), ("q", "quit")],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse() {
+        assert_eq!(parse_key("A"), Some((KeyCode::Char('A'), false)));
+        assert_eq!(parse_key("ctrl-k"), Some((KeyCode::Char('k'), true)));
+        assert_eq!(parse_key("f5"), Some((KeyCode::F(5), false)));
+        assert_eq!(parse_key("space"), Some((KeyCode::Char(' '), false)));
+        assert_eq!(parse_key("nonsense"), None);
+        for (name, default, _) in REBINDABLE {
+            assert!(by_name(name).is_some(), "{name}");
+            assert!(parse_key(default).is_some(), "{default}");
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The approval queue: soonest expiry first, the exact payload, its diff, its hash, and
+//! approve/deny behind a confirmation.
+
+use std::collections::HashMap;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
+
+use crate::approval::Verdict;
+use crate::client::ClientError;
+use crate::console::action::Effect;
+use crate::console::app::App;
+use crate::console::dialogs::{Confirm, Dialog, PendingOp, Reason, ReasonFor};
+use crate::console::keys::Command;
+use crate::console::widgets::{self, clip, countdown, diff, fields};
+use crate::model::Approval;
+
+#[derive(Default)]
+pub struct Approvals {
+    /// The pending queue, soonest expiry first.
+    pub items: Vec<Approval>,
+    /// Positions in `items` that pass the filter, kept current on every change so a
+    /// frame never scans the whole queue.
+    view: Vec<usize>,
+    pub filter: String,
+    /// The selected approval, by id: new arrivals never move it.
+    pub selected: Option<String>,
+    /// Its position in `view`.
+    pub cursor: usize,
+    /// Approvals fetched in full (payload, current, reasons), by id.
+    pub details: HashMap<String, Approval>,
+    /// Whether the detail is open (full-screen when the terminal is narrow).
+    pub open: bool,
+    pub scroll: u16,
+    pub loaded: bool,
+    pub inflight: bool,
+    pub stale: bool,
+}
+
+impl Approvals {
+    pub fn visible_len(&self) -> usize {
+        self.view.len()
+    }
+
+    pub fn visible(&self, i: usize) -> Option<&Approval> {
+        self.view.get(i).and_then(|&p| self.items.get(p))
+    }
+
+    pub fn current(&self) -> Option<&Approval> {
+        self.visible(self.cursor)
+    }
+
+    fn matches(filter: &str, a: &Approval) -> bool {
+        if filter.is_empty() {
+            return true;
+        }
+        let f = filter.to_lowercase();
+        [Some(a.tool.as_str()), a.agent_name.as_deref(), a.requester_email.as_deref(), a.resource.as_deref(), Some(a.id.as_str())]
+            .into_iter()
+            .flatten()
+            .any(|s| s.to_lowercase().contains(&f))
+    }
+
+    fn rebuild(&mut self) {
+        self.view = (0..self.items.len()).filter(|&i| Self::matches(&self.filter, &self.items[i])).collect();
+        self.cursor = match &self.selected {
+            Some(id) => {
+                self.view.iter().position(|&p| self.items[p].id == *id).unwrap_or(self.cursor.min(self.view.len().saturating_sub(1)))
+            }
+            None => 0,
+        };
+        self.selected = self.current().map(|a| a.id.clone());
+    }
+
+    pub fn set_filter(&mut self, f: String) {
+        self.filter = f;
+        self.rebuild();
+    }
+
+    /// Replaces the queue, keeping the selection on the same approval if it is still there.
+    pub fn set_items(&mut self, mut items: Vec<Approval>) {
+        items.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then_with(|| a.id.cmp(&b.id)));
+        self.items = items;
+        self.loaded = true;
+        let keep: std::collections::HashSet<&str> = self.items.iter().map(|a| a.id.as_str()).collect();
+        self.details.retain(|id, _| keep.contains(id.as_str()));
+        self.rebuild();
+    }
+
+    pub fn put_detail(&mut self, a: Approval) {
+        self.details.insert(a.id.clone(), a);
+    }
+
+    fn select(&mut self, cursor: usize) -> Option<Effect> {
+        if self.view.is_empty() {
+            return None;
+        }
+        self.cursor = cursor.min(self.view.len() - 1);
+        self.scroll = 0;
+        let id = self.current()?.id.clone();
+        self.selected = Some(id.clone());
+        (!self.details.contains_key(&id)).then_some(Effect::FetchApproval(id))
+    }
+}
+
+/// The queue changed on the server: fetch it (once, however many events say so).
+pub fn stale(app: &mut App) {
+    if app.approvals.inflight {
+        app.approvals.stale = true;
+    } else {
+        app.approvals.inflight = true;
+        app.effect(Effect::FetchApprovals);
+    }
+}
+
+pub fn on_list(app: &mut App, r: Result<Vec<Approval>, ClientError>) {
+    app.approvals.inflight = false;
+    match r {
+        Ok(items) => {
+            app.approvals.set_items(items);
+            if let Some(a) = app.approvals.current()
+                && !app.approvals.details.contains_key(&a.id)
+            {
+                let id = a.id.clone();
+                app.effect(Effect::FetchApproval(id));
+            }
+        }
+        Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),
+        Err(e) => app.warn(format!("Could not load the queue: {e}")),
+    }
+    if std::mem::take(&mut app.approvals.stale) {
+        stale(app);
+    }
+}
+
+pub fn on_decided(app: &mut App, verdict: Verdict, r: Result<Approval, ClientError>) {
+    match r {
+        Ok(a) => {
+            let text = match (verdict, a.state) {
+                (Verdict::Deny, _) => format!("Denied {} — it will not run.", a.tool),
+                (Verdict::Approve, crate::approval::State::Approved) => format!("Approved {} — the agent may now run it once.", a.tool),
+                (Verdict::Approve, _) => {
+                    format!("Approved {} ({} of {}) — it still needs another person.", a.tool, a.approvals, a.required)
+                }
+            };
+            app.say(text);
+            app.approvals.put_detail(a);
+        }
+        Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),
+        Err(e) => app.warn(format!("Not decided: {e}")),
+    }
+    stale(app);
+}
+
+pub fn on_command(app: &mut App, cmd: Command) {
+    let page = app.size.1.saturating_sub(8).max(1) as usize;
+    let a = &mut app.approvals;
+    let fetch = match cmd {
+        Command::Up if a.open => {
+            a.scroll = a.scroll.saturating_sub(1);
+            None
+        }
+        Command::Down if a.open => {
+            a.scroll = a.scroll.saturating_add(1);
+            None
+        }
+        Command::PageDown if a.open => {
+            a.scroll = a.scroll.saturating_add(page as u16);
+            None
+        }
+        Command::PageUp if a.open => {
+            a.scroll = a.scroll.saturating_sub(page as u16);
+            None
+        }
+        Command::Up => a.select(a.cursor.saturating_sub(1)),
+        Command::Down => a.select(a.cursor + 1),
+        Command::Top => a.select(0),
+        Command::Bottom => a.select(a.view.len().saturating_sub(1)),
+        Command::PageDown => a.select(a.cursor + page),
+        Command::PageUp => a.select(a.cursor.saturating_sub(page)),
+        Command::Open => {
+            a.open = a.current().is_some();
+            a.scroll = 0;
+            a.current().filter(|x| !a.details.contains_key(&x.id)).map(|x| Effect::FetchApproval(x.id.clone()))
+        }
+        Command::Back => {
+            a.open = false;
+            None
+        }
+        Command::Approve => {
+            ask(app, Verdict::Approve);
+            None
+        }
+        Command::Deny => {
+            ask(app, Verdict::Deny);
+            None
+        }
+        _ => None,
+    };
+    if let Some(e) = fetch {
+        app.effect(e);
+    }
+}
+
+/// Opens the confirmation for approving, or the reason for denying, the selected approval.
+fn ask(app: &mut App, verdict: Verdict) {
+    let what = if verdict == Verdict::Approve { "approve" } else { "deny" };
+    if let Some(why) = app.missing("approvals:decide", &format!("{what} approvals")) {
+        app.warn(why);
+        return;
+    }
+    let Some(a) = app.approvals.current().cloned() else {
+        app.warn("Nothing is selected.");
+        return;
+    };
+    if a.requester_id == app.session.member_id {
+        app.warn("You requested this action: someone else must decide it.");
+        return;
+    }
+    if a.decisions.iter().any(|d| d.member_id == app.session.member_id) {
+        app.warn("You have already decided this one: a second person must.");
+        return;
+    }
+    let short = &a.payload_sha256[..12];
+    app.dialog = Some(match verdict {
+        Verdict::Approve => {
+            let count = if a.required == 2 {
+                format!("This is approval {} of 2.", a.approvals + 1)
+            } else {
+                "One approval lets it run once.".into()
+            };
+            Dialog::Confirm(Confirm {
+                title: format!("Approve {}?", a.tool),
+                lines: vec![
+                    format!("Approve `{}` with payload {short}… (SHA-256)", a.tool),
+                    format!("requested by {}", a.requester_email.as_deref().unwrap_or(&a.requester_id)),
+                    count,
+                    "The hash you saw is sent with your decision: if the payload changed, it is refused.".into(),
+                ],
+                danger: false,
+                op: PendingOp::Approve { id: a.id.clone(), tool: a.tool.clone(), payload_sha256: a.payload_sha256.clone() },
+            })
+        }
+        Verdict::Deny => Dialog::Reason(Box::new(Reason::new(ReasonFor::Deny {
+            id: a.id.clone(),
+            tool: a.tool.clone(),
+            payload_sha256: a.payload_sha256.clone(),
+        }))),
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Drawing
+// ---------------------------------------------------------------------------------------
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let a = &app.approvals;
+    let wide = area.width >= 120;
+    if wide {
+        // The detail gets the room: a 64-digit hash must fit on one line.
+        let [list, detail] = Layout::horizontal([Constraint::Length(50), Constraint::Fill(1)]).areas(area);
+        draw_list(f, list, app);
+        draw_detail(f, detail, app);
+    } else if a.open {
+        draw_detail(f, area, app);
+    } else {
+        draw_list(f, area, app);
+    }
+}
+
+fn draw_list(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let a = &app.approvals;
+    let title = if a.filter.is_empty() {
+        format!(" Pending approvals ({}) ", a.items.len())
+    } else {
+        format!(" Pending approvals ({} of {}, filter: {}) ", a.visible_len(), a.items.len(), a.filter)
+    };
+    let block = Block::default().borders(Borders::TOP).border_style(t.border).title(Line::styled(title, t.title));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if !a.loaded {
+        f.render_widget(Paragraph::new(Line::styled("Loading the queue…", t.muted)), inner);
+        return;
+    }
+    if a.visible_len() == 0 {
+        let msg = if a.items.is_empty() {
+            "Nothing waits for a decision. New requests appear here as they arrive."
+        } else {
+            "No approval matches the filter (esc in / clears it)."
+        };
+        f.render_widget(Paragraph::new(Line::styled(msg, t.muted)).wrap(Wrap { trim: true }), inner);
+        return;
+    }
+    let height = inner.height.saturating_sub(1) as usize;
+    let start = super::window_start(a.cursor, a.visible_len(), height);
+    // Beside the detail there is no room for the agent column.
+    let narrow = area.width < 80;
+    let rows: Vec<Row> = (start..(start + height).min(a.visible_len()))
+        .filter_map(|i| a.visible(i).map(|x| (i, x)))
+        .map(|(i, x)| {
+            let (ttl, secs) = countdown(app.now, &x.expires_at);
+            let ttl_style = if secs < 120 {
+                t.danger
+            } else if secs < 600 {
+                t.warn
+            } else {
+                t.base
+            };
+            let who = x.agent_name.clone().unwrap_or_else(|| "(person)".into());
+            let need = format!("{}/{}", x.approvals, x.required);
+            let conf = x.confidence.map_or("—".to_string(), |c| format!("{c:.2}"));
+            let conf_style = if x.confidence.is_some_and(|c| c < 0.5) { t.warn } else { t.base };
+            let requester = x.requester_email.as_deref().unwrap_or(&x.requester_id);
+            let mut cells = vec![Cell::from(Span::styled(ttl, ttl_style)), Cell::from(x.tool.clone())];
+            if narrow {
+                cells.push(Cell::from(clip(requester, 16)));
+            } else {
+                cells.push(Cell::from(clip(&who, 16)));
+                cells.push(Cell::from(clip(requester, 24)));
+            }
+            cells.push(Cell::from(need));
+            cells.push(Cell::from(Span::styled(conf, conf_style)));
+            let row = Row::new(cells);
+            if i == a.cursor { row.style(t.selection) } else { row.style(t.base) }
+        })
+        .collect();
+    let (header, widths) = if narrow {
+        (
+            Row::new(["TTL", "TOOL", "REQUESTER", "OK", "CONF"]),
+            vec![Constraint::Length(5), Constraint::Length(18), Constraint::Fill(1), Constraint::Length(3), Constraint::Length(4)],
+        )
+    } else {
+        (
+            Row::new(["TTL", "TOOL", "AGENT", "REQUESTER", "OK", "CONF"]),
+            vec![
+                Constraint::Length(7),
+                Constraint::Fill(2),
+                Constraint::Fill(2),
+                Constraint::Fill(3),
+                Constraint::Length(3),
+                Constraint::Length(4),
+            ],
+        )
+    };
+    f.render_widget(Table::new(rows, widths).header(header.style(t.muted)).column_spacing(1), inner);
+}
+
+/// The lines of an approval's detail: everything an approver must see.
+pub fn detail_lines(app: &App, base: &Approval) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    let full = app.approvals.details.get(&base.id);
+    let a = full.unwrap_or(base);
+    let mut out: Vec<Line<'static>> = Vec::new();
+    let (ttl, secs) = countdown(app.now, &a.expires_at);
+    let ttl_style = if secs < 120 { t.danger } else { t.warn };
+    out.push(Line::from(vec![
+        Span::styled(a.tool.clone(), t.title),
+        Span::styled(
+            format!("  {}  ", serde_json::to_value(a.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+            t.muted,
+        ),
+        Span::styled(format!("expires in {ttl}"), ttl_style),
+    ]));
+    let approvers: Vec<String> = a.decisions.iter().map(|d| d.member_email.clone().unwrap_or(d.member_id.clone())).collect();
+    let so_far = if approvers.is_empty() { "nobody yet".to_string() } else { approvers.join(", ") };
+    let need = match (a.required, a.approvals) {
+        (1, 0) => "needs one person's approval".to_string(),
+        (2, 0) => "needs two people's approval".to_string(),
+        (r, n) if n >= r => "approved".to_string(),
+        (r, n) => format!("needs {} more ({n} of {r} approved)", r - n),
+    };
+    out.push(Line::from(vec![Span::styled(need, t.accent), Span::styled(format!("  · approved so far: {so_far}"), t.base)]));
+    let agent = a.agent_name.as_deref().map(|n| format!(" via agent \"{n}\"")).unwrap_or_default();
+    out.push(Line::styled(format!("requested by {}{agent}", a.requester_email.as_deref().unwrap_or(&a.requester_id)), t.base));
+    let conf = a.confidence.map_or("not given".to_string(), |c| format!("{c:.2}"));
+    let res = a.resource.as_deref().map(|r| format!("  · resource {r}")).unwrap_or_default();
+    out.push(Line::styled(format!("confidence {conf}{res}"), t.base));
+    if let Some(r) = &a.reason {
+        out.push(Line::styled(format!("reason: {}", widgets::printable(r)), t.base));
+    }
+    out.push(Line::styled("SHA-256 of the canonical payload (your decision is pinned to it):", t.muted));
+    out.push(Line::styled(a.payload_sha256.clone(), t.accent));
+    let Some(full) = full else {
+        out.push(Line::default());
+        out.push(Line::styled("Loading the payload…", t.muted));
+        return out;
+    };
+    let payload = full.payload.clone().unwrap_or_default();
+    out.push(Line::default());
+    out.push(Line::styled("── Fields ──", t.title));
+    for (k, v, kind) in fields::rows(&payload) {
+        let style = match kind {
+            fields::Kind::Amount => t.warn,
+            fields::Kind::Recipients => t.accent,
+            fields::Kind::Plain => t.base,
+        };
+        out.push(Line::from(vec![Span::styled(format!("{:<16}", clip(&k, 16)), t.muted), Span::styled(v, style)]));
+    }
+    out.push(Line::default());
+    out.push(Line::styled("── Diff: current → proposed ──", t.title));
+    let new = diff::pretty(&payload);
+    match &full.current {
+        Some(cur) => out.extend(diff::lines(&diff::pretty(cur), &new, t)),
+        None => {
+            out.push(Line::styled("(no current state was given: everything is new)", t.muted));
+            out.extend(diff::lines("", &new, t));
+        }
+    }
+    if let Some(d) = &full.decision {
+        out.push(Line::default());
+        out.push(Line::styled("── Why it waits ──", t.title));
+        if d.cited_rules.is_empty() {
+            out.push(Line::styled("no constitution rule matched", t.muted));
+        }
+        for c in &d.cited_rules {
+            let err = c.error.as_deref().map(|e| format!(" (failed: {e})")).unwrap_or_default();
+            out.push(Line::styled(format!("rule {} → {}{err}  {}", c.rule_id, c.effect.as_str(), c.title), t.warn));
+        }
+        for s in &d.trace {
+            let style = if s.verdict == "pass" { t.muted } else { t.base };
+            let detail = if s.detail.is_empty() { String::new() } else { format!(" — {}", widgets::printable(&s.detail)) };
+            out.push(Line::styled(format!("{}: {}{detail}", s.stage, s.verdict), style));
+        }
+    }
+    out
+}
+
+fn draw_detail(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let block = Block::default().borders(Borders::TOP | Borders::LEFT).border_style(t.border).title(Line::styled(" Approval ", t.title));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let Some(a) = app.approvals.current() else {
+        f.render_widget(Paragraph::new(Line::styled("Select an approval to see its payload.", t.muted)), inner);
+        return;
+    };
+    let lines = detail_lines(app, a);
+    f.render_widget(Paragraph::new(lines).scroll((app.approvals.scroll, 0)).wrap(Wrap { trim: false }), inner);
+}

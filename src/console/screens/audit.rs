@@ -1,0 +1,488 @@
+//! The live audit tail: follow or pause, filter, open one event, verify the chain.
+//!
+//! Memory is bounded: the tail keeps a ring of the most recent events, and older ones are
+//! paged from the server on demand into a bounded window before it. Frames draw only the
+//! rows on screen; the filtered view is kept current as events arrive, so a frame never
+//! scans the ring.
+
+use std::collections::VecDeque;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
+
+use crate::audit::{AuditEvent, VerifyReport};
+use crate::client::ClientError;
+use crate::console::action::Effect;
+use crate::console::app::App;
+use crate::console::dialogs::{Dialog, Message};
+use crate::console::keys::Command;
+use crate::console::widgets::{clip, printable};
+
+/// The most recent events kept in memory.
+pub const RING: usize = 10_000;
+/// The most older events paged in before the ring.
+pub const OLDER: usize = 5_000;
+/// Events per page when paging backwards.
+pub const PAGE: i64 = 500;
+
+/// One event as the tail keeps it: the fields it shows and filters on, and the event's
+/// JSON for the detail view. Compact on purpose: the tail holds thousands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TailEvent {
+    pub seq: i64,
+    pub ts: Box<str>,
+    pub event_type: Box<str>,
+    pub actor_kind: crate::audit::ActorKind,
+    pub actor_id: Box<str>,
+    pub resource: Option<Box<str>>,
+    pub outcome: Box<str>,
+    /// The tool the event is about, if any (`data.tool` or `data.target`).
+    pub tool: Option<Box<str>>,
+    /// The whole event as JSON, exactly as received.
+    pub raw: Box<str>,
+}
+
+impl From<&AuditEvent> for TailEvent {
+    fn from(e: &AuditEvent) -> TailEvent {
+        let tool = e.data.get("tool").or_else(|| e.data.get("target")).and_then(|v| v.as_str()).map(Box::from);
+        TailEvent {
+            seq: e.seq,
+            ts: e.ts.as_str().into(),
+            event_type: e.event_type.as_str().into(),
+            actor_kind: e.actor.kind,
+            actor_id: e.actor.id.as_str().into(),
+            resource: e.resource.as_deref().map(Box::from),
+            outcome: e.outcome.as_str().into(),
+            tool,
+            raw: serde_json::to_string(e).unwrap_or_default().into(),
+        }
+    }
+}
+
+/// The parsed filter: `type:approval.*`, `actor:usr_…`, `tool:email.send`,
+/// `outcome:denied`, and free words matched anywhere.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Filter {
+    pub types: Vec<String>,
+    pub actor: Option<String>,
+    pub tool: Option<String>,
+    pub outcome: Option<String>,
+    pub words: Vec<String>,
+}
+
+impl Filter {
+    pub fn parse(text: &str) -> Filter {
+        let mut f = Filter::default();
+        for term in text.split_whitespace() {
+            match term.split_once(':') {
+                Some(("type", v)) => f.types.push(v.to_string()),
+                Some(("actor", v)) => f.actor = Some(v.to_string()),
+                Some(("tool", v)) => f.tool = Some(v.to_string()),
+                Some(("outcome", v)) => f.outcome = Some(v.to_string()),
+                _ => f.words.push(term.to_lowercase()),
+            }
+        }
+        f
+    }
+
+    pub fn matches(&self, e: &TailEvent) -> bool {
+        let ty = self.types.is_empty()
+            || self.types.iter().any(|t| match t.strip_suffix('*') {
+                Some(p) => e.event_type.starts_with(p),
+                None => *e.event_type == **t,
+            });
+        let actor = self.actor.as_ref().is_none_or(|a| e.actor_id.starts_with(a.as_str()));
+        let tool = self.tool.as_ref().is_none_or(|t| e.tool.as_deref() == Some(t.as_str()));
+        let outcome = self.outcome.as_ref().is_none_or(|o| *e.outcome == **o);
+        let words = self.words.iter().all(|w| {
+            e.event_type.contains(w.as_str())
+                || e.actor_id.to_lowercase().contains(w.as_str())
+                || e.resource.as_deref().is_some_and(|r| r.to_lowercase().contains(w.as_str()))
+        });
+        ty && actor && tool && outcome && words
+    }
+}
+
+pub struct Audit {
+    /// Older events paged in on demand, then the ring of recent ones: together one
+    /// contiguous run of seqs.
+    older: VecDeque<TailEvent>,
+    ring: VecDeque<TailEvent>,
+    /// Seqs that pass the filter, in order.
+    view: VecDeque<i64>,
+    pub filter_text: String,
+    filter: Filter,
+    /// Follow mode: the cursor stays on the newest event.
+    pub follow: bool,
+    /// Matching events that arrived while paused.
+    pub paused_new: usize,
+    pub cursor: usize,
+    pub open: bool,
+    pub scroll: u16,
+    /// The last seq received: the stream resumes after it.
+    pub last_seq: i64,
+    pub loading_older: bool,
+    /// No events exist before the oldest held.
+    pub at_start: bool,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            older: VecDeque::new(),
+            ring: VecDeque::new(),
+            view: VecDeque::new(),
+            filter_text: String::new(),
+            filter: Filter::default(),
+            follow: true,
+            paused_new: 0,
+            cursor: 0,
+            open: false,
+            scroll: 0,
+            last_seq: 0,
+            loading_older: false,
+            at_start: false,
+        }
+    }
+}
+
+impl Audit {
+    fn first_seq(&self) -> Option<i64> {
+        self.older.front().or(self.ring.front()).map(|e| e.seq)
+    }
+
+    /// The event with `seq`, if held.
+    pub fn get(&self, seq: i64) -> Option<&TailEvent> {
+        if let Some(f) = self.older.front()
+            && seq >= f.seq
+            && let Some(e) = self.older.get((seq - f.seq) as usize)
+        {
+            return Some(e);
+        }
+        let f = self.ring.front()?;
+        if seq < f.seq {
+            return None;
+        }
+        self.ring.get((seq - f.seq) as usize)
+    }
+
+    pub fn len(&self) -> usize {
+        self.view.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.view.is_empty()
+    }
+
+    pub fn held(&self) -> usize {
+        self.older.len() + self.ring.len()
+    }
+
+    pub fn at(&self, i: usize) -> Option<&TailEvent> {
+        self.view.get(i).and_then(|s| self.get(*s))
+    }
+
+    pub fn current(&self) -> Option<&TailEvent> {
+        self.at(self.cursor)
+    }
+
+    /// Adds a live event. Returns false for one already held (a resumed stream may
+    /// repeat nothing, but this makes sure).
+    pub fn push(&mut self, e: AuditEvent) -> bool {
+        if e.seq <= self.last_seq {
+            return false;
+        }
+        let e = TailEvent::from(&e);
+        if self.ring.back().is_some_and(|b| e.seq != b.seq + 1) {
+            // A gap means the tail no longer holds a contiguous run: start it again here.
+            self.ring.clear();
+            self.older.clear();
+            self.view.clear();
+            self.cursor = 0;
+        }
+        self.last_seq = e.seq;
+        let matches = self.filter.matches(&e);
+        if matches {
+            self.view.push_back(e.seq);
+            if !self.follow {
+                self.paused_new += 1;
+            }
+        }
+        self.ring.push_back(e);
+        if self.ring.len() > RING {
+            // The run before the ring would no longer be contiguous with it.
+            self.older.clear();
+            let dropped = self.ring.pop_front().map(|d| d.seq).unwrap_or_default();
+            self.at_start = false;
+            while self.view.front().is_some_and(|s| *s <= dropped) {
+                self.view.pop_front();
+                self.cursor = self.cursor.saturating_sub(1);
+            }
+        }
+        if self.follow {
+            self.cursor = self.view.len().saturating_sub(1);
+        }
+        true
+    }
+
+    /// Puts a page of older events before what is held.
+    pub fn prepend(&mut self, mut events: Vec<AuditEvent>) {
+        events.sort_by_key(|e| e.seq);
+        let Some(first) = self.first_seq() else { return };
+        let page: Vec<TailEvent> = events.iter().filter(|e| e.seq < first).map(TailEvent::from).collect();
+        if page.is_empty() || page.last().is_some_and(|e| e.seq != first - 1) {
+            self.at_start = true;
+            return;
+        }
+        if page.first().is_some_and(|e| e.seq == 1) {
+            self.at_start = true;
+        }
+        let added: Vec<i64> = page.iter().filter(|e| self.filter.matches(e)).map(|e| e.seq).collect();
+        for e in page.into_iter().rev() {
+            self.older.push_front(e);
+        }
+        for s in added.iter().rev() {
+            self.view.push_front(*s);
+        }
+        self.cursor += added.len();
+        while self.older.len() > OLDER {
+            self.older.pop_back();
+        }
+        if self.older.len() >= OLDER {
+            self.at_start = true;
+        }
+    }
+
+    pub fn set_filter(&mut self, text: String) {
+        let keep = self.current().map(|e| e.seq);
+        self.filter = Filter::parse(&text);
+        self.filter_text = text;
+        self.view = self.older.iter().chain(self.ring.iter()).filter(|e| self.filter.matches(e)).map(|e| e.seq).collect();
+        self.cursor = match keep {
+            Some(s) if !self.follow => self.view.iter().position(|x| *x >= s).unwrap_or(self.view.len().saturating_sub(1)),
+            _ => self.view.len().saturating_sub(1),
+        };
+    }
+}
+
+pub fn on_command(app: &mut App, cmd: Command) {
+    let page = app.size.1.saturating_sub(8).max(1) as usize;
+    let a = &mut app.audit;
+    match cmd {
+        Command::PauseTail => {
+            a.follow = !a.follow;
+            if a.follow {
+                a.paused_new = 0;
+                a.cursor = a.view.len().saturating_sub(1);
+            }
+        }
+        Command::Up if a.open => a.scroll = a.scroll.saturating_sub(1),
+        Command::Down if a.open => a.scroll = a.scroll.saturating_add(1),
+        Command::Open => {
+            a.open = a.current().is_some();
+            a.scroll = 0;
+        }
+        Command::Back => a.open = false,
+        Command::Up | Command::PageUp | Command::Top => {
+            a.follow = false;
+            a.cursor = match cmd {
+                Command::Up => a.cursor.saturating_sub(1),
+                Command::PageUp => a.cursor.saturating_sub(page),
+                _ => 0,
+            };
+            if a.cursor == 0
+                && !a.at_start
+                && !a.loading_older
+                && let Some(first) = a.first_seq()
+            {
+                a.loading_older = true;
+                app.effect(Effect::LoadOlder { before_seq: first });
+            }
+        }
+        Command::Down | Command::PageDown => {
+            let step = if cmd == Command::Down { 1 } else { page };
+            a.cursor = (a.cursor + step).min(a.view.len().saturating_sub(1));
+        }
+        Command::Bottom => {
+            a.follow = true;
+            a.paused_new = 0;
+            a.cursor = a.view.len().saturating_sub(1);
+        }
+        Command::Verify => {
+            if let Some(why) = app.missing("audit:read", "verify the audit chain") {
+                app.warn(why);
+            } else {
+                app.say("Verifying the whole chain…");
+                app.effect(Effect::Verify);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub fn on_older(app: &mut App, r: Result<Vec<AuditEvent>, ClientError>) {
+    app.audit.loading_older = false;
+    match r {
+        Ok(events) => app.audit.prepend(events),
+        Err(e) => app.warn(format!("Could not load older events: {e}")),
+    }
+}
+
+pub fn on_verified(app: &mut App, r: Result<VerifyReport, ClientError>) {
+    app.dialog = Some(Dialog::Message(match r {
+        Ok(v) if v.ok => Message {
+            title: "Audit chain verified".into(),
+            lines: vec![
+                format!("All {} events hold: every hash matches and every link is intact.", v.events),
+                format!("Head: seq {} hash {}", v.head_seq, v.head_hash),
+            ],
+            bad: false,
+        },
+        Ok(v) => Message {
+            title: "AUDIT CHAIN BROKEN".into(),
+            lines: vec![
+                format!("The chain breaks at seq {}.", v.first_broken_seq.unwrap_or_default()),
+                v.reason.unwrap_or_default(),
+                format!("{} events before it verified (last good seq {}).", v.events, v.head_seq),
+            ],
+            bad: true,
+        },
+        Err(e) => Message { title: "Could not verify".into(), lines: vec![e.to_string()], bad: true },
+    }));
+}
+
+// ---------------------------------------------------------------------------------------
+// Drawing
+// ---------------------------------------------------------------------------------------
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let a = &app.audit;
+    let state = if a.follow { "following".to_string() } else { format!("paused, {} new", a.paused_new) };
+    let filter = if a.filter_text.is_empty() { String::new() } else { format!(", filter: {}", a.filter_text) };
+    let title = format!(" Audit log ({state}{filter}) ");
+    let title_style = if a.follow { t.title } else { t.warn };
+    let block = Block::default().borders(Borders::TOP).border_style(t.border).title(Line::styled(title, title_style));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if a.open
+        && let Some(e) = a.current()
+    {
+        let text = serde_json::from_str::<serde_json::Value>(&e.raw)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or_else(|_| e.raw.to_string());
+        let lines: Vec<Line> = text.lines().map(|l| Line::styled(printable(l), t.base)).collect();
+        f.render_widget(Paragraph::new(lines).scroll((a.scroll, 0)).wrap(Wrap { trim: false }), inner);
+        return;
+    }
+    if a.is_empty() {
+        let msg = if a.held() == 0 { "Waiting for events…" } else { "No event matches the filter (esc in / clears it)." };
+        f.render_widget(Paragraph::new(Line::styled(msg, t.muted)), inner);
+        return;
+    }
+    let height = inner.height.saturating_sub(1) as usize;
+    let start = super::window_start(a.cursor, a.len(), height);
+    let wide = inner.width >= 110;
+    let rows: Vec<Row> = (start..(start + height).min(a.len()))
+        .filter_map(|i| a.at(i).map(|e| (i, e)))
+        .map(|(i, e)| {
+            let style = match &*e.outcome {
+                "denied" | "blocked" => t.warn,
+                "failure" => t.danger,
+                _ => t.base,
+            };
+            let time = e.ts.get(11..19).unwrap_or("").to_string();
+            let actor = match app.names.get(&*e.actor_id) {
+                Some(name) => clip(name, if wide { 30 } else { 20 }),
+                None => format!("{}:{}", crate::store::engine::enum_text(&e.actor_kind), clip(&e.actor_id, if wide { 30 } else { 14 })),
+            };
+            let mut cells = vec![
+                Cell::from(Span::styled(e.seq.to_string(), t.muted)),
+                Cell::from(time),
+                Cell::from(Span::styled(e.event_type.to_string(), style)),
+                Cell::from(actor),
+                Cell::from(clip(e.resource.as_deref().unwrap_or(""), if wide { 34 } else { 18 })),
+            ];
+            if wide {
+                cells.push(Cell::from(Span::styled(e.outcome.to_string(), style)));
+            }
+            let row = Row::new(cells);
+            if i == a.cursor { row.style(t.selection) } else { row }
+        })
+        .collect();
+    let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
+        (
+            vec!["SEQ", "TIME", "EVENT", "ACTOR", "RESOURCE", "OUTCOME"],
+            vec![
+                Constraint::Length(7),
+                Constraint::Length(8),
+                Constraint::Length(26),
+                Constraint::Fill(2),
+                Constraint::Fill(2),
+                Constraint::Length(8),
+            ],
+        )
+    } else {
+        (
+            vec!["SEQ", "TIME", "EVENT", "ACTOR", "RESOURCE"],
+            vec![Constraint::Length(6), Constraint::Length(8), Constraint::Length(22), Constraint::Length(20), Constraint::Fill(1)],
+        )
+    };
+    f.render_widget(Table::new(rows, widths).header(Row::new(header).style(t.muted)).column_spacing(1), inner);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Actor, EventDraft, GENESIS_HASH, Via};
+
+    fn ev(seq: i64, t: &'static str) -> AuditEvent {
+        AuditEvent::seal(
+            EventDraft::new(t, Actor::user("usr_1"), Via::Api),
+            "org_1",
+            seq - 1,
+            GENESIS_HASH,
+            "2026-01-01T00:00:00.000000Z".into(),
+        )
+    }
+
+    #[test]
+    fn the_ring_is_bounded_and_the_view_follows_it() {
+        let mut a = Audit::default();
+        for s in 1..=(RING as i64 + 100) {
+            assert!(a.push(ev(s, "action.requested")));
+        }
+        assert_eq!(a.held(), RING);
+        assert_eq!(a.len(), RING);
+        assert_eq!(a.at(0).unwrap().seq, 101);
+        assert_eq!(a.current().unwrap().seq, RING as i64 + 100);
+        assert!(!a.push(ev(50, "action.requested")), "old seqs are not taken again");
+    }
+
+    #[test]
+    fn pausing_counts_new_matching_events_and_keeps_the_cursor() {
+        let mut a = Audit::default();
+        a.set_filter("type:approval.*".into());
+        a.push(ev(1, "approval.requested"));
+        a.follow = false;
+        a.push(ev(2, "action.requested"));
+        a.push(ev(3, "approval.granted"));
+        assert_eq!(a.paused_new, 1);
+        assert_eq!(a.cursor, 0);
+        assert_eq!(a.len(), 2);
+    }
+
+    #[test]
+    fn older_pages_go_before_the_ring() {
+        let mut a = Audit::default();
+        for s in 501..=510 {
+            a.push(ev(s, "x.y"));
+        }
+        a.prepend((1..=500).map(|s| ev(s, "x.y")).collect());
+        assert_eq!(a.held(), 510);
+        assert_eq!(a.at(0).unwrap().seq, 1);
+        assert!(a.at_start);
+    }
+}

@@ -1,0 +1,130 @@
+//! Kill switches: who engaged what, when and why; lift with a reason.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
+
+use crate::client::ClientError;
+use crate::console::app::App;
+use crate::console::dialogs::{Dialog, Reason, ReasonFor};
+use crate::console::keys::Command;
+use crate::console::widgets::{ago, clip};
+use crate::model::{KillSwitch, KillSwitches};
+
+#[derive(Default)]
+pub struct Switches {
+    pub data: Option<KillSwitches>,
+    pub cursor: usize,
+}
+
+impl Switches {
+    pub fn set(&mut self, s: KillSwitches) {
+        self.data = Some(s);
+        self.cursor = self.cursor.min(self.rows().len().saturating_sub(1));
+    }
+
+    /// The workspace's switch, then each tool's, engaged first.
+    pub fn rows(&self) -> Vec<(Option<String>, KillSwitch)> {
+        let Some(d) = &self.data else { return Vec::new() };
+        let mut tools: Vec<&KillSwitch> = d.tools.iter().collect();
+        tools.sort_by_key(|s| (!s.engaged, s.target.clone()));
+        std::iter::once((None, d.workspace.clone())).chain(tools.into_iter().map(|s| (Some(s.target.clone()), s.clone()))).collect()
+    }
+
+    /// The engaged switches and their reasons.
+    pub fn engaged(&self) -> Vec<(Option<String>, String)> {
+        self.rows().into_iter().filter(|(_, s)| s.engaged).map(|(t, s)| (t, s.reason.unwrap_or_default())).collect()
+    }
+}
+
+pub fn on_command(app: &mut App, cmd: Command) {
+    let n = app.switches.rows().len();
+    match cmd {
+        Command::Up => app.switches.cursor = app.switches.cursor.saturating_sub(1),
+        Command::Down => app.switches.cursor = (app.switches.cursor + 1).min(n.saturating_sub(1)),
+        Command::Top => app.switches.cursor = 0,
+        Command::Bottom => app.switches.cursor = n.saturating_sub(1),
+        Command::Lift | Command::Open => {
+            let Some((target, s)) = app.switches.rows().into_iter().nth(app.switches.cursor) else { return };
+            if !s.engaged {
+                app.warn("That switch is not engaged. K engages one.");
+                return;
+            }
+            ask_lift(app, target);
+        }
+        _ => {}
+    }
+}
+
+/// Asks for the reason to lift a switch (after checking the permission).
+pub fn ask_lift(app: &mut App, target: Option<String>) {
+    if let Some(why) = app.missing("killswitch:lift", "lift a kill switch") {
+        app.warn(why);
+        return;
+    }
+    app.dialog = Some(Dialog::Reason(Box::new(Reason::new(ReasonFor::Lift { tool: target }))));
+}
+
+pub fn on_set(app: &mut App, tool: Option<String>, engaged: bool, r: Result<KillSwitch, ClientError>) {
+    let what = tool.as_deref().map(|t| format!("`{t}`")).unwrap_or_else(|| "the workspace".into());
+    match r {
+        Ok(_) if engaged => app.say(format!("Kill switch engaged: {what} is stopped.")),
+        Ok(_) => app.say(format!("Kill switch lifted: {what} runs again.")),
+        Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),
+        Err(e) => app.warn(format!("The kill switch for {what} was not changed: {e}")),
+    }
+    app.effect(crate::console::action::Effect::FetchSwitches);
+}
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let rows_data = app.switches.rows();
+    let engaged = rows_data.iter().filter(|(_, s)| s.engaged).count();
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .border_style(t.border)
+        .title(Line::styled(format!(" Kill switches ({engaged} engaged) "), t.title));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if app.switches.data.is_none() {
+        f.render_widget(Paragraph::new(Line::styled("Loading…", t.muted)), inner);
+        return;
+    }
+    let can_lift = app.can("killswitch:lift");
+    let rows: Vec<Row> = rows_data
+        .iter()
+        .enumerate()
+        .map(|(i, (target, s))| {
+            let name = target.clone().unwrap_or_else(|| "workspace (all tools)".into());
+            let state = if s.engaged { Span::styled("ENGAGED", t.danger) } else { Span::styled("off", t.ok) };
+            let row = Row::new(vec![
+                Cell::from(name),
+                Cell::from(state),
+                Cell::from(clip(s.reason.as_deref().unwrap_or(""), 30)),
+                Cell::from(clip(s.changed_by.as_deref().map(|id| app.names.get(id).map(String::as_str).unwrap_or(id)).unwrap_or(""), 16)),
+                Cell::from(s.changed_at.as_deref().map(|c| ago(app.now, c)).unwrap_or_default()),
+            ]);
+            if i == app.switches.cursor { row.style(t.selection) } else { row.style(t.base) }
+        })
+        .collect();
+    let widths = [Constraint::Length(22), Constraint::Length(8), Constraint::Fill(3), Constraint::Length(16), Constraint::Length(8)];
+    let header = Row::new(["TARGET", "STATE", "REASON", "BY", "WHEN"]).style(t.muted);
+    let [table, note] = ratatui::layout::Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(inner);
+    f.render_widget(Table::new(rows, widths).header(header).column_spacing(1), table);
+    let hint = if can_lift {
+        Line::from(vec![
+            Span::styled("K", t.key),
+            Span::styled(" engage  ", t.muted),
+            Span::styled("l", t.key),
+            Span::styled(" lift the selected switch", t.muted),
+        ])
+    } else {
+        Line::from(vec![
+            Span::styled("K", t.key),
+            Span::styled(" engage  ", t.muted),
+            Span::styled("l lift (needs killswitch:lift, which your role does not grant)", t.disabled),
+        ])
+    };
+    f.render_widget(hint, note);
+}

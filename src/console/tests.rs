@@ -1,0 +1,650 @@
+//! Screen tests: the console driven by key events and network messages through the real
+//! update path, drawn on a test terminal, and compared with reviewed snapshots at
+//! 80×24 and 120×40.
+
+use chrono::{DateTime, Utc};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use serde_json::json;
+
+use super::action::{Action, NetMsg, StreamMsg};
+use super::app::{App, Init};
+use super::theme::Theme;
+use crate::approval::{State, Verdict};
+use crate::audit::{Actor, AuditEvent, EventDraft, GENESIS_HASH, Via};
+use crate::gate::{Citation, Effect as RuleEffect, Policy, Stage};
+use crate::model::{Approval, ApprovalDecision, DecisionRecord, KillSwitch, KillSwitches, Member, MemberStatus};
+use crate::server::routes::sessions::{Me, WorkspaceRef};
+
+pub fn now() -> DateTime<Utc> {
+    crate::clock::parse_ts("2026-11-23T10:00:00Z").unwrap()
+}
+
+fn at(secs: i64) -> String {
+    crate::clock::format_ts(now() + chrono::Duration::seconds(secs))
+}
+
+pub fn me(role: &str, permissions: &[&str]) -> Me {
+    Me {
+        workspace: WorkspaceRef { id: "org_01JB9Y6Z3K8Q4W2N7R5T0V1X2Y".into(), name: "acme".into() },
+        member: Member {
+            id: "usr_ada".into(),
+            email: "ada@acme.test".into(),
+            name: "Ada".into(),
+            role: role.into(),
+            status: MemberStatus::Active,
+            created_at: at(-86_400),
+            updated_at: at(-86_400),
+        },
+        credential: "session".into(),
+        credential_id: "ses_1".into(),
+        expires_at: Some(at(3600)),
+        permissions: permissions.iter().map(|s| s.to_string()).collect(),
+        tools: None,
+    }
+}
+
+pub const ADMIN: &[&str] = &[
+    "approvals:read",
+    "approvals:decide",
+    "audit:read",
+    "killswitch:read",
+    "killswitch:engage",
+    "killswitch:lift",
+    "tools:read",
+    "members:read",
+];
+
+fn trace(last: &str) -> Vec<Stage> {
+    let s = |stage: &str, verdict: &str, detail: &str| Stage { stage: stage.into(), verdict: verdict.into(), detail: detail.into() };
+    vec![
+        s("authenticate", "pass", "agent token tok_billing (billing-agent) owned by usr_dev"),
+        s("scope", "pass", "within the caller's tools"),
+        s("constitution", "require_approval", "rules external-email (version 3)"),
+        s("tool_policy", last, "policy `approve`"),
+        s("outcome", "pending_approval (1)", ""),
+    ]
+}
+
+pub fn approvals() -> Vec<Approval> {
+    let base = |id: &str, tool: &str, policy: Policy, required: u8, expires: i64, conf: Option<f64>| Approval {
+        id: id.into(),
+        action_id: format!("act_{id}"),
+        tool: tool.into(),
+        state: State::Pending,
+        policy,
+        required,
+        approvals: 0,
+        decisions: vec![],
+        requester_id: "usr_dev".into(),
+        requester_email: Some("dev@acme.test".into()),
+        agent_token_id: Some("tok_billing".into()),
+        agent_name: Some("billing-agent".into()),
+        payload_sha256: format!("{:0<64}", format!("{}a1b2c3d4e5f6", id.len())),
+        resource: None,
+        reason: Some("Monthly invoice run".into()),
+        confidence: conf,
+        created_at: at(-120),
+        expires_at: at(expires),
+        decided_at: None,
+        consumed_at: None,
+        payload: None,
+        current: None,
+        decision: None,
+    };
+    let mut pay = base("apv_pay", "payments.charge", Policy::ApproveDual, 2, 95, Some(0.71));
+    pay.approvals = 1;
+    pay.decisions = vec![ApprovalDecision {
+        member_id: "usr_cyd".into(),
+        decision: Verdict::Approve,
+        reason: None,
+        payload_sha256: pay.payload_sha256.clone(),
+        created_at: at(-30),
+        member_email: Some("cyd@acme.test".into()),
+    }];
+    vec![base("apv_mail", "email.send", Policy::Approve, 1, 1_500, Some(0.82)), pay, {
+        let mut m = base("apv_mile", "milestones.update", Policy::Approve, 1, 600, Some(0.44));
+        m.resource = Some("milestone:42".into());
+        m
+    }]
+}
+
+pub fn detail(a: &Approval) -> Approval {
+    let mut d = a.clone();
+    match a.tool.as_str() {
+        "email.send" => {
+            d.payload = Some(
+                json!({"to": ["finance@northwind.example", "ap@globex.example"], "cc": ["accounts@acme.test"], "subject": "Invoice 2041", "body": "Please find attached this month's invoice."}),
+            );
+        }
+        "payments.charge" => {
+            d.payload = Some(json!({"customer": "cus_northwind", "amount": 12500, "currency": "EUR", "description": "Annual plan renewal"}))
+        }
+        _ => {
+            d.current =
+                Some(json!({"id": 42, "title": "Northwind rollout", "status": "in_progress", "due": "2026-12-01", "owner": "dana"}));
+            d.payload = Some(json!({"id": 42, "title": "Northwind rollout", "status": "done", "due": "2026-12-14", "owner": "dana"}));
+        }
+    }
+    d.decision = Some(DecisionRecord {
+        trace: trace("require_approval"),
+        cited_rules: vec![Citation {
+            rule_id: "external-email".into(),
+            title: "Mail outside the company needs a person".into(),
+            effect: RuleEffect::RequireApproval,
+            error: None,
+        }],
+        constitution_version: Some(3),
+        code: None,
+        message: None,
+    });
+    d
+}
+
+pub fn events(n: i64) -> Vec<AuditEvent> {
+    let types = [
+        "action.requested",
+        "approval.requested",
+        "approval.granted",
+        "approval.consumed",
+        "action.executed",
+        "killswitch.engaged",
+        "action.blocked",
+    ];
+    let mut prev = GENESIS_HASH.to_string();
+    (1..=n)
+        .map(|seq| {
+            let t = types[(seq as usize - 1) % types.len()];
+            let (actor, outcome) = if t == "approval.granted" || t == "killswitch.engaged" {
+                (Actor::user("usr_ada"), "success")
+            } else {
+                (Actor::agent("tok_billing"), if t == "action.blocked" { "blocked" } else { "success" })
+            };
+            let draft = EventDraft::new(t, actor, Via::Agent)
+                .resource(format!("act_{seq:04}"))
+                .outcome(outcome)
+                .data(json!({"tool": "email.send"}));
+            let mut e =
+                AuditEvent::seal(draft, "org_1", seq - 1, &prev, crate::clock::format_ts(now() - chrono::Duration::seconds(n - seq)));
+            // Fixed ids, so snapshots of an event's detail never change.
+            e.id = format!("evt_{seq:026}");
+            e.hash = e.compute_hash();
+            prev = e.hash.clone();
+            e
+        })
+        .collect()
+}
+
+pub fn switches(engaged: bool) -> KillSwitches {
+    KillSwitches {
+        workspace: KillSwitch { target: "workspace".into(), engaged: false, reason: None, changed_by: None, changed_at: None },
+        tools: vec![KillSwitch {
+            target: "email.send".into(),
+            engaged,
+            reason: Some("bad template sent twice".into()),
+            changed_by: Some("usr_ada".into()),
+            changed_at: Some(at(-300)),
+        }],
+    }
+}
+
+/// A console with the usual data loaded, as if the server had answered.
+pub fn app(w: u16, h: u16) -> App {
+    let mut app = App::new(Init {
+        server: "http://127.0.0.1:8750".into(),
+        email: "ada@acme.test".into(),
+        theme: Theme::default_theme(),
+        themes: vec!["dark".into(), "ansi16".into()],
+        now: now(),
+        size: (w, h),
+        bell: false,
+    });
+    app.take_effects();
+    app.update(Action::Net(NetMsg::Me(Ok(me("admin", ADMIN)))));
+    app.update(Action::Net(NetMsg::Stream(StreamMsg::Connected)));
+    app.update(Action::Net(NetMsg::Approvals(Ok(approvals()))));
+    for a in approvals() {
+        app.update(Action::Net(NetMsg::Approval(Ok(detail(&a)))));
+    }
+    app.update(Action::Net(NetMsg::Switches(Ok(switches(false)))));
+    app.update(Action::Net(NetMsg::Names(vec![
+        ("usr_ada".into(), "ada@acme.test".into()),
+        ("tok_billing".into(), "agent billing-agent".into()),
+    ])));
+    for e in events(12) {
+        app.update(Action::Net(NetMsg::Stream(StreamMsg::Event(Box::new(e)))));
+    }
+    app.take_effects();
+    app
+}
+
+pub fn key(app: &mut App, code: KeyCode) {
+    app.update(Action::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+}
+
+pub fn keys(app: &mut App, s: &str) {
+    for c in s.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+pub fn render(app: &App) -> TestBackend {
+    let mut t = Terminal::new(TestBackend::new(app.size.0, app.size.1)).unwrap();
+    t.draw(|f| super::ui::draw(f, app)).unwrap();
+    t.backend().clone()
+}
+
+/// Snapshots a scene at both sizes.
+macro_rules! scene {
+    ($name:ident, |$app:ident| $body:block) => {
+        #[test]
+        fn $name() {
+            for (w, h) in [(80u16, 24u16), (120, 40)] {
+                #[allow(unused_mut)]
+                let mut $app = app(w, h);
+                $body
+                insta::assert_snapshot!(format!("{}_{w}x{h}", stringify!($name)), render(&$app));
+            }
+        }
+    };
+}
+
+scene!(approvals_queue, |a| {});
+scene!(approvals_detail, |a| {
+    key(&mut a, KeyCode::Enter);
+});
+scene!(approvals_detail_with_diff, |a| {
+    keys(&mut a, "G");
+    key(&mut a, KeyCode::Enter);
+});
+scene!(approve_confirmation, |a| {
+    keys(&mut a, "a");
+});
+scene!(deny_reason, |a| {
+    keys(&mut a, "d");
+    keys(&mut a, "wrong recipient");
+});
+scene!(deny_confirmation, |a| {
+    keys(&mut a, "d");
+    keys(&mut a, "wrong recipient");
+    key(&mut a, KeyCode::Enter);
+});
+scene!(audit_tail, |a| {
+    keys(&mut a, "2");
+});
+scene!(audit_paused_with_new_events, |a| {
+    keys(&mut a, "2 kk");
+    for e in events(15).into_iter().skip(12) {
+        a.update(Action::Net(NetMsg::Stream(StreamMsg::Event(Box::new(e)))));
+    }
+});
+scene!(audit_event_detail, |a| {
+    keys(&mut a, "2");
+    key(&mut a, KeyCode::Enter);
+});
+scene!(audit_filter, |a| {
+    keys(&mut a, "2/type:approval.*");
+});
+scene!(audit_verified, |a| {
+    keys(&mut a, "2v");
+    let report =
+        crate::audit::VerifyReport { ok: true, events: 12, first_broken_seq: None, reason: None, head_seq: 12, head_hash: "ab".repeat(32) };
+    a.update(Action::Net(NetMsg::Verified(Ok(report))));
+});
+scene!(audit_broken, |a| {
+    keys(&mut a, "2v");
+    let report = crate::audit::VerifyReport {
+        ok: false,
+        events: 6,
+        first_broken_seq: Some(7),
+        reason: Some("the event's content does not match its hash: it was changed after it was written".into()),
+        head_seq: 6,
+        head_hash: "cd".repeat(32),
+    };
+    a.update(Action::Net(NetMsg::Verified(Ok(report))));
+});
+scene!(switches_screen, |a| {
+    a.update(Action::Net(NetMsg::Switches(Ok(switches(true)))));
+    keys(&mut a, "5");
+});
+scene!(kill_picker, |a| {
+    a.update(Action::Net(NetMsg::Tools(Ok(vec![]))));
+    keys(&mut a, "K");
+});
+scene!(kill_reason, |a| {
+    keys(&mut a, "K");
+    key(&mut a, KeyCode::Enter);
+    keys(&mut a, "incident 42");
+});
+scene!(kill_confirmation, |a| {
+    keys(&mut a, "K");
+    key(&mut a, KeyCode::Enter);
+    keys(&mut a, "incident 42");
+    key(&mut a, KeyCode::Enter);
+});
+scene!(lift_reason, |a| {
+    a.update(Action::Net(NetMsg::Switches(Ok(switches(true)))));
+    keys(&mut a, "5jl");
+    keys(&mut a, "template fixed");
+});
+scene!(help_overlay, |a| {
+    keys(&mut a, "?");
+});
+scene!(palette_completion, |a| {
+    keys(&mut a, ":sw");
+    key(&mut a, KeyCode::Tab);
+});
+scene!(engaged_banner, |a| {
+    a.update(Action::Net(NetMsg::Switches(Ok(switches(true)))));
+});
+scene!(disconnected_banner, |a| {
+    a.update(Action::Net(NetMsg::Stream(StreamMsg::Down {
+        error: "connection refused".into(),
+        attempt: 3,
+        retry_in: std::time::Duration::from_secs(2),
+    })));
+});
+scene!(sign_in_again, |a| {
+    a.update(Action::Net(NetMsg::Stream(StreamMsg::Unauthorized("this session has expired; sign in again".into()))));
+});
+scene!(viewer_cannot_approve, |a| {
+    a.update(Action::Net(NetMsg::Me(Ok(me("viewer", &["approvals:read", "audit:read", "killswitch:read"])))));
+    keys(&mut a, "a");
+});
+
+#[test]
+fn too_small() {
+    let a = app(60, 20);
+    insta::assert_snapshot!("too_small", render(&a));
+}
+
+#[test]
+fn new_arrivals_do_not_move_the_selection() {
+    let mut a = app(80, 24);
+    keys(&mut a, "j");
+    let selected = a.approvals.current().unwrap().id.clone();
+    // A new approval expiring sooner than everything else arrives at the top.
+    let mut list = approvals();
+    let mut urgent = list[0].clone();
+    urgent.id = "apv_urgent".into();
+    urgent.expires_at = at(30);
+    list.push(urgent);
+    a.update(Action::Net(NetMsg::Approvals(Ok(list))));
+    assert_eq!(a.approvals.current().unwrap().id, selected);
+    assert_eq!(a.approvals.items[0].id, "apv_urgent");
+}
+
+#[test]
+fn a_decision_sends_the_hash_that_was_shown() {
+    let mut a = app(80, 24);
+    let selected = a.approvals.current().unwrap().clone();
+    keys(&mut a, "ay");
+    let effects = a.take_effects();
+    assert!(
+        effects.iter().any(|e| matches!(e, super::action::Effect::Decide { id, verdict: Verdict::Approve, payload_sha256, .. } if *id == selected.id && *payload_sha256 == selected.payload_sha256)),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn deny_needs_a_reason_and_sends_it() {
+    let mut a = app(80, 24);
+    keys(&mut a, "d");
+    key(&mut a, KeyCode::Enter);
+    assert!(a.take_effects().is_empty(), "an empty reason is refused");
+    keys(&mut a, "not this customer");
+    key(&mut a, KeyCode::Enter);
+    keys(&mut a, "y");
+    let effects = a.take_effects();
+    assert!(
+        effects.iter().any(
+            |e| matches!(e, super::action::Effect::Decide { verdict: Verdict::Deny, reason: Some(r), .. } if r == "not this customer")
+        ),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn escape_and_n_cancel_without_effects() {
+    let mut a = app(80, 24);
+    keys(&mut a, "an");
+    keys(&mut a, "K");
+    key(&mut a, KeyCode::Esc);
+    assert!(a.dialog.is_none());
+    let changes = a
+        .take_effects()
+        .into_iter()
+        .filter(|e| matches!(e, super::action::Effect::Decide { .. } | super::action::Effect::SetSwitch { .. }))
+        .count();
+    assert_eq!(changes, 0);
+}
+
+fn access_data() -> super::screens::access::AccessData {
+    use crate::model::{Role, Token, TokenState};
+    use crate::permissions::{BuiltinRole, Permission};
+    let member = |id: &str, email: &str, role: &str, active: bool| Member {
+        id: id.into(),
+        email: email.into(),
+        name: email.split('@').next().unwrap_or_default().into(),
+        role: role.into(),
+        status: if active { MemberStatus::Active } else { MemberStatus::Deactivated },
+        created_at: at(-86_400 * 3),
+        updated_at: at(-86_400),
+    };
+    let roles: Vec<Role> = BuiltinRole::ALL
+        .iter()
+        .map(|r| Role {
+            id: None,
+            name: r.name().into(),
+            builtin: true,
+            description: r.describe().into(),
+            permissions: r.permissions().into_iter().collect(),
+            members: 1,
+        })
+        .chain(std::iter::once(Role {
+            id: Some("rol_approver".into()),
+            name: "approver".into(),
+            builtin: false,
+            description: "decides approvals".into(),
+            permissions: vec![Permission::ApprovalsRead, Permission::ApprovalsDecide],
+            members: 1,
+        }))
+        .collect();
+    let catalog = Permission::ALL
+        .iter()
+        .map(|p| crate::server::routes::roles::PermissionInfo {
+            name: p.as_str().into(),
+            description: p.describe().into(),
+            grantable_to_agents: p.grantable_to_agents(),
+        })
+        .collect();
+    let token = |id: &str, name: &str, state: TokenState| Token {
+        id: id.into(),
+        name: name.into(),
+        owner_id: "usr_dev".into(),
+        scopes: vec!["actions:submit".into()],
+        tools: vec!["email.*".into()],
+        hint: "csa_AbC1…".into(),
+        created_at: at(-86_400 * 2),
+        expires_at: Some(at(86_400 * 88)),
+        last_used_at: Some(at(-40)),
+        rotated_at: None,
+        revoked_at: None,
+        state,
+    };
+    super::screens::access::AccessData {
+        members: Some(vec![
+            member("usr_owner", "owner@acme.test", "owner", true),
+            member("usr_ada", "ada@acme.test", "admin", true),
+            member("usr_dev", "dev@acme.test", "member", true),
+            member("usr_val", "val@acme.test", "viewer", false),
+        ]),
+        roles: Some((roles, catalog)),
+        tokens: Some(vec![
+            token("tok_billing", "billing-agent", TokenState::Active),
+            token("tok_old", "old-importer", TokenState::Revoked),
+        ]),
+    }
+}
+
+fn with_access(a: &mut App) {
+    let owner = [
+        "approvals:read",
+        "approvals:decide",
+        "audit:read",
+        "killswitch:read",
+        "killswitch:engage",
+        "killswitch:lift",
+        "tools:read",
+        "members:read",
+        "members:manage",
+        "roles:manage",
+        "tokens:create",
+        "tokens:manage",
+        "actions:submit",
+        "ownership:transfer",
+    ];
+    a.update(Action::Net(NetMsg::Me(Ok(me("owner", &owner)))));
+    a.update(Action::Net(NetMsg::Access(access_data())));
+    keys(a, "3");
+}
+
+scene!(access_members, |a| {
+    with_access(&mut a);
+});
+scene!(access_roles, |a| {
+    with_access(&mut a);
+    keys(&mut a, "l");
+});
+scene!(access_tokens, |a| {
+    with_access(&mut a);
+    keys(&mut a, "ll");
+});
+scene!(new_member_form, |a| {
+    with_access(&mut a);
+    keys(&mut a, "n");
+    keys(&mut a, "eve@acme.test");
+});
+scene!(change_role_form, |a| {
+    with_access(&mut a);
+    keys(&mut a, "jje");
+});
+scene!(deactivate_confirmation, |a| {
+    with_access(&mut a);
+    keys(&mut a, "jjx");
+});
+scene!(transfer_ownership_typed, |a| {
+    with_access(&mut a);
+    keys(&mut a, "jO");
+    keys(&mut a, "ada@acme");
+});
+scene!(new_role_form, |a| {
+    with_access(&mut a);
+    keys(&mut a, "ln");
+    keys(&mut a, "responder");
+});
+scene!(new_token_form, |a| {
+    with_access(&mut a);
+    keys(&mut a, "lln");
+    keys(&mut a, "billing-agent");
+});
+scene!(token_secret_shown_once, |a| {
+    with_access(&mut a);
+    keys(&mut a, "ll");
+    a.update(Action::Net(NetMsg::AccessDone(Ok((
+        "Created the token `ci`.".into(),
+        Some(("ci".into(), "csa_EXAMPLEexampleEXAMPLEexampleEXAMPLEexa0aBcDe".into())),
+    )))));
+});
+scene!(revoke_confirmation, |a| {
+    with_access(&mut a);
+    keys(&mut a, "llx");
+});
+scene!(viewer_access_is_read_only, |a| {
+    a.update(Action::Net(NetMsg::Me(Ok(me("viewer", &["members:read", "audit:read"])))));
+    a.update(Action::Net(NetMsg::Access(access_data())));
+    keys(&mut a, "3n");
+});
+
+#[test]
+fn creating_a_token_by_keys_asks_for_what_it_needs() {
+    let mut a = app(120, 40);
+    with_access(&mut a);
+    keys(&mut a, "lln");
+    keys(&mut a, "ci-agent");
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Tab);
+    a.update(Action::Key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL)));
+    let effects = a.take_effects();
+    assert!(
+        effects.iter().any(|e| matches!(e, super::action::Effect::Access(super::dialogs::AccessOp::CreateToken { name, scopes, tools, expires_in_seconds: Some(_) })
+            if name == "ci-agent" && scopes == &vec!["actions:submit".to_string()] && tools == &vec!["*".to_string()])),
+        "{effects:?}"
+    );
+}
+
+/// Each cell's style as text: the colour theme snapshots compare what a person sees.
+fn styled(b: &TestBackend) -> String {
+    let buf = b.buffer();
+    let mut out = String::new();
+    for y in 0..buf.area.height {
+        let mut last = None;
+        for x in 0..buf.area.width {
+            let c = &buf[(x, y)];
+            let style = (c.fg, c.bg, c.modifier);
+            if last != Some(style) {
+                out.push_str(&format!("«{:?}/{:?}/{:?}»", c.fg, c.bg, c.modifier));
+                last = Some(style);
+            }
+            out.push_str(c.symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn themed(theme: Theme) -> App {
+    let mut a = app(80, 24);
+    a.theme = theme;
+    a.update(Action::Net(NetMsg::Switches(Ok(switches(true)))));
+    // The milestone update (it has a `current` state, so a diff), scrolled to the diff.
+    keys(&mut a, "j");
+    key(&mut a, KeyCode::Enter);
+    keys(&mut a, "jjjjjjjjjjjj");
+    a
+}
+
+#[test]
+fn sixteen_colour_theme() {
+    let a = themed(Theme::built_in("ansi16").unwrap());
+    insta::assert_snapshot!("theme_ansi16_detail_80x24", styled(&render(&a)));
+}
+
+#[test]
+fn no_color_still_marks_selection_diffs_and_banners() {
+    let mut a = themed(Theme::monochrome());
+    let detail = styled(&render(&a));
+    insta::assert_snapshot!("theme_no_color_detail_80x24", detail);
+    // The banner is reverse video; diff lines carry their marks in text.
+    assert!(detail.lines().nth(1).unwrap().contains("REVERSED"), "{detail}");
+    assert!(render(&a).to_string().contains(r#"-   "status": "in_progress","#), "{}", render(&a));
+    key(&mut a, KeyCode::Esc);
+    let list = styled(&render(&a));
+    insta::assert_snapshot!("theme_no_color_queue_80x24", list);
+    assert!(list.lines().any(|l| l.contains("REVERSED") && l.contains("milestones.update")), "the selected row is reverse video:\n{list}");
+}
+
+#[test]
+fn every_built_in_theme_draws_every_screen() {
+    for (name, _) in super::theme::BUILT_IN {
+        let mut a = app(80, 24);
+        a.theme = Theme::built_in(name).unwrap();
+        for k in ["1", "2", "3", "5"] {
+            keys(&mut a, k);
+            let text = render(&a).to_string();
+            assert!(text.contains("countersign"), "{name} {k}");
+        }
+    }
+}

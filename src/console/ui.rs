@@ -1,0 +1,185 @@
+//! Drawing: a pure function of the state. It never waits on anything and never changes
+//! the state; the same state always draws the same screen.
+
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Wrap};
+
+use super::app::{App, Conn, Input, Screen};
+use super::keys;
+use super::screens;
+
+/// The smallest terminal the console draws in.
+pub const MIN_WIDTH: u16 = 80;
+pub const MIN_HEIGHT: u16 = 24;
+
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    f.render_widget(Block::default().style(app.theme.base), area);
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        too_small(f, area, app);
+        return;
+    }
+    let banners = banner_lines(app);
+    let [header, banner, tabs, body, toast, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(banners.len() as u16),
+        Constraint::Length(1),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_header(f, header, app);
+    f.render_widget(Paragraph::new(banners), banner);
+    draw_tabs(f, tabs, app);
+    match app.screen {
+        Screen::Approvals => screens::approvals::draw(f, body, app),
+        Screen::Audit => screens::audit::draw(f, body, app),
+        Screen::Switches => screens::switches::draw(f, body, app),
+        Screen::Access => screens::access::draw(f, body, app),
+        Screen::Simulate => draw_later(f, body, app),
+    }
+    draw_toast(f, toast, app);
+    draw_footer(f, footer, app);
+    if let Some(d) = &app.dialog {
+        d.draw(f, body, &app.theme);
+    }
+}
+
+fn too_small(f: &mut Frame, area: Rect, app: &App) {
+    let text = vec![
+        Line::styled("Terminal too small", app.theme.danger),
+        Line::styled(format!("{}×{} — Countersign needs at least {MIN_WIDTH}×{MIN_HEIGHT}.", area.width, area.height), app.theme.base),
+        Line::styled("Enlarge the window; q quits.", app.theme.muted),
+    ];
+    let [mid] = Layout::vertical([Constraint::Length(3)]).flex(ratatui::layout::Flex::Center).areas(area);
+    f.render_widget(Paragraph::new(text).alignment(Alignment::Center).wrap(Wrap { trim: true }), mid);
+}
+
+fn draw_header(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let s = &app.session;
+    let conn = match &app.conn {
+        Conn::Connected => Span::styled("● live", t.ok),
+        Conn::Connecting { .. } => Span::styled("◌ connecting", t.warn),
+        Conn::Down { .. } => Span::styled("✕ DISCONNECTED", t.danger),
+    };
+    let role = if s.role.is_empty() { String::new() } else { format!(" ({})", s.role) };
+    let server = s.server.trim_start_matches("http://").trim_start_matches("https://");
+    let ws = if s.workspace.is_empty() { "…".to_string() } else { s.workspace.clone() };
+    let line = Line::from(vec![
+        Span::styled(" countersign ", t.accent),
+        Span::styled("│ ", t.border),
+        Span::styled(ws, t.title),
+        Span::styled(" │ ", t.border),
+        Span::styled(format!("{}{role}", s.email), t.base),
+        Span::styled(" │ ", t.border),
+        Span::styled(server.to_string(), t.muted),
+        Span::styled(" │ ", t.border),
+        conn,
+    ]);
+    f.render_widget(Paragraph::new(line), area);
+}
+
+/// Unmissable lines: engaged kill switches, and a lost connection.
+pub fn banner_lines(app: &App) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    let mut out = Vec::new();
+    let engaged = app.engaged();
+    if !engaged.is_empty() {
+        let what: Vec<String> = engaged
+            .iter()
+            .map(|(tool, reason)| {
+                let name = tool.clone().unwrap_or_else(|| "WORKSPACE".into());
+                if reason.is_empty() { name } else { format!("{name} ({reason})") }
+            })
+            .collect();
+        let text = format!(" ■ KILL SWITCH ENGAGED: {} ", what.join(" · "));
+        out.push(Line::styled(format!("{text:<width$}", width = app.size.0 as usize), t.banner));
+    }
+    if let Conn::Down { error, attempt, retry_at } = &app.conn {
+        let secs = (*retry_at - app.now).num_seconds().max(0);
+        let text =
+            format!(" DISCONNECTED: {} — retrying in {secs}s (attempt {attempt}); data may be stale ", super::widgets::clip(error, 30));
+        out.push(Line::styled(format!("{text:<width$}", width = app.size.0 as usize), t.banner));
+    }
+    out
+}
+
+fn draw_tabs(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let mut spans = vec![Span::raw(" ")];
+    for (i, s) in Screen::ALL.iter().enumerate() {
+        let count = match s {
+            Screen::Approvals if app.approvals.loaded => format!(" ({})", app.approvals.items.len()),
+            Screen::Switches => {
+                let n = app.engaged().len();
+                if n > 0 { format!(" ({n}!)") } else { String::new() }
+            }
+            _ => String::new(),
+        };
+        let label = format!(" {} {}{count} ", i + 1, s.title());
+        spans.push(Span::styled(label, if *s == app.screen { t.selection } else { t.muted }));
+        spans.push(Span::raw(" "));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn draw_later(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let text = vec![Line::styled(format!("{} is managed from the command line and the API in this version.", app.screen.title()), t.muted)];
+    f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
+}
+
+fn draw_toast(f: &mut Frame, area: Rect, app: &App) {
+    if let Some(Input::Palette { error: Some(e), .. }) = &app.input {
+        f.render_widget(Paragraph::new(Line::styled(e.clone(), app.theme.danger)), area);
+        return;
+    }
+    if let Some(toast) = &app.toast {
+        let style = if toast.error { app.theme.danger } else { app.theme.ok };
+        f.render_widget(Paragraph::new(Line::styled(super::widgets::clip(&toast.text, area.width as usize), style)), area);
+    }
+}
+
+fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let line = match &app.input {
+        Some(Input::Filter(text)) => Line::from(vec![
+            Span::styled("/", t.key),
+            Span::styled(text.clone(), t.base),
+            Span::styled("█", t.accent),
+            Span::styled("   enter keep · esc clear", t.muted),
+        ]),
+        Some(Input::Palette { text, .. }) => Line::from(vec![
+            Span::styled(":", t.key),
+            Span::styled(text.clone(), t.base),
+            Span::styled("█", t.accent),
+            Span::styled("   tab complete · enter run · esc cancel", t.muted),
+        ]),
+        None => {
+            let open = match app.screen {
+                Screen::Approvals => app.approvals.open,
+                Screen::Audit => app.audit.open,
+                _ => false,
+            };
+            let mut spans = Vec::new();
+            for (k, label) in keys::footer(app.screen, open) {
+                let disabled = match k {
+                    "a" | "d" => !app.session.known || !app.can("approvals:decide"),
+                    "K" | "engage" => app.session.known && !app.can("killswitch:engage"),
+                    "l" => app.session.known && !app.can("killswitch:lift"),
+                    "v" => app.session.known && !app.can("audit:read"),
+                    _ => false,
+                } && app.session.known;
+                let (ks, ls) = if disabled { (t.disabled, t.disabled) } else { (t.key, t.muted) };
+                spans.push(Span::styled(format!(" {k}"), ks));
+                spans.push(Span::styled(format!(" {label} "), ls));
+            }
+            Line::from(spans)
+        }
+    };
+    f.render_widget(Paragraph::new(line), area);
+}

@@ -1,0 +1,56 @@
+//! Pieces drawn on more than one screen.
+
+pub mod diff;
+pub mod fields;
+
+use chrono::{DateTime, Utc};
+
+/// "12:34" (or "1h02m") until `t`, or "expired".
+pub fn countdown(now: DateTime<Utc>, t: &str) -> (String, i64) {
+    let Some(t) = crate::clock::parse_ts(t) else { return ("?".into(), 0) };
+    let secs = (t - now).num_seconds();
+    if secs <= 0 {
+        return ("expired".into(), secs);
+    }
+    let text =
+        if secs >= 3600 { format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60) } else { format!("{:02}:{:02}", secs / 60, secs % 60) };
+    (text, secs)
+}
+
+/// "3m ago", "2h ago", for timestamps.
+pub fn ago(now: DateTime<Utc>, t: &str) -> String {
+    let Some(t) = crate::clock::parse_ts(t) else { return String::new() };
+    let secs = (now - t).num_seconds().max(0);
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        3600..=86_399 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+/// The first `n` characters of `s`, with `…` when cut.
+pub fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Removes control characters, which could repaint the terminal: a line break shows as
+/// `↵`, anything else as `␣`.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c == '\n' {
+                '↵'
+            } else if c.is_control() {
+                '␣'
+            } else {
+                c
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,195 @@
+//! The real console binary in a pseudo-terminal against a real server: signing in,
+//! approving by keys, engaging a kill switch by keys, and riding out a server restart.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use serde_json::json;
+
+use crate::support::*;
+
+/// A console running in a pseudo-terminal, its screen parsed by a VT100 emulator.
+pub struct Console {
+    screen: Arc<Mutex<vt100::Parser>>,
+    writer: Box<dyn Write + Send>,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    _config: tempfile::TempDir,
+}
+
+impl Console {
+    pub fn start(server: &str, rows: u16, cols: u16, args: &[&str]) -> Console {
+        let pty = native_pty_system().openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).expect("open a pty");
+        let config = tempfile::tempdir().unwrap();
+        let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_countersign"));
+        cmd.args(args);
+        cmd.env("COUNTERSIGN_SERVER", server);
+        cmd.env("COUNTERSIGN_CONFIG_DIR", config.path());
+        cmd.env("TERM", "xterm-256color");
+        cmd.env_remove("COUNTERSIGN_TOKEN");
+        cmd.env_remove("NO_COLOR");
+        let child = pty.slave.spawn_command(cmd).expect("spawn the console");
+        drop(pty.slave);
+        let mut reader = pty.master.try_clone_reader().unwrap();
+        let writer = pty.master.take_writer().unwrap();
+        let screen =
+            Arc::new(Mutex::new(vt100::Parser::new(std::num::NonZeroU16::new(rows).unwrap(), std::num::NonZeroU16::new(cols).unwrap(), 0)));
+        let feed = screen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                feed.lock().unwrap().process(&buf[..n]);
+            }
+        });
+        // The master must outlive the child; leak it into the reader's lifetime.
+        std::mem::forget(pty.master);
+        Console { screen, writer, child, _config: config }
+    }
+
+    pub fn text(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    /// Waits until the screen shows `needle`, up to `secs` seconds.
+    pub fn wait_for(&self, needle: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if self.text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the console never showed {needle:?}; the screen was:\n{}", self.text());
+    }
+
+    pub fn send(&mut self, keys: &str) {
+        self.writer.write_all(keys.as_bytes()).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    /// Signs in through the dialog the console opens when it has no session.
+    pub fn sign_in(&mut self, email: &str) {
+        self.wait_for("Sign in again", 10);
+        self.send(email);
+        self.send("\t");
+        self.send(PASSWORD);
+        self.send("\r");
+    }
+
+    pub fn quit(mut self) -> bool {
+        self.send("q");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = self.child.kill();
+        false
+    }
+}
+
+async fn setup() -> (TestServer, Workspace, Api) {
+    let server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    ws.record_tool("email.send", "write", "approve", false).await;
+    ws.record_tool("crm.read", "read", "auto", false).await;
+    ws.agent_writes(true).await;
+    let (_, dev) = ws.member(&server, "member").await;
+    let (_, secret) = Workspace::token(&dev, &["actions:submit"], &["*"]).await;
+    (server, ws, dev.as_token(&secret))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approving_by_keys_shows_the_grant_and_the_execution_in_the_tail() {
+    let (server, ws, agent) = setup().await;
+    ws.owner.post("/v1/members", json!({"email": "ada@acme.test", "password": PASSWORD, "role": "admin"})).await.assert_status(201);
+    let payload = json!({"to": ["ops@example.com"], "subject": "Invoice 7"});
+    let pending = submit(&agent, "email.send", payload.clone()).await;
+    assert_eq!(pending.body["status"], "pending_approval");
+
+    let mut console = Console::start(&server.base, 24, 80, &[]);
+    console.sign_in("ada@acme.test");
+    console.wait_for("ada@acme.test (admin)", 10);
+    console.wait_for("email.send", 10);
+    console.send("a");
+    console.wait_for("Approve email.send?", 5);
+    let short = &pending.body["payload_sha256"].as_str().unwrap()[..12];
+    assert!(console.text().contains(short), "the confirmation names the short hash:\n{}", console.text());
+    console.send("y");
+    console.wait_for("Approved email.send", 10);
+
+    // The agent runs it, and the tail shows both events.
+    let ran = agent.post(&format!("/v1/actions/{}/execute", pending.body["id"].as_str().unwrap()), json!({"payload": payload})).await;
+    assert_eq!(ran.body["status"], "executed", "{}", ran.body);
+    console.send("2");
+    console.wait_for("approval.granted", 10);
+    console.wait_for("action.executed", 10);
+    assert!(console.quit(), "the console exits cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_switch_engaged_by_keys_blocks_the_agents_next_call() {
+    let (server, ws, agent) = setup().await;
+    let _ = ws;
+    let mut console = Console::start(&server.base, 24, 80, &[]);
+    console.sign_in("owner@acme.test");
+    console.wait_for("(owner)", 10);
+    console.send("K");
+    console.wait_for("what to stop?", 5);
+    // The list: the workspace, then the tools by name; pick `email.send`.
+    console.wait_for("email.send", 5);
+    console.send("jj");
+    console.send("\r");
+    console.wait_for("Why stop `email.send`?", 5);
+    console.send("bad template");
+    console.send("\r");
+    console.wait_for("Engage the kill switch?", 5);
+    console.send("y");
+    console.wait_for("KILL SWITCH ENGAGED: email.send (bad template)", 10);
+    let r = submit(&agent, "email.send", json!({"to": ["a@example.com"]})).await;
+    assert_eq!(r.body["status"], "blocked", "{}", r.body);
+    assert_eq!(r.body["code"], "tool_kill_switch");
+    assert!(console.quit());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_reconnects_after_a_restart_and_the_tail_has_no_gap() {
+    let (mut server, ws, agent) = setup().await;
+    let mut console = Console::start(&server.base, 40, 120, &[]);
+    console.sign_in("owner@acme.test");
+    console.wait_for("● live", 10);
+    submit(&agent, "crm.read", json!({"n": "before"})).await;
+    console.send("2");
+    console.wait_for("action.executed", 10);
+
+    server.restart_same_port().await;
+    // Events written after the restart arrive, after the ones before, with no gap.
+    submit(&agent, "crm.read", json!({"n": "after"})).await;
+    let total = ws.owner.all_events().await.len() as i64;
+    // Table rows start at the first column with the seq; nothing else on screen does.
+    let seqs = |text: &str| -> Vec<i64> {
+        text.lines()
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seqs(&console.text()).contains(&total) {
+        assert!(Instant::now() < deadline, "the tail never reached seq {total}:\n{}", console.text());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    console.wait_for("● live", 10);
+    let text = console.text();
+    let shown = seqs(&text);
+    assert!(shown.len() > 3, "{text}");
+    for w in shown.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "gap or repeat in the tail:\n{text}");
+    }
+    assert!(console.quit());
+}
