@@ -26,7 +26,16 @@ const BATCH: i64 = 500;
 pub async fn sign_head(state: &AppState, ws: &WorkspaceId) -> Result<Checkpoint> {
     let (seq, hash) = state.store.audit_head(ws).await?;
     let checkpoint = state.signer.sign(ws.as_str(), seq, &hash, &format_ts(state.clock.now()));
+    // Only a head not kept yet costs a write: polling this route leaves the writer alone.
+    let kept = match state.store.list_checkpoints(ws, None, 1).await {
+        Ok(latest) => latest.first().is_some_and(|c| c.seq >= seq),
+        Err(e) => {
+            tracing::warn!(workspace = %ws, error = %e, "could not read the kept checkpoints");
+            true
+        }
+    };
     if seq > 0
+        && !kept
         && let Err(e) = state.store.record_checkpoint(ws, &checkpoint).await
     {
         tracing::warn!(workspace = %ws, seq, error = %e, "could not keep a signed checkpoint");

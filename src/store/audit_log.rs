@@ -272,3 +272,50 @@ impl AuditLog for SqlStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_read_as_people_write_them() {
+        let r = AuditRange::parse(Some("2026-05-01T02:00:00+02:00"), Some("2026-05-02T00:00:00Z"), Some(" member.created, approval.* ,"))
+            .unwrap();
+        assert_eq!(r.since.as_deref(), Some("2026-05-01T00:00:00.000000Z"));
+        assert_eq!(r.until.as_deref(), Some("2026-05-02T00:00:00.000000Z"));
+        assert_eq!(r.types, ["member.created", "approval.*"]);
+        assert!(r.is_filtered());
+        // A `+` that a query string turned into a space.
+        let r = AuditRange::parse(Some("2026-05-01T02:00:00 02:00"), None, None).unwrap();
+        assert_eq!(r.since.as_deref(), Some("2026-05-01T00:00:00.000000Z"));
+        // `*` is every type: no filter.
+        assert!(!AuditRange::parse(None, None, Some("member.*,*")).unwrap().is_filtered());
+        assert!(!AuditRange::parse(None, None, None).unwrap().is_filtered());
+    }
+
+    #[test]
+    fn bad_ranges_are_refused_with_invalid_query() {
+        for (since, until, types) in [
+            (Some("yesterday"), None, None),
+            (None, Some("2026-02-30T00:00:00Z"), None),
+            (Some("2026-05-02T00:00:00Z"), Some("2026-05-01T00:00:00Z"), None),
+            (None, None, Some("Member.Created")),
+            (None, None, Some("member.**")),
+            (None, None, Some("member..created")),
+            (None, None, Some("member created")),
+        ] {
+            let e = AuditRange::parse(since, until, types).unwrap_err();
+            assert_eq!((e.status(), e.code), (400, "invalid_query"), "{since:?} {until:?} {types:?}");
+        }
+        let many: Vec<String> = (0..=MAX_RANGE_TYPES).map(|i| format!("t.e{i}")).collect();
+        assert!(AuditRange::parse(None, None, Some(&many.join(","))).is_err());
+    }
+
+    #[test]
+    fn families_match_by_prefix_not_by_like() {
+        let r = AuditRange { types: vec!["approval.*".into(), "member_x.created".into()], through_seq: Some(9), ..Default::default() };
+        let (sql, params) = r.condition(4);
+        assert_eq!(sql, " AND seq <= $4 AND (substr(event_type, 1, 9) = $5 OR event_type = $6)");
+        assert_eq!(params, [Value::Int(9), Value::from("approval."), Value::from("member_x.created")]);
+    }
+}
