@@ -17,5 +17,6 @@ mod permissions;
 mod restart;
 mod sessions;
 mod stream;
+mod tape;
 mod tokens;
 mod webhooks;
