@@ -142,6 +142,11 @@ fn init(args: InitArgs) -> u8 {
     {
         return fail(exit::FAILURE, format!("cannot write the master key {}: {e}", key_file.display()));
     }
+    let signing_key = args.data_dir.join(crate::checkpoint::KEY_FILE);
+    let signer = match crate::checkpoint::Signer::load_or_create(&signing_key) {
+        Ok((s, _)) => s,
+        Err(e) => return fail(exit::FAILURE, e),
+    };
     let db = db_path(&args.data_dir);
     let rt = super::runtime();
     let outcome = rt.block_on(async {
@@ -160,6 +165,11 @@ fn init(args: InitArgs) -> u8 {
             println!("Next:");
             println!("  countersign serve --data-dir {dir}");
             println!("  curl -s http://127.0.0.1:8750/v1/sessions -d '{{\"email\":\"{}\",\"password\":\"…\"}}'", member.email);
+            println!();
+            let public = signer.public_key();
+            println!("Audit checkpoints are signed with Ed25519 key {} ({}).", public.key_id, signing_key.display());
+            println!("Its public key, to keep where the server cannot change it (audit verify --public-key):");
+            println!("  {}", public.public_key);
             println!();
             println!("Back up {dir}: it holds the database and the keys. For production, move master.key out of it");
             println!("(see docs/OPERATIONS.md): the key that seals connector secrets should not sit beside them.");

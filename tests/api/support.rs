@@ -81,7 +81,8 @@ impl TestServer {
             countersign::vault::generate_key_file(&key_file).expect("master key");
         }
         let keys = countersign::vault::MasterKeys::from_file(&key_file).expect("read master key");
-        let state = AppState::new(store.clone() as Arc<dyn Store>, clock.clone(), config.clone(), keys);
+        let (signer, _) = countersign::checkpoint::Signer::load_or_create(&dir.join("signing.key")).expect("signing key");
+        let state = AppState::with_signer(store.clone() as Arc<dyn Store>, clock.clone(), config.clone(), keys, signer);
         // A restart takes the same port when it can, so clients can reconnect to it.
         let listener = match BIND_AT.with(|b| b.take()) {
             Some(addr) => tokio::net::TcpListener::bind(addr).await.expect("bind the previous port"),
@@ -122,6 +123,11 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");
         }
+    }
+
+    /// The running server's state (its store, signer, configuration).
+    pub fn state(&self) -> &AppState {
+        &self.running.as_ref().expect("the server is running").state
     }
 
     pub fn db_path(&self) -> PathBuf {
