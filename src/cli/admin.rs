@@ -172,6 +172,11 @@ fn init(args: InitArgs) -> u8 {
     {
         return fail(exit::FAILURE, format!("cannot write the master key {}: {e}", key_file.display()));
     }
+    let signing_key = args.data_dir.join(crate::checkpoint::KEY_FILE);
+    let signer = match crate::checkpoint::Signer::load_or_create(&signing_key) {
+        Ok((s, _)) => s,
+        Err(e) => return fail(exit::FAILURE, e),
+    };
     let store = match store::open(Some(&args.data_dir), args.database_url.as_deref(), Purpose::Create, Clock::system()) {
         Ok(s) => s,
         Err(e) => return fail(exit::FAILURE, e),
@@ -196,9 +201,14 @@ fn init(args: InitArgs) -> u8 {
             }
             println!("  curl -s http://127.0.0.1:8750/v1/sessions -d '{{\"email\":\"{}\",\"password\":\"…\"}}'", member.email);
             println!();
+            let public = signer.public_key();
+            println!("Audit checkpoints are signed with Ed25519 key {} ({}).", public.key_id, signing_key.display());
+            println!("Its public key, to keep where the server cannot change it (audit verify --public-key):");
+            println!("  {}", public.public_key);
+            println!();
             if args.database_url.is_some() {
-                println!("Back up {dir}: it holds the master key, which every replica needs; back the database up with");
-                println!("PostgreSQL's tools (see docs/OPERATIONS.md).");
+                println!("Back up {dir}: it holds the master key and the signing key, which every replica needs; back the");
+                println!("database up with PostgreSQL's tools (see docs/OPERATIONS.md).");
             } else {
                 println!("Back up {dir}: it holds the database and the keys. For production, move master.key out of it");
                 println!("(see docs/OPERATIONS.md): the key that seals connector secrets should not sit beside them.");

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::store::{self, Purpose};
 use super::{exit, fail};
+use crate::checkpoint::{self, Signer};
 use crate::clock::Clock;
 use crate::server::{self, AppState, ServerConfig};
 use crate::vault::{self, MasterKeys};
@@ -40,6 +41,43 @@ pub struct Args {
     /// A previous master key, to open secrets sealed before a rotation.
     #[arg(long)]
     previous_master_key_file: Option<PathBuf>,
+    /// The Ed25519 key that signs audit checkpoints (base64 of a 32-byte seed). Default:
+    /// `signing.key` in the data directory, created (0600) if missing.
+    #[arg(long)]
+    signing_key_file: Option<PathBuf>,
+}
+
+/// Loads the checkpoint signing key: the given file (which must exist), else
+/// `signing.key` in the data directory, created with a fresh key if missing.
+pub fn load_signer(data_dir: &std::path::Path, file: Option<&std::path::Path>) -> Result<Signer, String> {
+    let signer = match file {
+        Some(path) => Signer::from_file(path)?,
+        None => {
+            let path = data_dir.join(checkpoint::KEY_FILE);
+            let (signer, created) = Signer::load_or_create(&path)?;
+            if created {
+                tracing::info!(path = %path.display(), key_id = signer.key_id(), "created a new audit checkpoint signing key");
+            }
+            warn_if_shared(&path);
+            signer
+        }
+    };
+    Ok(signer)
+}
+
+/// Warns when a key file can be read by anyone but its owner.
+fn warn_if_shared(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), "the signing key file is readable by others; run `chmod 600` on it");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// Loads the master keys: the environment first, then the key file.
@@ -86,7 +124,10 @@ pub fn init_command_logging() {
 
 fn init_logging_at(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Internal errors off: with them on, a log line that cannot be written (standard error
+    // is a pipe whose reader went away) makes tracing-subscriber `eprintln!`, which panics
+    // the request being logged.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -109,7 +150,12 @@ pub fn run(args: Args) -> u8 {
             Ok(k) => k,
             Err(e) => return fail(exit::FAILURE, e),
         };
-        let state = AppState::new(store, clock, config, keys);
+        let signer = match load_signer(&args.data_dir, args.signing_key_file.as_deref()) {
+            Ok(s) => s,
+            Err(e) => return fail(exit::FAILURE, e),
+        };
+        tracing::info!(key_id = signer.key_id(), "audit checkpoints are signed with key {}", signer.key_id());
+        let state = AppState::with_signer(store, clock, config, keys, signer);
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
             Err(e) => return fail(exit::FAILURE, format!("cannot listen on {}: {e}", args.listen)),

@@ -160,13 +160,13 @@ fn read_action(conn: &mut dyn Conn, ws: &str, id: &str) -> Result<Action> {
     Ok(action_from_row(&row)?)
 }
 
-const APPROVAL_COLS: &str = "a.id, a.action_id, a.tool, a.state, a.policy, a.required, a.requester_id, a.payload_sha256, \
+pub(super) const APPROVAL_COLS: &str = "a.id, a.action_id, a.tool, a.state, a.policy, a.required, a.requester_id, a.payload_sha256, \
      a.created_at, a.expires_at, a.decided_at, a.consumed_at, x.agent_token_id, x.resource, x.reason, x.confidence, m.email, t.name";
 /// Approvals with their action, the requester's e-mail and the agent token's name.
-const APPROVAL_FROM: &str = "approvals a JOIN actions x ON x.id = a.action_id JOIN members m ON m.id = a.requester_id \
+pub(super) const APPROVAL_FROM: &str = "approvals a JOIN actions x ON x.id = a.action_id JOIN members m ON m.id = a.requester_id \
      LEFT JOIN tokens t ON t.id = x.agent_token_id";
 
-fn approval_from_row(r: &Row, decisions: Vec<ApprovalDecision>) -> Result<Approval, DbError> {
+pub(super) fn approval_from_row(r: &Row, decisions: Vec<ApprovalDecision>) -> Result<Approval, DbError> {
     let bad = |c, what: &str| DbError::Decode { column: c, message: format!("unknown {what}") };
     let approvals = decisions.iter().filter(|d| d.decision == Verdict::Approve).count() as u8;
     Ok(Approval {

@@ -18,6 +18,8 @@ pub mod sqlite;
 
 mod actions;
 mod audit_log;
+mod checkpoints;
+mod exports;
 mod gate;
 mod identity;
 mod webhooks;
@@ -28,7 +30,9 @@ use std::sync::Arc;
 pub use actions::{
     ActionFilter, Actions, Approvals, DecisionRequest, ExecuteRequest, IdempotencyKey, NewAction, Submitted, record_receipt,
 };
-pub use audit_log::{AuditLog, MAX_PAGE as AUDIT_MAX_PAGE};
+pub use audit_log::{AuditLog, AuditRange, MAX_PAGE as AUDIT_MAX_PAGE, valid_type_pattern};
+pub use checkpoints::{Checkpoints, MAX_CHECKPOINT_PAGE};
+pub use exports::{DataExports, MAX_EXPORT_PAGE};
 pub use gate::{GateContext, KillSwitchStore, SwitchTarget, ToolDef, Tools};
 pub use identity::{
     AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewSession, NewToken, RoleChange, Roles, Sessions, SettingsChange,
@@ -78,7 +82,21 @@ impl Origin {
 /// Everything the server asks of a store.
 #[async_trait::async_trait]
 pub trait Store:
-    Workspaces + Members + Roles + Sessions + Tokens + AuditLog + Tools + KillSwitchStore + Actions + Approvals + Webhooks + Send + Sync
+    Workspaces
+    + Members
+    + Roles
+    + Sessions
+    + Tokens
+    + AuditLog
+    + Tools
+    + KillSwitchStore
+    + Actions
+    + Approvals
+    + Webhooks
+    + Checkpoints
+    + DataExports
+    + Send
+    + Sync
 {
     /// Finishes queued writes and closes connections.
     fn close(&self);

@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "identity and audit", sql: include_str!("migrations/sqlite/0001_identity_and_audit.sql") },
     Migration { version: 2, name: "the gate", sql: include_str!("migrations/sqlite/0002_gate.sql") },
     Migration { version: 3, name: "webhooks", sql: include_str!("migrations/sqlite/0003_webhooks.sql") },
+    Migration { version: 4, name: "audit checkpoints", sql: include_str!("migrations/sqlite/0004_checkpoints.sql") },
 ];
 
 /// Opens connections to one database file.

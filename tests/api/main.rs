@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod connectors;
 mod console_e2e;
+mod export;
 mod gate;
 mod identity;
 mod isolation;

@@ -34,6 +34,7 @@ const FENCED: &[&str] = &[
     "tokens",
     "audit_events",
     "audit_heads",
+    "audit_checkpoints",
     "tools",
     "killswitches",
     "actions",
@@ -81,6 +82,8 @@ async fn populate(server: &TestServer, name: &str) -> Workspace {
         .await;
     assert_eq!(d.status, 200, "{}", d.body);
     ws.owner.put("/v1/killswitches/tools/email.send", json!({"engaged": true, "reason": "drill"})).await.assert_status(200);
+    // A signed checkpoint of the head, kept.
+    ws.owner.get("/v1/audit/checkpoints/latest").await.assert_status(200);
     ws
 }
 
@@ -252,10 +255,15 @@ async fn admin_migrate_builds_the_schema_once_and_serve_refuses_unfenced_roles()
     // The owner migrates: every version, then nothing to do.
     let (code, out, err) = run(&["admin", "migrate", "--database-url", &db.owner_url]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("Applied migration 1 (identity and audit)") && out.contains("now at schema version 3 (was 0)"), "{out}");
+    let latest = countersign::store::postgres::MIGRATIONS.len();
+    assert_eq!(latest, countersign::store::sqlite::MIGRATIONS.len(), "both stores have every migration");
+    for m in countersign::store::postgres::MIGRATIONS {
+        assert!(out.contains(&format!("Applied migration {} ({})", m.version, m.name)), "{out}");
+    }
+    assert!(out.contains(&format!("now at schema version {latest} (was 0)")), "{out}");
     let (code, out, _) = run(&["admin", "migrate", "--database-url", &db.owner_url]);
     assert_eq!(code, 0);
-    assert!(out.contains("at schema version 3: nothing to do"), "{out}");
+    assert!(out.contains(&format!("at schema version {latest}: nothing to do")), "{out}");
     // `serve` refuses roles that row-level security would not fence.
     let (code, _, err) = run(&["serve", "--data-dir", &dir, "--listen", "127.0.0.1:0", "--database-url", &db.superuser_url]);
     assert_eq!(code, 1);

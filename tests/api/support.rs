@@ -58,7 +58,7 @@ pub fn bin_env(db: Option<&TestDb>) -> Vec<(&'static str, String)> {
 /// The real binary, with no store settings from the calling environment except `db`'s.
 pub fn bin_command(db: Option<&TestDb>) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
-    c.env_remove("COUNTERSIGN_DATA_DIR").env_remove("COUNTERSIGN_DATABASE_URL").envs(bin_env(db));
+    c.env_remove("COUNTERSIGN_DATA_DIR").env_remove("COUNTERSIGN_DATABASE_URL").env_remove("COUNTERSIGN_TOKEN").envs(bin_env(db));
     c
 }
 use serde_json::{Value, json};
@@ -160,7 +160,8 @@ impl TestServer {
             countersign::vault::generate_key_file(&key_file).expect("master key");
         }
         let keys = countersign::vault::MasterKeys::from_file(&key_file).expect("read master key");
-        let state = AppState::new(store.clone() as Arc<dyn Store>, clock.clone(), config.clone(), keys);
+        let (signer, _) = countersign::checkpoint::Signer::load_or_create(&dir.join("signing.key")).expect("signing key");
+        let state = AppState::with_signer(store.clone() as Arc<dyn Store>, clock.clone(), config.clone(), keys, signer);
         // A restart takes the same port when it can, so clients can reconnect to it.
         let listener = match BIND_AT.with(|b| b.take()) {
             Some(addr) => tokio::net::TcpListener::bind(addr).await.expect("bind the previous port"),
@@ -201,6 +202,11 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");
         }
+    }
+
+    /// The running server's state (its store, signer, configuration).
+    pub fn state(&self) -> &AppState {
+        &self.running.as_ref().expect("the server is running").state
     }
 
     pub fn db_path(&self) -> PathBuf {

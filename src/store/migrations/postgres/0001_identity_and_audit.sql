@@ -129,7 +129,7 @@ CREATE INDEX audit_events_by_time ON audit_events (workspace_id, ts);
 -- even a statement that matches no row is refused.
 CREATE FUNCTION countersign_append_only() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
-    RAISE EXCEPTION 'audit events are append-only: % is refused', TG_OP USING ERRCODE = 'integrity_constraint_violation';
+    RAISE EXCEPTION '% is append-only: % is refused', TG_TABLE_NAME, TG_OP USING ERRCODE = 'integrity_constraint_violation';
 END
 $fn$;
 CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events FOR EACH STATEMENT EXECUTE FUNCTION countersign_append_only();
