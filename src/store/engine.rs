@@ -54,6 +54,7 @@ enum ReadMsg {
 
 /// The running writer and readers.
 pub struct Engine {
+    stop_maintenance: Sender<()>,
     writer: Sender<WriteMsg>,
     readers: Sender<ReadMsg>,
     reader_count: usize,
@@ -85,6 +86,15 @@ impl Engine {
                     .expect("spawn store writer"),
             );
         }
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        if let Some(m) = connector.maintenance()? {
+            threads.push(
+                std::thread::Builder::new()
+                    .name("store-maintenance".into())
+                    .spawn(move || maintenance_loop(m, stop_rx))
+                    .expect("spawn store maintenance"),
+            );
+        }
         let reader_count = connector.readers().max(1);
         for i in 0..reader_count {
             let conn = connector.open_reader()?;
@@ -97,6 +107,7 @@ impl Engine {
             );
         }
         Ok(Engine {
+            stop_maintenance: stop_tx,
             writer: wtx,
             readers: rtx,
             reader_count,
@@ -175,6 +186,7 @@ impl Engine {
 
     /// Finishes the work already queued, then stops the threads.
     pub fn close(&self) {
+        let _ = self.stop_maintenance.try_send(());
         let _ = self.writer.send(WriteMsg::Stop);
         for _ in 0..self.reader_count {
             let _ = self.readers.send(ReadMsg::Stop);
@@ -251,7 +263,7 @@ impl<'a> WriteTx<'a> {
 
     /// Appends an event to a workspace's chain, in this transaction: it is durable
     /// exactly when the change it records is.
-    pub fn append(&mut self, workspace_id: &str, draft: EventDraft) -> Result<AuditEvent, DbError> {
+    pub fn append(&mut self, workspace_id: &str, draft: EventDraft) -> Result<(), DbError> {
         let (seq, prev) = match self.job_heads.get(workspace_id).or_else(|| self.heads.get(workspace_id)) {
             Some(head) => head.clone(),
             None => {
@@ -296,8 +308,8 @@ impl<'a> WriteTx<'a> {
         if !subscriptions.is_empty() && webhooks::queue_deliveries(&mut *self.conn, &event, &subscriptions, &event.ts)? > 0 {
             self.deliveries_queued = true;
         }
-        self.job_events.push(event.clone());
-        Ok(event)
+        self.job_events.push(event);
+        Ok(())
     }
 }
 
@@ -359,6 +371,8 @@ fn writer_loop(
     tracing::debug!("store writer stopped");
 }
 
+// Savepoints go through `execute`, not `batch`: prepared once and cached, they are not
+// parsed again for every job.
 fn run_batch(
     conn: &mut dyn Conn,
     begin: &str,
@@ -385,7 +399,7 @@ fn run_batch(
             drop(job);
             continue;
         }
-        if let Err(e) = conn.batch("SAVEPOINT job") {
+        if let Err(e) = conn.execute("SAVEPOINT job", &[]).map(drop) {
             failed = Some(e);
             drop(job);
             continue;
@@ -410,9 +424,9 @@ fn run_batch(
         events = ev;
         subscriptions = subs;
         let end = if ok {
-            conn.batch("RELEASE SAVEPOINT job")
+            conn.execute("RELEASE SAVEPOINT job", &[]).map(drop)
         } else {
-            conn.batch("ROLLBACK TO SAVEPOINT job").and_then(|_| conn.batch("RELEASE SAVEPOINT job"))
+            conn.execute("ROLLBACK TO SAVEPOINT job", &[]).map(drop).and_then(|_| conn.execute("RELEASE SAVEPOINT job", &[]).map(drop))
         };
         match end {
             Ok(()) if ok => {
@@ -456,6 +470,14 @@ fn run_batch(
     }
     for reply in replies {
         reply(outcome.clone());
+    }
+}
+
+fn maintenance_loop(mut m: super::db::Maintenance, stop: Receiver<()>) {
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(m.every) {
+        if let Err(e) = m.conn.batch(m.statement) {
+            tracing::warn!(error = %e, "store maintenance failed; will retry");
+        }
     }
 }
 
