@@ -321,6 +321,12 @@ pub trait Connector: Send + Sync {
     fn open_reader(&self) -> Result<Box<dyn Conn>, DbError>;
     /// How many reader connections (and threads) to keep.
     fn readers(&self) -> usize;
+    /// Housekeeping the engine runs on its own thread, off the writer's path: a connection,
+    /// a statement, and how often. SQLite checkpoints its write-ahead log this way, so a
+    /// checkpoint's copying and fsync never delay a commit.
+    fn maintenance(&self) -> Result<Option<Maintenance>, DbError> {
+        Ok(None)
+    }
     fn dialect(&self) -> Dialect;
     /// Where other processes' commits are announced, for a store several servers share
     /// (PostgreSQL's LISTEN). `None` for a store only this process writes (SQLite).
@@ -341,4 +347,11 @@ pub struct Wait {
     pub payloads: Vec<String>,
     /// The connection was lost and made again: announcements in between may be missing.
     pub reconnected: bool,
+}
+
+/// Periodic housekeeping for a store (see [`Connector::maintenance`]).
+pub struct Maintenance {
+    pub conn: Box<dyn Conn>,
+    pub statement: &'static str,
+    pub every: std::time::Duration,
 }

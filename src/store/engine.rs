@@ -88,6 +88,7 @@ enum ReadMsg {
 
 /// The running writer and readers.
 pub struct Engine {
+    stop_maintenance: Sender<()>,
     writer: Sender<WriteMsg>,
     readers: Sender<ReadMsg>,
     reader_count: usize,
@@ -127,6 +128,15 @@ impl Engine {
                     .expect("spawn store writer"),
             );
         }
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        if let Some(m) = connector.maintenance()? {
+            threads.push(
+                std::thread::Builder::new()
+                    .name("store-maintenance".into())
+                    .spawn(move || maintenance_loop(m, stop_rx))
+                    .expect("spawn store maintenance"),
+            );
+        }
         let reader_count = connector.readers().max(1);
         for i in 0..reader_count {
             let conn = connector.open_reader()?;
@@ -149,6 +159,7 @@ impl Engine {
             );
         }
         Ok(Engine {
+            stop_maintenance: stop_tx,
             writer: wtx,
             readers: rtx,
             reader_count,
@@ -255,6 +266,7 @@ impl Engine {
     /// Finishes the work already queued, then stops the threads.
     pub fn close(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.stop_maintenance.try_send(());
         let _ = self.writer.send(WriteMsg::Stop);
         for _ in 0..self.reader_count {
             let _ = self.readers.send(ReadMsg::Stop);
@@ -349,7 +361,7 @@ impl<'a> WriteTx<'a> {
 
     /// Appends an event to a workspace's chain, in this transaction: it is durable
     /// exactly when the change it records is.
-    pub fn append(&mut self, workspace_id: &str, draft: EventDraft) -> Result<AuditEvent, DbError> {
+    pub fn append(&mut self, workspace_id: &str, draft: EventDraft) -> Result<(), DbError> {
         let (seq, prev) = match self.job_heads.get(workspace_id).or_else(|| self.heads.get(workspace_id)) {
             Some(head) => head.clone(),
             None => {
@@ -394,8 +406,8 @@ impl<'a> WriteTx<'a> {
         if !subscriptions.is_empty() && webhooks::queue_deliveries(self, &event, &subscriptions, &event.ts)? > 0 {
             self.deliveries_queued = true;
         }
-        self.job_events.push(event.clone());
-        Ok(event)
+        self.job_events.push(event);
+        Ok(())
     }
 }
 
@@ -466,6 +478,9 @@ fn writer_loop(
 }
 
 /// Runs one batch in one transaction; returns the jobs to run again in the next one.
+///
+/// Savepoints go through `execute`, not `batch`: prepared once and cached, they are not
+/// parsed again for every job.
 fn run_batch(
     conn: &mut dyn Conn,
     batch: Vec<Job>,
@@ -496,7 +511,11 @@ fn run_batch(
             drop(job);
             continue;
         }
-        if let Err(e) = conn.batch(dialect.begin_job()) {
+        let begun = match dialect.begin_job() {
+            Some(sql) => conn.batch(sql),
+            None => conn.execute("SAVEPOINT job", &[]).map(drop),
+        };
+        if let Err(e) = begun {
             failed = Some(e);
             drop(job);
             continue;
@@ -531,9 +550,9 @@ fn run_batch(
         subscriptions = subs;
         let keep = ok && !retry;
         let end = if keep {
-            conn.batch("RELEASE SAVEPOINT job")
+            conn.execute("RELEASE SAVEPOINT job", &[]).map(drop)
         } else {
-            conn.batch("ROLLBACK TO SAVEPOINT job").and_then(|_| conn.batch("RELEASE SAVEPOINT job"))
+            conn.execute("ROLLBACK TO SAVEPOINT job", &[]).map(drop).and_then(|_| conn.execute("RELEASE SAVEPOINT job", &[]).map(drop))
         };
         match end {
             Ok(()) if keep => {
@@ -680,6 +699,14 @@ fn reader_loop(mut conn: Box<dyn Conn>, rx: Receiver<ReadMsg>, dialect: Dialect)
                     let _ = conn.batch("ROLLBACK");
                 }
             }
+        }
+    }
+}
+
+fn maintenance_loop(mut m: super::db::Maintenance, stop: Receiver<()>) {
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(m.every) {
+        if let Err(e) = m.conn.batch(m.statement) {
+            tracing::warn!(error = %e, "store maintenance failed; will retry");
         }
     }
 }

@@ -43,7 +43,8 @@ impl SqliteConnector {
         let pragmas = if read_only {
             "PRAGMA foreign_keys = ON; PRAGMA query_only = ON;"
         } else {
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+            // Checkpoints run on the engine's maintenance thread, not inside commits.
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;"
         };
         conn.execute_batch(pragmas).map_err(map_err)?;
         Ok(SqliteConn { conn })
@@ -59,6 +60,15 @@ impl Connector for SqliteConnector {
     }
     fn readers(&self) -> usize {
         self.readers
+    }
+    fn maintenance(&self) -> Result<Option<super::db::Maintenance>, DbError> {
+        // A PASSIVE checkpoint copies what it can without waiting on, or blocking, the
+        // writer or readers; run often, it keeps the log short.
+        Ok(Some(super::db::Maintenance {
+            conn: Box::new(self.open(false)?),
+            statement: "PRAGMA wal_checkpoint(PASSIVE)",
+            every: std::time::Duration::from_millis(250),
+        }))
     }
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
