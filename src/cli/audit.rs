@@ -3,7 +3,8 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use super::{db_path, exit, fail};
+use super::store::{self, Purpose};
+use super::{exit, fail};
 use crate::audit::{AuditEvent, Break, GENESIS_HASH, Verifier, VerifyReport};
 use crate::checkpoint::{Checkpoint, PublicKey};
 use crate::clock::Clock;
@@ -30,6 +31,10 @@ pub struct VerifyArgs {
     /// the checkpoint's).
     #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Verify this PostgreSQL store (as with `--data-dir`) instead of a data directory's
+    /// SQLite file.
+    #[arg(long, env = "COUNTERSIGN_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Verify an exported JSONL file instead, offline.
     #[arg(long)]
     file: Option<PathBuf>,
@@ -58,6 +63,10 @@ pub struct ExportArgs {
     /// Export from the store in this data directory, offline.
     #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Export from this PostgreSQL store (as with `--data-dir`) instead of a data
+    /// directory's SQLite file.
+    #[arg(long, env = "COUNTERSIGN_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Export from a server over HTTP instead, e.g. `http://127.0.0.1:8750` (the
     /// token's workspace).
     #[arg(long)]
@@ -116,15 +125,15 @@ fn verify(a: VerifyArgs) -> u8 {
         },
         None => None,
     };
-    // `--server` and `--file` win over a data directory that may come from the environment.
-    match (&a.server, &a.file, &a.data_dir) {
-        (Some(server), _, _) => match &a.token {
+    // `--server` and `--file` win over a store that may come from the environment.
+    match (&a.server, &a.file, &a.data_dir, &a.database_url) {
+        (Some(server), _, _, _) => match &a.token {
             Some(token) => verify_server(server, token, checkpoint.as_ref()),
             None => fail(exit::USAGE, "--server needs --token (or COUNTERSIGN_TOKEN)"),
         },
-        (None, Some(file), _) => verify_file(file, checkpoint.as_ref()),
-        (None, None, Some(dir)) => verify_store(dir, a.workspace.as_deref(), checkpoint.as_ref()),
-        (None, None, None) => fail(exit::USAGE, "give --data-dir, --file or --server"),
+        (None, Some(file), _, _) => verify_file(file, checkpoint.as_ref()),
+        (None, None, None, None) => fail(exit::USAGE, "give --data-dir, --database-url, --file or --server"),
+        (None, None, dir, url) => verify_store(dir.as_deref(), url.as_deref(), a.workspace.as_deref(), checkpoint.as_ref()),
     }
 }
 
@@ -410,16 +419,14 @@ async fn find_workspace(store: &SqlStore, wanted: &str) -> Result<WorkspaceId, S
         .ok_or_else(|| format!("there is no workspace `{wanted}` in this data directory"))
 }
 
-fn open(dir: &Path) -> Result<std::sync::Arc<SqlStore>, String> {
-    let db = db_path(dir);
-    if !db.exists() {
-        return Err(format!("there is no Countersign data in {}", dir.display()));
-    }
-    SqlStore::open_sqlite(&db, Clock::system()).map_err(|e| e.message)
+/// The store in a data directory, or the PostgreSQL database named (opened before any
+/// runtime starts: the PostgreSQL client blocks on its own threads).
+fn open(dir: Option<&Path>, database_url: Option<&str>) -> Result<std::sync::Arc<SqlStore>, String> {
+    store::open(dir, database_url, Purpose::Admin, Clock::system())
 }
 
-fn verify_store(dir: &Path, only: Option<&str>, checkpoint: Option<&Checkpoint>) -> u8 {
-    let store = match open(dir) {
+fn verify_store(dir: Option<&Path>, database_url: Option<&str>, only: Option<&str>, checkpoint: Option<&Checkpoint>) -> u8 {
+    let store = match open(dir, database_url) {
         Ok(s) => s,
         Err(e) => return fail(exit::FAILURE, e),
     };
@@ -522,15 +529,15 @@ fn export(a: ExportArgs) -> u8 {
             Some(token) => export_server(&a, server, token),
             None => return fail(exit::USAGE, "--server needs --token (or COUNTERSIGN_TOKEN)"),
         }
-    } else if let Some(dir) = &a.data_dir {
-        let Some(ws) = &a.workspace else { return fail(exit::USAGE, "--data-dir needs --workspace (a name or id)") };
+    } else if a.data_dir.is_some() || a.database_url.is_some() {
+        let Some(ws) = &a.workspace else { return fail(exit::USAGE, "--data-dir or --database-url needs --workspace (a name or id)") };
         let range = match AuditRange::parse(a.since.as_deref(), a.until.as_deref(), a.types.as_deref()) {
             Ok(r) => r,
             Err(e) => return fail(exit::USAGE, e.message),
         };
-        export_store(&a, dir, ws, range)
+        export_store(&a, ws, range)
     } else {
-        return fail(exit::USAGE, "give --data-dir (with --workspace) or --server (with --token)");
+        return fail(exit::USAGE, "give --data-dir or --database-url (with --workspace), or --server (with --token)");
     };
     match outcome {
         Ok(()) => exit::OK,
@@ -561,8 +568,8 @@ fn export_server(a: &ExportArgs, server: &str, token: &str) -> Result<(), String
     })
 }
 
-fn export_store(a: &ExportArgs, dir: &Path, workspace: &str, mut range: AuditRange) -> Result<(), String> {
-    let store = open(dir)?;
+fn export_store(a: &ExportArgs, workspace: &str, mut range: AuditRange) -> Result<(), String> {
+    let store = open(a.data_dir.as_deref(), a.database_url.as_deref())?;
     let result = super::runtime().block_on(async {
         let ws = find_workspace(&store, workspace).await?;
         let (head, _) = store.audit_head(&ws).await.map_err(|e| e.message)?;

@@ -86,6 +86,8 @@ impl Checkpoints for SqlStore {
     async fn heads_to_checkpoint(&self, limit: i64) -> Result<Vec<(WorkspaceId, i64, String)>> {
         self.engine
             .read(move |conn| {
+                // The schedule signs every workspace's head: a cross-workspace read.
+                conn.set_all_workspaces()?;
                 let rows = conn.query(
                     "SELECT h.workspace_id, h.seq, h.hash FROM audit_heads h \
                      WHERE h.seq > COALESCE((SELECT MAX(c.seq) FROM audit_checkpoints c WHERE c.workspace_id = h.workspace_id), 0) \

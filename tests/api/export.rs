@@ -120,6 +120,9 @@ async fn fill(server: &TestServer, workspace_id: &str, n: usize) {
             .store
             .engine()
             .write(move |tx| {
+                // Fenced to the workspace, as every store write is (row-level security on
+                // PostgreSQL).
+                countersign::store::db::Conn::set_workspace(tx, &ws)?;
                 for i in 0..batch {
                     let draft = EventDraft::new("test.filler", Actor::system("test"), Via::System)
                         .resource(format!("res_{i}"))
@@ -231,7 +234,7 @@ async fn a_kept_checkpoint_catches_a_truncated_or_rewritten_log() {
     // Offline on the data directory, with the server stopped.
     server.stop().await;
     let dir = server.dir.to_str().unwrap().to_string();
-    let (code, out, err) = cli(&["audit", "verify", "--data-dir", &dir, "--checkpoint", cp_file.to_str().unwrap()]);
+    let (code, out, err) = server.cli(&["audit", "verify", "--data-dir", &dir, "--checkpoint", cp_file.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("extends the checkpoint"), "{out}");
 
@@ -241,7 +244,7 @@ async fn a_kept_checkpoint_catches_a_truncated_or_rewritten_log() {
         let c = signer.sign(&ws.id, all.len() as i64 + 50, &"ab".repeat(32), "2030-01-01T00:00:00.000000Z");
         write(tmp.path(), "later.json", &serde_json::to_string(&c).unwrap())
     };
-    let (code, out, _) = cli(&["audit", "verify", "--data-dir", &dir, "--checkpoint", later.to_str().unwrap()]);
+    let (code, out, _) = server.cli(&["audit", "verify", "--data-dir", &dir, "--checkpoint", later.to_str().unwrap()]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("TRUNCATED") && out.contains(&format!("seq {}", all.len() + 50)), "{out}");
 }
@@ -399,7 +402,8 @@ async fn checkpoints_are_signed_on_schedule_only_when_the_head_moves() {
 async fn signing_keys_are_private_files_made_at_init_and_by_serve() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let mut init = Command::new(env!("CARGO_BIN_EXE_countersign"))
+    let db = fresh_db();
+    let mut init = bin_command(db.as_ref())
         .args(["admin", "init", "--workspace", "acme", "--email", "owner@acme.test", "--data-dir"])
         .arg(&dir)
         .stdin(Stdio::piped())
@@ -433,7 +437,7 @@ async fn signing_keys_are_private_files_made_at_init_and_by_serve() {
         }
     }
     let mut serve = Serve(
-        Command::new(env!("CARGO_BIN_EXE_countersign"))
+        bin_command(db.as_ref())
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
             .arg(&dir)
             .env("RUST_LOG", "info")
@@ -839,12 +843,12 @@ async fn the_cli_exports_over_http_and_from_a_data_directory() {
     server.stop().await;
     let offline = tmp.path().join("offline.jsonl");
     let dir = server.dir.to_str().unwrap().to_string();
-    let (code, o, e) = cli(&["audit", "export", "--data-dir", &dir, "--workspace", "acme", "--output", offline.to_str().unwrap()]);
+    let (code, o, e) = server.cli(&["audit", "export", "--data-dir", &dir, "--workspace", "acme", "--output", offline.to_str().unwrap()]);
     assert_eq!(code, 0, "{o}{e}");
     assert_eq!(std::fs::read_to_string(&whole).unwrap(), std::fs::read_to_string(&offline).unwrap(), "the same bytes, online or offline");
-    let (code, o, _) = cli(&["audit", "export", "--data-dir", &dir, "--workspace", "acme", "--types", "member.*"]);
+    let (code, o, _) = server.cli(&["audit", "export", "--data-dir", &dir, "--workspace", "acme", "--types", "member.*"]);
     assert_eq!(code, 0);
     assert_eq!(lines(&o).len(), events.iter().filter(|e| e["event_type"].as_str().unwrap().starts_with("member.")).count());
-    let (code, _, err) = cli(&["audit", "export", "--data-dir", &dir, "--workspace", "acme", "--since", "nope"]);
+    let (code, _, err) = server.cli(&["audit", "export", "--data-dir", &dir, "--workspace", "acme", "--since", "nope"]);
     assert_eq!(code, 2, "{err}");
 }

@@ -244,7 +244,7 @@ pub async fn submit(
 /// What the gate reads about a tool, from the cache while the config epoch holds.
 async fn gate_context(state: &AppState, caller: &Caller, tool: &str) -> Result<crate::store::GateContext> {
     let key = (caller.workspace.clone(), tool.to_string());
-    let epoch = state.store.config_epoch();
+    let epoch = caller.epoch;
     if let Some(hit) = state.gate_cache.get(&key, epoch) {
         return Ok(hit);
     }
