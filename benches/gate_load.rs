@@ -22,70 +22,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+/// The same allocator as the server binary, so the store-only figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PASSWORD: &str = "benchmark password 1";
 
-/// A lean HTTP/1.1 keep-alive client: requests are pre-built bytes and responses are
-/// read by Content-Length. On two cores the load generator competes with the server for
-/// CPU, so it must cost as little as possible per request; a full-featured client would
-/// spend more CPU than the server and measure itself.
-struct Raw {
-    stream: tokio::net::TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    async fn connect(addr: &str) -> Raw {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        Raw { stream, buf: Vec::with_capacity(16 * 1024) }
-    }
-
-    /// Sends one request; returns the status and the body.
-    async fn send(&mut self, req: &[u8]) -> std::io::Result<(u16, &[u8])> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        self.stream.write_all(req).await?;
-        self.buf.clear();
-        let head_end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 8192];
-            let n = self.stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = std::str::from_utf8(&self.buf[..head_end]).unwrap_or_default();
-        let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().parse().unwrap_or(0))
-            })
-            .unwrap_or(0);
-        while self.buf.len() < head_end + len {
-            let mut chunk = [0u8; 8192];
-            let n = self.stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-        Ok((status, &self.buf[head_end..head_end + len]))
-    }
-}
-
-/// Builds a request's bytes.
-fn request(method: &str, host: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Vec<u8> {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
-    format!(
-        "{method} {path} HTTP/1.1\r\nhost: {host}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
+#[path = "support/lean_http.rs"]
+mod lean_http;
+use lean_http::{Raw, request};
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
@@ -359,11 +304,110 @@ async fn approval_cycle(agent: &mut Raw, approver: &mut Raw, host: &str, s: &Set
     matches!(agent.send(&ex).await, Ok((200, b)) if contains(b, br#""status":"executed""#))
 }
 
+/// CPU seconds this process has used (all threads).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The store alone, no HTTP: durable decisions per second and CPU per decision, to show
+/// how the gate's cost divides between the store and the HTTP layer.
+fn store_only(secs: f64) {
+    use countersign::gate::{Outcome, Policy, Stage};
+    use countersign::model::DecisionRecord;
+    use countersign::store::{Actions, NewAction, NewMember, Origin, SqlStore, WorkspaceId, Workspaces};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let store = SqlStore::open_sqlite(&dir.path().join("store.db"), countersign::clock::Clock::system()).unwrap();
+        let owner = NewMember { email: "o@bench.test".into(), name: "o".into(), role: "owner".into(), password_hash: "-".into() };
+        let (ws, owner) = store.create_workspace("bench", owner).await.unwrap();
+        let ws = WorkspaceId::trusted(ws.id);
+        let trace: Vec<Stage> = [
+            "authenticate",
+            "scope",
+            "workspace_kill_switch",
+            "tool_kill_switch",
+            "agent_write_control",
+            "constitution",
+            "confidence_gate",
+            "irreversible_floor",
+            "tool_policy",
+            "outcome",
+        ]
+        .iter()
+        .map(|s| Stage { stage: s.to_string(), verdict: "pass".into(), detail: "a sentence of detail about the stage".into() })
+        .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let cpu0 = cpu_seconds();
+        let start = Instant::now();
+        let workers: Vec<_> = (0..64)
+            .map(|w| {
+                let (store, ws, requester, trace, stop, done) =
+                    (store.clone(), ws.clone(), owner.id.clone(), trace.clone(), stop.clone(), done.clone());
+                tokio::spawn(async move {
+                    let mut i = w;
+                    while !stop.load(Ordering::Relaxed) {
+                        let payload = json!({"query": "customer", "page": i % 100, "fields": ["name", "email", "plan"]});
+                        let pinned = countersign::canonical::pin(&payload).unwrap();
+                        let new = NewAction {
+                            tool: "crm.read".into(),
+                            payload: pinned.canonical,
+                            payload_value: payload,
+                            payload_sha256: pinned.sha256,
+                            resource: None,
+                            current: None,
+                            current_value: None,
+                            reason: None,
+                            confidence: Some(0.93),
+                            requester_id: requester.clone(),
+                            agent_token_id: Some("tok_bench".into()),
+                            decision: DecisionRecord {
+                                trace: trace.clone(),
+                                cited_rules: vec![],
+                                constitution_version: None,
+                                code: None,
+                                message: None,
+                            },
+                            outcome: Outcome::Execute,
+                            policy: Policy::Auto,
+                            approval_ttl_seconds: 60,
+                            record_now: true,
+                            idempotency: None,
+                        };
+                        let by = Origin { actor: countersign::audit::Actor::agent("tok_bench"), via: countersign::audit::Via::Agent };
+                        store.record_action(&ws, &by, new).await.unwrap();
+                        done.fetch_add(1, Ordering::Relaxed);
+                        i += 64;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.await.unwrap();
+        }
+        let n = done.load(Ordering::Relaxed) as f64;
+        let el = start.elapsed().as_secs_f64();
+        println!(
+            "store only (no HTTP), 64 concurrent: {:.0} durable decisions/s, {:.0} µs of CPU per decision (writer and callers)\n",
+            n / el,
+            (cpu_seconds() - cpu0) * 1e6 / n
+        );
+        store.engine().close();
+    });
+}
+
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let secs: f64 = std::env::var("GATE_LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let probe_dir = tempfile::tempdir().unwrap();
     let fsyncs = fsync_rate(probe_dir.path(), 2.0);
+    store_only(secs);
     let server = start_server();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {

@@ -126,6 +126,7 @@ pub struct AuditEvent {
 }
 
 /// The event's fields that its hash covers: all of them but `hash`.
+#[cfg(test)]
 #[derive(Serialize)]
 struct Hashed<'a> {
     seq: i64,
@@ -145,6 +146,13 @@ struct Hashed<'a> {
 impl AuditEvent {
     /// The SHA-256 of this event's canonical form without `hash`.
     pub fn compute_hash(&self) -> String {
+        canonical::sha256_hex(self.canonical_form().as_bytes())
+    }
+
+    /// The same bytes as [`AuditEvent::canonical_form`], through the general
+    /// canonicaliser: the reference the fast form is tested against.
+    #[cfg(test)]
+    fn reference_form(&self) -> String {
         let view = Hashed {
             seq: self.seq,
             id: &self.id,
@@ -159,10 +167,47 @@ impl AuditEvent {
             data: &self.data,
             prev_hash: &self.prev_hash,
         };
-        // Events are built by our own code from checked values, so canonicalisation cannot
-        // fail; if it ever did, an empty-input hash would never match and verify says so.
-        let canonical = canonical::canonicalize(&view).unwrap_or_default();
-        canonical::sha256_hex(canonical.as_bytes())
+        canonical::canonicalize(&view).unwrap_or_default()
+    }
+
+    /// The RFC 8785 canonical form of the event without `hash`: the bytes its hash covers.
+    /// Written field by field (the keys in their canonical order) because it is on every
+    /// write's path; a property test holds it to the general canonicaliser.
+    pub fn canonical_form(&self) -> String {
+        use canonical::{write_str, write_value};
+        let mut out = String::with_capacity(640);
+        let opt = |out: &mut String, v: &Option<String>| match v {
+            Some(s) => write_str(s, out),
+            None => out.push_str("null"),
+        };
+        out.push_str("{\"actor\":{\"id\":");
+        write_str(&self.actor.id, &mut out);
+        out.push_str(",\"kind\":");
+        write_str(crate::store::engine::enum_text(&self.actor.kind).as_str(), &mut out);
+        out.push_str("},\"data\":");
+        write_value(&self.data, &mut out);
+        out.push_str(",\"event_type\":");
+        write_str(&self.event_type, &mut out);
+        out.push_str(",\"id\":");
+        write_str(&self.id, &mut out);
+        out.push_str(",\"outcome\":");
+        write_str(&self.outcome, &mut out);
+        out.push_str(",\"payload_sha256\":");
+        opt(&mut out, &self.payload_sha256);
+        out.push_str(",\"prev_hash\":");
+        write_str(&self.prev_hash, &mut out);
+        out.push_str(",\"resource\":");
+        opt(&mut out, &self.resource);
+        out.push_str(",\"seq\":");
+        write_value(&serde_json::Value::from(self.seq), &mut out);
+        out.push_str(",\"ts\":");
+        write_str(&self.ts, &mut out);
+        out.push_str(",\"via\":");
+        write_str(crate::store::engine::enum_text(&self.via).as_str(), &mut out);
+        out.push_str(",\"workspace_id\":");
+        write_str(&self.workspace_id, &mut out);
+        out.push('}');
+        out
     }
 
     /// Builds the next event of a chain whose head is `(prev_seq, prev_hash)`.
@@ -350,6 +395,21 @@ mod tests {
         c[4].data = serde_json::json!({"forged": true});
         c[4].hash = c[4].compute_hash();
         assert_eq!(verify(&c).unwrap_err().seq, 6);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_canonical_form_matches_the_reference(
+            id in "\\PC{0,20}", res in proptest::option::of("\\PC{0,20}"), outcome in "[a-z\"\\\\\n]{0,8}",
+            n in proptest::prelude::any::<i32>(), text in "\\PC{0,16}",
+        ) {
+            let draft = EventDraft::new("x.y", Actor::agent(id), Via::Agent)
+                .data(serde_json::json!({"n": n, "text": text, "list": [1, "two", null], "nested": {"b": true, "a": 0.5}}));
+            let mut e = AuditEvent::seal(draft, "org_1", 41, GENESIS_HASH, "2026-01-01T00:00:00.000000Z".into());
+            e.resource = res;
+            e.outcome = outcome;
+            proptest::prop_assert_eq!(e.canonical_form(), e.reference_form());
+        }
     }
 
     #[test]

@@ -197,7 +197,102 @@ pub fn canonicalize<T: Serialize>(value: &T) -> Result<String, JsonError> {
 /// (a value built in code gets the same protection as JSON text from outside).
 pub fn canonicalize_value(value: &Value) -> Result<String, JsonError> {
     check_value_numbers(value)?;
-    canonicalize(value)
+    let mut out = String::with_capacity(256);
+    write_value(value, &mut out);
+    Ok(out)
+}
+
+/// Writes a value's RFC 8785 form, without the allocation-heavy general path: this is on
+/// every decision's hot path (the payload, and every audit event). Numbers must already
+/// be checked ([`check_json_text`] or [`canonicalize_value`]). The property test below
+/// holds it to the general canonicaliser byte for byte.
+pub fn write_value(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => write_str(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            // serde_json's map iterates in UTF-8 byte order, which is UTF-16 code-unit
+            // order unless a key holds a character at or above U+E000; only then sort.
+            let needs_sort = map.keys().any(|k| k.chars().any(|c| c as u32 >= 0xE000));
+            if needs_sort {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+                write_entries(entries.into_iter(), out);
+            } else {
+                write_entries(map.iter(), out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_entries<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut String) {
+    for (i, (k, v)) in entries.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(k, out);
+        out.push(':');
+        write_value(v, out);
+    }
+}
+
+fn write_number(n: &serde_json::Number, out: &mut String) {
+    use std::fmt::Write as _;
+    const SAFE: u64 = 1 << 53;
+    match (n.as_i64(), n.as_u64()) {
+        (Some(i), _) if i.unsigned_abs() <= SAFE => {
+            let _ = write!(out, "{i}");
+        }
+        (_, Some(u)) if u <= SAFE => {
+            let _ = write!(out, "{u}");
+        }
+        _ => out.push_str(&format_number(n.as_f64().unwrap_or(0.0))),
+    }
+}
+
+/// A JSON string as RFC 8785 (and ECMAScript) writes it: quote and backslash escaped,
+/// the control characters as short escapes (`\n`, `\t`…) or `\u00xx`, the rest as is.
+pub fn write_str(s: &str, out: &mut String) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0x08 => Some("\\b"),
+            0x0c => Some("\\f"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        match esc {
+            Some(e) => out.push_str(e),
+            None => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\u{b:04x}");
+            }
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 fn check_value_numbers(value: &Value) -> Result<(), JsonError> {
@@ -349,6 +444,21 @@ mod tests {
     }
 
     proptest! {
+        /// The fast writer and the general canonicaliser agree byte for byte, keys from
+        /// all over Unicode (including above U+FFFF, where UTF-16 order differs) included.
+        #[test]
+        fn the_fast_writer_matches_the_reference(v in arb_json(), k1 in "\\PC{0,4}", k2 in "[\u{E000}-\u{10FFFF}]{1,3}") {
+            let mut obj = serde_json::Map::new();
+            obj.insert(k1, v.clone());
+            obj.insert(k2, Value::from("x"));
+            obj.insert("\u{1f600}".into(), Value::from(1));
+            for value in [v, Value::Object(obj)] {
+                let mut fast = String::new();
+                write_value(&value, &mut fast);
+                prop_assert_eq!(fast, serde_json_canonicalizer::to_string(&value).unwrap());
+            }
+        }
+
         #[test]
         fn canonical_form_is_idempotent(v in arb_json()) {
             let once = canonicalize_value(&v).unwrap();

@@ -118,7 +118,10 @@ pub async fn start(data_dir: &Path, listen: SocketAddr, per_minute: f64) -> Resu
     let keys = crate::vault::MasterKeys::from_file(&key_file).map_err(Error::internal)?;
     let clock = Clock::system();
     let store = SqlStore::open_sqlite(&crate::cli::db_path(data_dir), clock.clone())?;
-    let state = AppState::new(store.clone() as Arc<dyn Store>, clock, ServerConfig::default(), keys);
+    // The data directory's checkpoint key, as `serve` uses: checkpoints kept during a demo
+    // still verify after it restarts on the same directory.
+    let (signer, _) = crate::checkpoint::Signer::load_or_create(&data_dir.join(crate::checkpoint::KEY_FILE)).map_err(Error::internal)?;
+    let state = AppState::with_signer(store.clone() as Arc<dyn Store>, clock, ServerConfig::default(), keys, signer);
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::internal(format!("cannot listen on {listen}: {e}")))?;
     let running = server::start(listener, state).await.map_err(|e| Error::internal(e.to_string()))?;
     let base = format!("http://{}", running.addr);

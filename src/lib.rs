@@ -7,6 +7,7 @@
 pub mod approval;
 pub mod audit;
 pub mod canonical;
+pub mod checkpoint;
 pub mod cli;
 pub mod client;
 pub mod clock;

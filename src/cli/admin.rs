@@ -3,12 +3,13 @@
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
-use super::{db_path, exit, fail};
+use super::store::{self, Purpose};
+use super::{exit, fail};
 use crate::clock::Clock;
 use crate::names;
 use crate::permissions::BuiltinRole;
 use crate::secrets;
-use crate::store::{NewMember, SqlStore, Workspaces};
+use crate::store::{NewMember, Workspaces};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -19,10 +20,27 @@ pub enum Command {
     /// not a terminal (one line). It is never taken as an argument, where it would land
     /// in shell history and process listings.
     Init(InitArgs),
-    /// List the workspaces in a data directory.
+    /// Bring a PostgreSQL database's schema up to date, and say which version it is at.
+    ///
+    /// Run it as the role that owns (or will own) the tables, not as the server's role: the
+    /// server's role may not change the schema, and `serve` refuses a database that is not
+    /// current. It creates the group role `countersign_server` if it can (else create it
+    /// first) and grants it what a server replica needs. With a data directory instead, it
+    /// migrates the SQLite file (which `serve` also does on its own).
+    Migrate {
+        /// The database, as its owner: `postgres://countersign_owner:…@host/countersign`.
+        #[arg(long, env = "COUNTERSIGN_MIGRATE_DATABASE_URL", hide_env_values = true, conflicts_with = "data_dir")]
+        database_url: Option<String>,
+        #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// List the workspaces in a store.
     Workspaces {
         #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
+        /// A PostgreSQL store instead of the data directory's SQLite file.
+        #[arg(long, env = "COUNTERSIGN_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// Write a new random master key to a file (mode 0600) for a rotation.
     GenerateMasterKey {
@@ -36,8 +54,12 @@ pub enum Command {
     /// master.key, or point --master-key-file or COUNTERSIGN_MASTER_KEY at it) and
     /// start the server. See docs/OPERATIONS.md.
     RotateMasterKey {
+        /// The data directory (its SQLite store, and its master.key as the default old key).
         #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
         data_dir: PathBuf,
+        /// A PostgreSQL store instead of the data directory's SQLite file.
+        #[arg(long, env = "COUNTERSIGN_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
         /// The new key (from `generate-master-key`).
         #[arg(long)]
         new_key_file: PathBuf,
@@ -49,9 +71,14 @@ pub enum Command {
 
 #[derive(clap::Args)]
 pub struct InitArgs {
-    /// The data directory (created with mode 0700 if missing).
+    /// The data directory (created with mode 0700 if missing): the SQLite store and the
+    /// master key.
     #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
     data_dir: PathBuf,
+    /// Create the workspace in this PostgreSQL database instead (migrated first with
+    /// `countersign admin migrate`); the data directory then holds only the master key.
+    #[arg(long, env = "COUNTERSIGN_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// The workspace's name, e.g. `acme`.
     #[arg(long)]
     workspace: String,
@@ -66,7 +93,8 @@ pub struct InitArgs {
 pub fn run(cmd: Command) -> u8 {
     match cmd {
         Command::Init(args) => init(args),
-        Command::Workspaces { data_dir } => list(&data_dir),
+        Command::Migrate { database_url, data_dir } => migrate(data_dir.as_deref(), database_url.as_deref()),
+        Command::Workspaces { data_dir, database_url } => list(data_dir.as_deref(), database_url.as_deref()),
         Command::GenerateMasterKey { out } => match crate::vault::generate_key_file(&out) {
             Ok(()) => {
                 println!("Wrote a new master key to {}. Keep it secret; back it up.", out.display());
@@ -74,7 +102,9 @@ pub fn run(cmd: Command) -> u8 {
             }
             Err(e) => fail(exit::FAILURE, format!("cannot write {}: {e}", out.display())),
         },
-        Command::RotateMasterKey { data_dir, new_key_file, old_key_file } => rotate(&data_dir, &new_key_file, old_key_file.as_deref()),
+        Command::RotateMasterKey { data_dir, database_url, new_key_file, old_key_file } => {
+            rotate(&data_dir, database_url.as_deref(), &new_key_file, old_key_file.as_deref())
+        }
     }
 }
 
@@ -142,10 +172,17 @@ fn init(args: InitArgs) -> u8 {
     {
         return fail(exit::FAILURE, format!("cannot write the master key {}: {e}", key_file.display()));
     }
-    let db = db_path(&args.data_dir);
+    let signing_key = args.data_dir.join(crate::checkpoint::KEY_FILE);
+    let signer = match crate::checkpoint::Signer::load_or_create(&signing_key) {
+        Ok((s, _)) => s,
+        Err(e) => return fail(exit::FAILURE, e),
+    };
+    let store = match store::open(Some(&args.data_dir), args.database_url.as_deref(), Purpose::Create, Clock::system()) {
+        Ok(s) => s,
+        Err(e) => return fail(exit::FAILURE, e),
+    };
     let rt = super::runtime();
     let outcome = rt.block_on(async {
-        let store = SqlStore::open_sqlite(&db, Clock::system()).map_err(|e| e.message)?;
         let password_hash = secrets::hash_password(&password);
         let owner = NewMember { email: email.clone(), name, role: BuiltinRole::Owner.name().to_string(), password_hash };
         let created = store.create_workspace(&args.workspace, owner).await.map_err(|e| e.message);
@@ -158,28 +195,77 @@ fn init(args: InitArgs) -> u8 {
             println!("Created workspace `{}` ({}) with owner {} ({}).", ws.name, ws.id, member.email, member.id);
             println!();
             println!("Next:");
-            println!("  countersign serve --data-dir {dir}");
+            match &args.database_url {
+                Some(_) => println!("  countersign serve --data-dir {dir} --database-url …"),
+                None => println!("  countersign serve --data-dir {dir}"),
+            }
             println!("  curl -s http://127.0.0.1:8750/v1/sessions -d '{{\"email\":\"{}\",\"password\":\"…\"}}'", member.email);
             println!();
-            println!("Back up {dir}: it holds the database and the keys. For production, move master.key out of it");
-            println!("(see docs/OPERATIONS.md): the key that seals connector secrets should not sit beside them.");
+            let public = signer.public_key();
+            println!("Audit checkpoints are signed with Ed25519 key {} ({}).", public.key_id, signing_key.display());
+            println!("Its public key, to keep where the server cannot change it (audit verify --public-key):");
+            println!("  {}", public.public_key);
+            println!();
+            if args.database_url.is_some() {
+                println!("Back up {dir}: it holds the master key and the signing key, which every replica needs; back the");
+                println!("database up with PostgreSQL's tools (see docs/OPERATIONS.md).");
+            } else {
+                println!("Back up {dir}: it holds the database and the keys. For production, move master.key out of it");
+                println!("(see docs/OPERATIONS.md): the key that seals connector secrets should not sit beside them.");
+            }
             exit::OK
         }
         Err(e) => fail(exit::FAILURE, e),
     }
 }
 
-fn list(data_dir: &Path) -> u8 {
-    let db = db_path(data_dir);
-    if !db.exists() {
-        return fail(exit::FAILURE, format!("there is no Countersign data in {}", data_dir.display()));
+fn migrate(data_dir: Option<&Path>, database_url: Option<&str>) -> u8 {
+    use crate::store::migrate;
+    use crate::store::postgres::{self, PgConnector};
+    let Some(url) = database_url.filter(|u| !u.trim().is_empty()) else {
+        // SQLite: opening the file applies its migrations.
+        let Some(dir) = data_dir else { return fail(exit::USAGE, "give --database-url (PostgreSQL) or --data-dir (SQLite)") };
+        return match store::open(Some(dir), None, Purpose::Admin, Clock::system()) {
+            Ok(s) => {
+                s.engine().close();
+                let latest = crate::store::sqlite::MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
+                println!("The store in {} is at schema version {latest}.", dir.display());
+                exit::OK
+            }
+            Err(e) => fail(exit::FAILURE, e),
+        };
+    };
+    if !postgres::is_postgres_url(url) {
+        return fail(exit::USAGE, "--database-url must be a postgres:// (or postgresql://) URL");
     }
+    let mut conn = match PgConnector::new(url).and_then(|c| c.open()) {
+        Ok(c) => c,
+        Err(e) => return fail(exit::FAILURE, format!("cannot connect to {}: {e}", store::redact(url))),
+    };
+    match migrate::apply(&mut conn, postgres::MIGRATIONS) {
+        Ok(done) => {
+            if done.from == done.to {
+                println!("The database is at schema version {}: nothing to do.", done.to);
+            } else {
+                for m in postgres::MIGRATIONS.iter().filter(|m| m.version > done.from) {
+                    println!("Applied migration {} ({}).", m.version, m.name);
+                }
+                println!("The database is now at schema version {} (was {}).", done.to, done.from);
+            }
+            println!("Server replicas connect as a role that is a member of `{}` (see docs/OPERATIONS.md).", postgres::SERVER_ROLE);
+            exit::OK
+        }
+        Err(e) => fail(exit::FAILURE, format!("migration stopped: {e}")),
+    }
+}
+
+fn list(data_dir: Option<&Path>, database_url: Option<&str>) -> u8 {
+    let store = match store::open(data_dir, database_url, Purpose::Admin, Clock::system()) {
+        Ok(s) => s,
+        Err(e) => return fail(exit::FAILURE, e),
+    };
     let rt = super::runtime();
     rt.block_on(async {
-        let store = match SqlStore::open_sqlite(&db, Clock::system()) {
-            Ok(s) => s,
-            Err(e) => return fail(exit::FAILURE, e.message),
-        };
         let listed = store.list_workspaces().await;
         store.engine().close();
         match listed {
@@ -194,7 +280,7 @@ fn list(data_dir: &Path) -> u8 {
     })
 }
 
-fn rotate(data_dir: &Path, new_key_file: &Path, old_key_file: Option<&Path>) -> u8 {
+fn rotate(data_dir: &Path, database_url: Option<&str>, new_key_file: &Path, old_key_file: Option<&Path>) -> u8 {
     use crate::model::Connector;
     use crate::store::{Tools, Webhooks};
     use crate::vault::{MasterKeys, header_aad, webhook_secret_aad};
@@ -207,14 +293,13 @@ fn rotate(data_dir: &Path, new_key_file: &Path, old_key_file: Option<&Path>) -> 
         Ok(k) => k,
         Err(e) => return fail(exit::FAILURE, e),
     };
-    let db = db_path(data_dir);
-    if !db.exists() {
-        return fail(exit::FAILURE, format!("there is no Countersign data in {}", data_dir.display()));
-    }
+    let store = match store::open(Some(data_dir), database_url, Purpose::Admin, Clock::system()) {
+        Ok(s) => s,
+        Err(e) => return fail(exit::FAILURE, e),
+    };
     let both = new.clone().with_previous(old);
     let rt = super::runtime();
     let outcome: Result<(usize, usize, usize), String> = rt.block_on(async {
-        let store = SqlStore::open_sqlite(&db, Clock::system()).map_err(|e| e.message)?;
         let all = store.all_sealed_connectors().await.map_err(|e| e.message)?;
         let (mut tools, mut values, mut hooks) = (0, 0, 0);
         for (ws, tool, connector) in all {

@@ -7,6 +7,7 @@ mod demo;
 mod hash;
 mod login;
 pub mod serve;
+pub mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,7 +65,7 @@ enum Command {
     Logout,
     /// Run the server.
     Serve(serve::Args),
-    /// Set up and administer a data directory (first workspace, owners).
+    /// Set up and administer a store (first workspace, owners, migrations, keys).
     #[command(subcommand)]
     Admin(admin::Command),
     /// Verify or export the audit log.
@@ -106,8 +107,14 @@ pub fn main() -> ExitCode {
         Some(Command::Login(args)) => login::run(args),
         Some(Command::Logout) => login::logout(),
         Some(Command::Serve(args)) => serve::run(args),
-        Some(Command::Admin(cmd)) => admin::run(cmd),
-        Some(Command::Audit(cmd)) => audit::run(cmd),
+        Some(Command::Admin(cmd)) => {
+            serve::init_command_logging();
+            admin::run(cmd)
+        }
+        Some(Command::Audit(cmd)) => {
+            serve::init_command_logging();
+            audit::run(cmd)
+        }
         Some(Command::Hash(args)) => hash::run(args),
         Some(Command::Config(ConfigCommand::Path)) => config_path(),
         Some(Command::Config(ConfigCommand::Keys)) => {

@@ -39,6 +39,9 @@ pub struct Caller {
     pub permissions: PermissionSet,
     pub kind: CallerKind,
     pub via: Via,
+    /// The store's configuration epoch, read when this request was authenticated: reads
+    /// cached under it (the gate's) are as fresh as the request.
+    pub epoch: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -203,7 +206,9 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller> {
         )
     })?;
     let hash = secrets::storage_hash(text);
-    let epoch = state.store.config_epoch();
+    // Read on every request (one round trip on PostgreSQL, so that a change committed
+    // through any replica is seen by the very next request); unreadable means refused.
+    let epoch = state.store.config_epoch().await?;
     let found = match state.auth_cache.get(&hash, epoch) {
         Some(hit) => Some(hit),
         None => {
@@ -251,5 +256,16 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller> {
             (CallerKind::Agent { token_id: id, token_name: name, tools, expires_at }, effective, Via::Agent)
         }
     };
-    Ok(Caller { workspace: workspace_id, workspace_name, member_id, member_email, member_name, role: role_name, permissions, kind, via })
+    Ok(Caller {
+        workspace: workspace_id,
+        workspace_name,
+        member_id,
+        member_email,
+        member_name,
+        role: role_name,
+        permissions,
+        kind,
+        via,
+        epoch,
+    })
 }

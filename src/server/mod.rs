@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod checkpoints;
 pub mod connectors;
 pub mod error;
 pub mod extract;
@@ -44,6 +45,8 @@ pub struct ServerConfig {
     pub webhook_poll_interval: Duration,
     /// How long a webhook receiver has to answer.
     pub webhook_timeout: Duration,
+    /// How often each workspace's audit chain head is signed (only when it has moved).
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +59,7 @@ impl Default for ServerConfig {
             stream_heartbeat: stream::HEARTBEAT,
             webhook_poll_interval: webhooks::POLL_INTERVAL,
             webhook_timeout: webhooks::TIMEOUT,
+            checkpoint_interval: checkpoints::INTERVAL,
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct Inner {
     pub compiled_versions: cache::EpochCache<(WorkspaceId, i64), crate::error::Result<crate::constitution::Compiled>>,
     /// What-if simulations run one at a time: each uses every core for up to its time limit.
     pub simulations: tokio::sync::Semaphore,
+    /// Signs audit checkpoints.
+    pub signer: Arc<crate::checkpoint::Signer>,
 }
 
 impl std::ops::Deref for AppState {
@@ -107,7 +113,20 @@ impl std::ops::Deref for AppState {
 const TOUCH_INTERVAL: chrono::Duration = chrono::Duration::seconds(60);
 
 impl AppState {
+    /// A state whose checkpoints are signed by a key that lives only in memory (tests,
+    /// embedders). `countersign serve` uses [`AppState::with_signer`] and the data
+    /// directory's key.
     pub fn new(store: Arc<dyn Store>, clock: Clock, config: ServerConfig, keys: MasterKeys) -> Self {
+        Self::with_signer(store, clock, config, keys, crate::checkpoint::Signer::ephemeral())
+    }
+
+    pub fn with_signer(
+        store: Arc<dyn Store>,
+        clock: Clock,
+        config: ServerConfig,
+        keys: MasterKeys,
+        signer: crate::checkpoint::Signer,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
@@ -135,6 +154,7 @@ impl AppState {
             constitution_cache: cache::EpochCache::new(1_000),
             compiled_versions: cache::EpochCache::new(1_000),
             simulations: tokio::sync::Semaphore::new(1),
+            signer: Arc::new(signer),
         }))
     }
 
@@ -235,6 +255,7 @@ pub async fn start(listener: TcpListener, state: AppState) -> std::io::Result<Ru
         tokio::spawn(prune_sign_in_failures(state.clone())),
         tokio::spawn(sweep_expired_approvals(state.clone())),
         tokio::spawn(webhooks::run(state.clone())),
+        tokio::spawn(checkpoints::schedule(state.clone())),
     ];
     Ok(Running { addr, state, task, background })
 }

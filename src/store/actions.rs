@@ -160,13 +160,13 @@ fn read_action(conn: &mut dyn Conn, ws: &str, id: &str) -> Result<Action> {
     Ok(action_from_row(&row)?)
 }
 
-const APPROVAL_COLS: &str = "a.id, a.action_id, a.tool, a.state, a.policy, a.required, a.requester_id, a.payload_sha256, \
+pub(super) const APPROVAL_COLS: &str = "a.id, a.action_id, a.tool, a.state, a.policy, a.required, a.requester_id, a.payload_sha256, \
      a.created_at, a.expires_at, a.decided_at, a.consumed_at, x.agent_token_id, x.resource, x.reason, x.confidence, m.email, t.name";
 /// Approvals with their action, the requester's e-mail and the agent token's name.
-const APPROVAL_FROM: &str = "approvals a JOIN actions x ON x.id = a.action_id JOIN members m ON m.id = a.requester_id \
+pub(super) const APPROVAL_FROM: &str = "approvals a JOIN actions x ON x.id = a.action_id JOIN members m ON m.id = a.requester_id \
      LEFT JOIN tokens t ON t.id = x.agent_token_id";
 
-fn approval_from_row(r: &Row, decisions: Vec<ApprovalDecision>) -> Result<Approval, DbError> {
+pub(super) fn approval_from_row(r: &Row, decisions: Vec<ApprovalDecision>) -> Result<Approval, DbError> {
     let bad = |c, what: &str| DbError::Decode { column: c, message: format!("unknown {what}") };
     let approvals = decisions.iter().filter(|d| d.decision == Verdict::Approve).count() as u8;
     Ok(Approval {
@@ -311,6 +311,8 @@ impl Actions for SqlStore {
         let (ws, by) = (ws.clone(), by.clone());
         self.engine
             .write(move |tx| {
+                // A job may run again (see `store::engine`): each run starts from the request.
+                let new = new.clone();
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
                 if let Some(k) = &new.idempotency {
@@ -482,10 +484,16 @@ impl Actions for SqlStore {
                 let expires_at = approval.map(|(_, e)| e);
                 if let Some(k) = &new.idempotency {
                     let response = (action.status != ActionStatus::Executing).then(|| ActionOutcome::of(&action, expires_at.clone()));
-                    tx.execute(
-                        "INSERT INTO idempotency_keys (workspace_id, principal, key, request_sha256, action_id, response, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    let inserted = tx.execute(
+                        "INSERT INTO idempotency_keys (workspace_id, principal, key, request_sha256, action_id, response, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                         ON CONFLICT (workspace_id, principal, key) DO NOTHING",
                         params![w, &k.principal, &k.key, &k.request_sha256, &id, response.map(|r| serde_json::to_string(&r).unwrap_or_default()), &now_ts],
                     )?;
+                    if inserted == 0 {
+                        // Another replica committed the same key after the check above (one
+                        // writer, SQLite, cannot): run again, and answer as that first call did.
+                        return Err(tx.retry_later().into());
+                    }
                 }
                 Ok(Submitted::New { action: Box::new(action), expires_at })
             })
@@ -779,6 +787,8 @@ impl Approvals for SqlStore {
         self.engine
             .write(move |tx| {
                 let now = tx.now_ts();
+                // Every workspace's due approvals; each is then expired fenced to its own.
+                tx.set_all_workspaces()?;
                 let due = tx.query(
                     "SELECT workspace_id, id FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
                     params![&now, limit],

@@ -178,8 +178,8 @@ fn version_from_row(r: &Row) -> Result<ConstitutionVersion, DbError> {
     })
 }
 
-fn read_current(conn: &mut dyn Conn, ws: &str, for_update: &str) -> Result<Option<ConstitutionVersion>, DbError> {
-    let sql = format!("SELECT {VERSION_COLS} FROM constitution_versions WHERE workspace_id = $1 ORDER BY version DESC LIMIT 1{for_update}");
+fn read_current(conn: &mut dyn Conn, ws: &str) -> Result<Option<ConstitutionVersion>, DbError> {
+    let sql = format!("SELECT {VERSION_COLS} FROM constitution_versions WHERE workspace_id = $1 ORDER BY version DESC LIMIT 1");
     conn.query_opt(&sql, params![ws])?.map(|r| version_from_row(&r)).transpose()
 }
 
@@ -196,7 +196,7 @@ impl Constitutions for SqlStore {
         self.engine
             .read(move |conn| {
                 conn.set_workspace(ws.as_str())?;
-                Ok(read_current(conn, ws.as_str(), "")?)
+                Ok(read_current(conn, ws.as_str())?)
             })
             .await
     }
@@ -236,7 +236,7 @@ impl Constitutions for SqlStore {
                 conn.set_workspace(ws.as_str())?;
                 let rows = conn.query(
                     "SELECT version, rule_count, rules_sha256, published_by, published_at FROM constitution_versions \
-                     WHERE workspace_id = $1 AND ($2 IS NULL OR version < $2) ORDER BY version DESC LIMIT $3",
+                     WHERE workspace_id = $1 AND (CAST($2 AS BIGINT) IS NULL OR version < $2) ORDER BY version DESC LIMIT $3",
                     params![ws.as_str(), before, limit],
                 )?;
                 rows.iter()
@@ -268,8 +268,10 @@ impl Constitutions for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                let lock = tx.dialect().for_update();
-                let previous = read_current(&mut *tx, w, lock)?;
+                // No row lock (on PostgreSQL it would need UPDATE on an append-only
+                // table): two replicas publishing at once both try the same number, and
+                // the insert below sends the loser round again to be checked against it.
+                let previous = read_current(&mut *tx, w)?;
                 let previous_version = previous.as_ref().map_or(0, |p| p.version);
                 if let Some(base) = base_version
                     && base != previous_version
@@ -284,11 +286,16 @@ impl Constitutions for SqlStore {
                 tx.config_changed();
                 let version = previous_version + 1;
                 let now = tx.now_ts();
-                tx.execute(
+                let inserted = tx.execute(
                     "INSERT INTO constitution_versions (workspace_id, version, rules, rule_count, rules_sha256, published_by, published_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (workspace_id, version) DO NOTHING",
                     params![w, version, &text, rules.len() as i64, &sha, &by.actor.id, &now],
                 )?;
+                if inserted == 0 {
+                    // Another replica published this number first (with no version yet there
+                    // was no row to lock): run again, and be checked against what it published.
+                    return Err(tx.retry_later().into());
+                }
                 let diff = diff_rules(previous.as_ref().map_or(&[][..], |p| &p.rules), &rules);
                 tx.append(
                     w,
@@ -304,7 +311,7 @@ impl Constitutions for SqlStore {
                         }),
                     ),
                 )?;
-                let published = ConstitutionVersion { version, rules, rules_sha256: sha, published_by: by.actor.id.clone(), published_at: now };
+                let published = ConstitutionVersion { version, rules: rules.clone(), rules_sha256: sha.clone(), published_by: by.actor.id.clone(), published_at: now };
                 Ok((published, diff))
             })
             .await

@@ -74,6 +74,11 @@ pub enum DbError {
     /// The database could not be reached, read or written (I/O, disk full, locked, gone).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Another transaction (another replica) holds what this statement needs: a lock was
+    /// not granted in time, or the database broke a deadlock by cancelling this statement.
+    /// Nothing is wrong with the request; the write engine runs the job again.
+    #[error("busy: {0}")]
+    Busy(String),
     /// A column held something other than what the code expects.
     #[error("column {column}: {message}")]
     Decode { column: usize, message: String },
@@ -83,6 +88,12 @@ impl From<DbError> for crate::error::Error {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Constraint(m) => crate::error::Error::conflict("conflict", format!("the change conflicts with existing data ({m})")),
+            DbError::Busy(m) => {
+                // Usually a job that lost a lock race and will run again (see store::engine);
+                // only a job that kept losing is answered with this.
+                tracing::debug!(error = %m, "store busy");
+                crate::error::Error::unavailable("store_busy", "the store was too busy to take this change; nothing was changed; try again")
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 crate::error::Error::unavailable(
@@ -185,6 +196,69 @@ impl Dialect {
             Dialect::Postgres => "BEGIN",
         }
     }
+
+    /// Starts one job of a write batch, when the store needs more than `SAVEPOINT job`
+    /// (which the engine then sends as a cached statement). On PostgreSQL it first clears
+    /// the workspace fence the previous job set, outside the job's savepoint and in the same
+    /// round trip, so a job that forgets to fence itself sees nothing rather than its
+    /// neighbour's workspace.
+    pub const fn begin_job(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => {
+                Some("SELECT set_config('app.workspace_id', '', true), set_config('app.all_workspaces', '', true); SAVEPOINT job")
+            }
+        }
+    }
+
+    /// Set once a batch holds what its first job locked: from then on a job waits only
+    /// briefly for a lock another replica holds, and is run again in the next batch
+    /// instead, so two batches never wait on each other (see `store::engine`).
+    pub const fn limit_lock_waits(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some("SET LOCAL lock_timeout = '20ms'"),
+        }
+    }
+
+    /// Lifts [`Dialect::limit_lock_waits`] for the end of a batch: the shared epoch's row is
+    /// locked by another replica only while it commits, and a batch that got this far must
+    /// not fail for waiting on it.
+    pub const fn unlimit_lock_waits(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some("SET LOCAL lock_timeout = 0"),
+        }
+    }
+
+    /// Announces a committed batch's events to the other replicas (the `$1` payload), in
+    /// the batch's transaction, so the announcement goes out exactly when they commit.
+    /// SQLite has one server process and needs none.
+    pub const fn announce(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some("SELECT pg_notify('countersign_audit', $1)"),
+        }
+    }
+
+    /// Moves the configuration epoch every replica reads, in the transaction of the change
+    /// that moves it. SQLite's epoch lives in the one process that writes it.
+    pub const fn bump_epoch(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some("UPDATE config_epoch SET epoch = epoch + 1 WHERE id = 1"),
+        }
+    }
+
+    /// Opens the transaction one read job runs in, if the store needs one. PostgreSQL does:
+    /// the workspace fence is transaction-local, and a repeatable-read snapshot keeps a
+    /// multi-statement read (verifying a chain) consistent while replicas append.
+    pub const fn begin_read(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+        }
+    }
     /// Appended to a SELECT that reads a row it will change, so that concurrent writers
     /// (PostgreSQL replicas) serialise on it. SQLite has one writer and needs nothing.
     pub const fn for_update(self) -> &'static str {
@@ -224,7 +298,16 @@ pub trait Conn: Send {
     fn dialect(&self) -> Dialect;
     /// Fences the current transaction to one workspace. PostgreSQL's row-level security
     /// reads it; SQLite has no such layer and the store's `WHERE workspace_id` does the work.
+    /// It also ends an [`Conn::set_all_workspaces`] opt-in.
     fn set_workspace(&mut self, _workspace_id: &str) -> Result<(), DbError> {
+        Ok(())
+    }
+
+    /// Lets the current transaction read every workspace's rows: the explicit opt-in of the
+    /// few calls that are cross-workspace by nature (finding the workspace a secret or an
+    /// e-mail belongs to, the approval sweeper, the webhook worker's claims, key rotation).
+    /// Writes stay fenced to the workspace set by [`Conn::set_workspace`]. A no-op on SQLite.
+    fn set_all_workspaces(&mut self) -> Result<(), DbError> {
         Ok(())
     }
 
@@ -240,5 +323,37 @@ pub trait Connector: Send + Sync {
     fn open_reader(&self) -> Result<Box<dyn Conn>, DbError>;
     /// How many reader connections (and threads) to keep.
     fn readers(&self) -> usize;
+    /// Housekeeping the engine runs on its own thread, off the writer's path: a connection,
+    /// a statement, and how often. SQLite checkpoints its write-ahead log this way, so a
+    /// checkpoint's copying and fsync never delay a commit.
+    fn maintenance(&self) -> Result<Option<Maintenance>, DbError> {
+        Ok(None)
+    }
     fn dialect(&self) -> Dialect;
+    /// Where other processes' commits are announced, for a store several servers share
+    /// (PostgreSQL's LISTEN). `None` for a store only this process writes (SQLite).
+    fn notifications(&self) -> Option<Box<dyn Notifications>> {
+        None
+    }
+}
+
+/// Commit announcements from other processes sharing the store.
+pub trait Notifications: Send {
+    /// Waits up to `timeout` for announcements, (re)connecting first if needed.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<Wait, DbError>;
+}
+
+/// What one [`Notifications::wait`] brought.
+#[derive(Debug, Default)]
+pub struct Wait {
+    pub payloads: Vec<String>,
+    /// The connection was lost and made again: announcements in between may be missing.
+    pub reconnected: bool,
+}
+
+/// Periodic housekeeping for a store (see [`Connector::maintenance`]).
+pub struct Maintenance {
+    pub conn: Box<dyn Conn>,
+    pub statement: &'static str,
+    pub every: std::time::Duration,
 }

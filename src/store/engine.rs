@@ -12,17 +12,37 @@
 //!
 //! Reads go to a small pool of reader threads with their own connections; they never
 //! wait for the writer (WAL on SQLite, MVCC on PostgreSQL).
+//!
+//! ## Several replicas on one PostgreSQL database
+//!
+//! Each replica has its own writer, so several batches can be open at once. They stay
+//! correct by locking what they change: an append reads its workspace's `audit_heads` row
+//! `FOR UPDATE`, so the chains stay linear, and a batch that touched a workspace holds that
+//! row until it commits (per workspace, the replicas' batches take turns; within a replica,
+//! group commit still batches). Two batches must never wait on each other (batch A holds
+//! workspace 1 and waits for 2 while B holds 2 and waits for 1), so only a batch's first
+//! job may wait for a lock as long as it takes. Once a job's work is kept, the batch sets a
+//! short lock timeout; a later job that would wait longer, or that the database picks as a
+//! deadlock victim, is rolled back to its savepoint and run again at the head of the next
+//! batch ([`DbError::Busy`]). Jobs are therefore `FnMut`: a job may run more than once, and
+//! only its last run's answer is given.
+//!
+//! A batch also announces its events (`NOTIFY`) and moves the shared configuration epoch in
+//! its own transaction; a listener thread per replica publishes other replicas' events to
+//! this one's commit hook (the live stream), reading them from the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
-use super::db::{Conn, Connector, DbError, Dialect, Row, Value};
+use super::audit_log::{EVENT_COLS, event_from_row};
+use super::db::{Conn, Connector, DbError, Dialect, Notifications, Row, Value};
 use super::webhooks::{self, Subscriptions};
 use crate::audit::{AuditEvent, EventDraft, GENESIS_HASH};
 use crate::clock::{Clock, format_ts};
@@ -38,22 +58,37 @@ pub type CommitHook = Arc<dyn Fn(&[AuditEvent]) + Send + Sync>;
 /// Called after a committed write queued webhook deliveries (the delivery worker's wake-up).
 pub type DeliveryHook = Arc<dyn Fn() + Send + Sync>;
 
-type Reply = Box<dyn FnOnce(Result<()>) + Send>;
-type WriteFn = Box<dyn FnOnce(&mut WriteTx<'_>) -> (bool, Reply) + Send>;
+/// How often one job may be run again after losing a lock race before it is refused.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// One write job: what to run (perhaps more than once), and how to answer.
+struct Job {
+    /// Runs the job in the transaction; says whether it succeeded.
+    run: Box<dyn FnMut(&mut WriteTx<'_>) -> bool + Send>,
+    /// Answers the caller with the batch's outcome and the job's last result.
+    finish: Box<dyn FnOnce(Result<()>) + Send>,
+    attempts: u32,
+}
+
 type ReadFn = Box<dyn FnOnce(&mut dyn Conn) + Send>;
 
+/// A job's last result, and whether it queued webhook deliveries.
+type JobResult<T> = (Result<T>, bool);
+
 enum WriteMsg {
-    Job(WriteFn),
+    Job(Job),
     Stop,
 }
 
 enum ReadMsg {
-    Job(ReadFn),
+    /// A read job, and whether it runs in a read transaction (see [`Dialect::begin_read`]).
+    Job(ReadFn, bool),
     Stop,
 }
 
 /// The running writer and readers.
 pub struct Engine {
+    stop_maintenance: Sender<()>,
     writer: Sender<WriteMsg>,
     readers: Sender<ReadMsg>,
     reader_count: usize,
@@ -62,8 +97,12 @@ pub struct Engine {
     delivery_hook: Arc<std::sync::RwLock<Option<DeliveryHook>>>,
     dialect: Dialect,
     /// Moves on every committed change to identity or configuration (see
-    /// [`WriteTx::config_changed`]), so callers can cache what those determine.
+    /// [`WriteTx::config_changed`]), so callers can cache what those determine. (On
+    /// PostgreSQL the epoch every replica reads is in the database; this one is this
+    /// process's alone.)
     epoch: Arc<AtomicU64>,
+    /// Tells the listener thread to stop.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -75,14 +114,27 @@ impl Engine {
         let hook: Arc<std::sync::RwLock<Option<CommitHook>>> = Arc::default();
         let delivery_hook: Arc<std::sync::RwLock<Option<DeliveryHook>>> = Arc::default();
         let epoch = Arc::new(AtomicU64::new(1));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let dialect = connector.dialect();
+        // Tells this replica's announcements from the others'.
+        let replica = crate::ids::new_id(crate::ids::IdKind::Event).replacen("evt_", "rep_", 1);
         let mut threads = Vec::new();
         {
-            let (hook, epoch) = (hook.clone(), epoch.clone());
+            let (hook, epoch, replica) = (hook.clone(), epoch.clone(), replica.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name("store-writer".into())
-                    .spawn(move || writer_loop(writer_conn, wrx, clock, hook, epoch))
+                    .spawn(move || writer_loop(writer_conn, wrx, clock, hook, epoch, replica))
                     .expect("spawn store writer"),
+            );
+        }
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        if let Some(m) = connector.maintenance()? {
+            threads.push(
+                std::thread::Builder::new()
+                    .name("store-maintenance".into())
+                    .spawn(move || maintenance_loop(m, stop_rx))
+                    .expect("spawn store maintenance"),
             );
         }
         let reader_count = connector.readers().max(1);
@@ -92,19 +144,31 @@ impl Engine {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("store-reader-{i}"))
-                    .spawn(move || reader_loop(conn, rrx))
+                    .spawn(move || reader_loop(conn, rrx, dialect))
                     .expect("spawn store reader"),
             );
         }
+        if let Some(source) = connector.notifications() {
+            let conn = connector.open_reader()?;
+            let (hook, stopping) = (hook.clone(), stopping.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("store-listener".into())
+                    .spawn(move || listen_loop(source, conn, replica, hook, stopping))
+                    .expect("spawn store listener"),
+            );
+        }
         Ok(Engine {
+            stop_maintenance: stop_tx,
             writer: wtx,
             readers: rtx,
             reader_count,
             threads: std::sync::Mutex::new(threads),
             hook,
             delivery_hook,
-            dialect: connector.dialect(),
+            dialect,
             epoch,
+            stopping,
         })
     }
 
@@ -132,35 +196,61 @@ impl Engine {
     ///
     /// If `f` returns an error, its savepoint is rolled back (nothing it did remains) and
     /// the error is the answer. If the commit fails, every job of the batch gets the
-    /// commit's error, and nothing of the batch remains.
-    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    /// commit's error, and nothing of the batch remains. `f` may run more than once (on
+    /// PostgreSQL, after losing a lock race to another replica; see the module docs): each
+    /// run starts from a clean savepoint, and the answer is the last run's.
+    pub async fn write<T, F>(&self, mut f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
+        F: FnMut(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T>>();
         let delivery_hook = self.delivery_hook.clone();
-        let job: WriteFn = Box::new(move |wtx: &mut WriteTx<'_>| {
-            let outcome = f(wtx);
-            let ok = outcome.is_ok();
-            let queued = ok && wtx.deliveries_queued;
-            let reply: Reply = Box::new(move |committed: Result<()>| {
-                if queued
-                    && committed.is_ok()
-                    && let Some(hook) = delivery_hook.read().expect("hook lock").as_ref()
-                {
-                    hook();
-                }
-                let _ = tx.send(committed.and(outcome));
-            });
-            (ok, reply)
+        let slot: Arc<std::sync::Mutex<Option<JobResult<T>>>> = Arc::default();
+        let run = {
+            let slot = slot.clone();
+            Box::new(move |wtx: &mut WriteTx<'_>| {
+                let outcome = f(wtx);
+                let ok = outcome.is_ok();
+                let queued = ok && wtx.deliveries_queued;
+                *slot.lock().expect("job slot") = Some((outcome, queued));
+                ok
+            })
+        };
+        let finish = Box::new(move |committed: Result<()>| {
+            let (outcome, queued) = slot.lock().expect("job slot").take().unwrap_or_else(|| (Err(stopped()), false));
+            if queued
+                && committed.is_ok()
+                && let Some(hook) = delivery_hook.read().expect("hook lock").as_ref()
+            {
+                hook();
+            }
+            let _ = tx.send(committed.and(outcome));
         });
-        self.writer.send(WriteMsg::Job(job)).map_err(|_| stopped())?;
+        self.writer.send(WriteMsg::Job(Job { run, finish, attempts: 0 })).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Runs `f` on a reader connection.
+    /// Runs `f` on a reader connection (in a read transaction where the store needs one).
     pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> Result<T> + Send + 'static,
+    {
+        self.read_with(f, true).await
+    }
+
+    /// Runs a single-statement read on a reader connection outside any transaction: one
+    /// round trip (the configuration epoch, read on every request).
+    pub async fn read_one<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> Result<T> + Send + 'static,
+    {
+        self.read_with(f, false).await
+    }
+
+    async fn read_with<T, F>(&self, f: F, in_tx: bool) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut dyn Conn) -> Result<T> + Send + 'static,
@@ -169,12 +259,14 @@ impl Engine {
         let job: ReadFn = Box::new(move |conn: &mut dyn Conn| {
             let _ = tx.send(f(conn));
         });
-        self.readers.send(ReadMsg::Job(job)).map_err(|_| stopped())?;
+        self.readers.send(ReadMsg::Job(job, in_tx)).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
     /// Finishes the work already queued, then stops the threads.
     pub fn close(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.stop_maintenance.try_send(());
         let _ = self.writer.send(WriteMsg::Stop);
         for _ in 0..self.reader_count {
             let _ = self.readers.send(ReadMsg::Stop);
@@ -216,9 +308,27 @@ pub struct WriteTx<'a> {
     job_subscriptions: HashMap<String, Subscriptions>,
     /// Whether this job queued webhook deliveries.
     deliveries_queued: bool,
+    /// Whether this job lost a race to another replica and should run again.
+    retry: bool,
 }
 
 impl<'a> WriteTx<'a> {
+    /// Says this job lost a race with another replica's transaction (e.g. both inserted
+    /// the same key) and must run again, from a clean savepoint, in the next batch, where
+    /// it will see what the other committed. Return an error after calling it.
+    pub fn retry_later(&mut self) -> DbError {
+        self.retry = true;
+        DbError::Busy("another transaction wrote the same row first".into())
+    }
+
+    /// Notes a lock race in a statement's outcome (see [`WriteTx::retry_later`]).
+    fn noting<T>(&mut self, r: Result<T, DbError>) -> Result<T, DbError> {
+        if let Err(DbError::Busy(_)) = &r {
+            self.retry = true;
+        }
+        r
+    }
+
     /// The time of this job: every timestamp it writes should be this one.
     pub fn now(&self) -> DateTime<Utc> {
         self.now
@@ -251,19 +361,19 @@ impl<'a> WriteTx<'a> {
 
     /// Appends an event to a workspace's chain, in this transaction: it is durable
     /// exactly when the change it records is.
-    pub fn append(&mut self, workspace_id: &str, draft: EventDraft) -> Result<AuditEvent, DbError> {
+    pub fn append(&mut self, workspace_id: &str, draft: EventDraft) -> Result<(), DbError> {
         let (seq, prev) = match self.job_heads.get(workspace_id).or_else(|| self.heads.get(workspace_id)) {
             Some(head) => head.clone(),
             None => {
                 let sql = format!("SELECT seq, hash FROM audit_heads WHERE workspace_id = $1{}", self.conn.dialect().for_update());
-                match self.conn.query_opt(&sql, &[Value::from(workspace_id)])? {
+                match self.query_opt(&sql, &[Value::from(workspace_id)])? {
                     Some(row) => (row.int(0)?, row.text(1)?),
                     None => (0, GENESIS_HASH.to_string()),
                 }
             }
         };
         let event = AuditEvent::seal(draft, workspace_id, seq, &prev, format_ts(self.now));
-        self.conn.execute(
+        self.execute(
             "INSERT INTO audit_events (workspace_id, seq, id, ts, event_type, actor_kind, actor_id, via, resource, payload_sha256, outcome, data, prev_hash, hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             &[
@@ -288,16 +398,16 @@ impl<'a> WriteTx<'a> {
         let subscriptions = match self.job_subscriptions.get(workspace_id).or_else(|| self.subscriptions.get(workspace_id)) {
             Some(s) => s.clone(),
             None => {
-                let s = webhooks::enabled_subscriptions(&mut *self.conn, workspace_id)?;
+                let s = webhooks::enabled_subscriptions(self, workspace_id)?;
                 self.job_subscriptions.insert(workspace_id.to_string(), s.clone());
                 s
             }
         };
-        if !subscriptions.is_empty() && webhooks::queue_deliveries(&mut *self.conn, &event, &subscriptions, &event.ts)? > 0 {
+        if !subscriptions.is_empty() && webhooks::queue_deliveries(self, &event, &subscriptions, &event.ts)? > 0 {
             self.deliveries_queued = true;
         }
-        self.job_events.push(event.clone());
-        Ok(event)
+        self.job_events.push(event);
+        Ok(())
     }
 }
 
@@ -305,10 +415,12 @@ impl<'a> WriteTx<'a> {
 /// refuses transaction control, which belongs to the writer loop.
 impl Conn for WriteTx<'_> {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
-        self.conn.execute(sql, params)
+        let r = self.conn.execute(sql, params);
+        self.noting(r)
     }
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
-        self.conn.query(sql, params)
+        let r = self.conn.query(sql, params);
+        self.noting(r)
     }
     fn batch(&mut self, _sql: &str) -> Result<(), DbError> {
         Err(DbError::Unavailable("a write job cannot control its transaction".into()))
@@ -317,7 +429,12 @@ impl Conn for WriteTx<'_> {
         self.conn.dialect()
     }
     fn set_workspace(&mut self, workspace_id: &str) -> Result<(), DbError> {
-        self.conn.set_workspace(workspace_id)
+        let r = self.conn.set_workspace(workspace_id);
+        self.noting(r)
+    }
+    fn set_all_workspaces(&mut self) -> Result<(), DbError> {
+        let r = self.conn.set_all_workspaces();
+        self.noting(r)
     }
 }
 
@@ -335,57 +452,70 @@ fn writer_loop(
     clock: Clock,
     hook: Arc<std::sync::RwLock<Option<CommitHook>>>,
     epoch: Arc<AtomicU64>,
+    replica: String,
 ) {
-    let begin = conn.dialect().begin_write();
     let mut stop = false;
-    while !stop {
-        let first = match rx.recv() {
-            Ok(WriteMsg::Job(j)) => j,
-            Ok(WriteMsg::Stop) | Err(_) => break,
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+    // Jobs that lost a lock race: they open the next batch.
+    let mut carried: Vec<Job> = Vec::new();
+    while !stop || !carried.is_empty() {
+        let mut batch = std::mem::take(&mut carried);
+        if batch.is_empty() {
+            match rx.recv() {
+                Ok(WriteMsg::Job(j)) => batch.push(j),
+                Ok(WriteMsg::Stop) | Err(_) => break,
+            }
+        }
+        while !stop && batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(WriteMsg::Job(j)) => batch.push(j),
-                Ok(WriteMsg::Stop) => {
-                    stop = true;
-                    break;
-                }
+                Ok(WriteMsg::Stop) => stop = true,
                 Err(_) => break,
             }
         }
-        run_batch(&mut *conn, begin, batch, &clock, &hook, &epoch);
+        carried = run_batch(&mut *conn, batch, &clock, &hook, &epoch, &replica);
     }
     tracing::debug!("store writer stopped");
 }
 
+/// Runs one batch in one transaction; returns the jobs to run again in the next one.
+///
+/// Savepoints go through `execute`, not `batch`: prepared once and cached, they are not
+/// parsed again for every job.
 fn run_batch(
     conn: &mut dyn Conn,
-    begin: &str,
-    batch: Vec<WriteFn>,
+    batch: Vec<Job>,
     clock: &Clock,
     hook: &std::sync::RwLock<Option<CommitHook>>,
     epoch: &AtomicU64,
-) {
-    if let Err(e) = conn.batch(begin) {
+    replica: &str,
+) -> Vec<Job> {
+    let dialect = conn.dialect();
+    if let Err(e) = conn.batch(dialect.begin_write()) {
         // Dropping the jobs unrun drops their reply channels: each caller hears
         // "store unavailable", and nothing was written.
         tracing::error!(error = %e, "could not open a write transaction");
-        return;
+        return Vec::new();
     }
-    let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+    let mut finishes: Vec<Box<dyn FnOnce(Result<()>) + Send>> = Vec::with_capacity(batch.len());
+    let mut again = Vec::new();
     let mut heads = HashMap::new();
     let mut events = Vec::new();
     let mut failed: Option<DbError> = None;
     let mut config_changed = false;
     let mut subscriptions = HashMap::new();
-    for job in batch {
+    // Whether some job's work is kept in this transaction (and with it, its locks).
+    let mut holding = false;
+    for mut job in batch {
         if failed.is_some() {
             // The transaction is already lost; the rest are dropped unrun (see above).
             drop(job);
             continue;
         }
-        if let Err(e) = conn.batch("SAVEPOINT job") {
+        let begun = match dialect.begin_job() {
+            Some(sql) => conn.batch(sql),
+            None => conn.execute("SAVEPOINT job", &[]).map(drop),
+        };
+        if let Err(e) = begun {
             failed = Some(e);
             drop(job);
             continue;
@@ -401,41 +531,103 @@ fn run_batch(
             subscriptions: std::mem::take(&mut subscriptions),
             job_subscriptions: HashMap::new(),
             deliveries_queued: false,
+            retry: false,
         };
-        let (ok, reply) = job(&mut tx);
+        let ok = (job.run)(&mut tx);
         let WriteTx {
-            heads: h, job_heads, events: ev, job_events, config_changed: changed, subscriptions: subs, job_subscriptions, ..
+            heads: h,
+            job_heads,
+            events: ev,
+            job_events,
+            config_changed: changed,
+            subscriptions: subs,
+            job_subscriptions,
+            retry,
+            ..
         } = tx;
         heads = h;
         events = ev;
         subscriptions = subs;
-        let end = if ok {
-            conn.batch("RELEASE SAVEPOINT job")
+        let keep = ok && !retry;
+        let end = if keep {
+            conn.execute("RELEASE SAVEPOINT job", &[]).map(drop)
         } else {
-            conn.batch("ROLLBACK TO SAVEPOINT job").and_then(|_| conn.batch("RELEASE SAVEPOINT job"))
+            conn.execute("ROLLBACK TO SAVEPOINT job", &[]).map(drop).and_then(|_| conn.execute("RELEASE SAVEPOINT job", &[]).map(drop))
         };
         match end {
-            Ok(()) if ok => {
+            Ok(()) if keep => {
                 heads.extend(job_heads);
                 events.extend(job_events);
                 config_changed |= changed;
                 subscriptions.extend(job_subscriptions);
+                finishes.push(job.finish);
+                if !holding {
+                    holding = true;
+                    if let Some(limit) = dialect.limit_lock_waits()
+                        && let Err(e) = conn.batch(limit)
+                    {
+                        failed = Some(e);
+                    }
+                }
             }
-            Ok(()) => {}
-            Err(e) => failed = Some(e),
+            Ok(()) if retry && job.attempts + 1 < MAX_ATTEMPTS => {
+                job.attempts += 1;
+                tracing::debug!(attempts = job.attempts, "a write job lost a lock race; it runs again in the next batch");
+                again.push(job);
+            }
+            Ok(()) => finishes.push(job.finish),
+            Err(e) => {
+                failed = Some(e);
+                finishes.push(job.finish);
+            }
         }
-        replies.push(reply);
     }
-    // Move each touched chain head once per batch.
+    // Move each touched chain head once per batch (each write fenced to its workspace).
     if failed.is_none() {
         for (ws, (seq, hash)) in &heads {
-            if let Err(e) = conn.execute(
-                "UPDATE audit_heads SET seq = $2, hash = $3 WHERE workspace_id = $1",
-                &[Value::from(ws), Value::Int(*seq), Value::from(hash)],
-            ) {
+            let moved = conn.set_workspace(ws).and_then(|_| {
+                conn.execute(
+                    "UPDATE audit_heads SET seq = $2, hash = $3 WHERE workspace_id = $1",
+                    &[Value::from(ws), Value::Int(*seq), Value::from(hash)],
+                )
+            });
+            match moved {
+                Ok(1) => {}
+                Ok(_) => {
+                    failed = Some(DbError::Unavailable(format!("the audit chain head of workspace {ws} is missing")));
+                    break;
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    // Tell the other replicas, in this transaction: they hear exactly what commits.
+    if failed.is_none()
+        && let Some(sql) = dialect.announce()
+    {
+        for payload in announcements(replica, &events) {
+            if let Err(e) = conn.execute(sql, &[Value::from(payload)]) {
                 failed = Some(e);
                 break;
             }
+        }
+    }
+    // Last, so the shared epoch's row is locked for as short a time as possible.
+    if failed.is_none()
+        && config_changed
+        && let Some(sql) = dialect.bump_epoch()
+    {
+        let lifted = match dialect.unlimit_lock_waits().filter(|_| holding) {
+            Some(unlimit) => conn.batch(unlimit),
+            None => Ok(()),
+        };
+        match lifted.and_then(|_| conn.execute(sql, &[])) {
+            Ok(1) => {}
+            Ok(_) => failed = Some(DbError::Unavailable("the configuration epoch row is missing".into())),
+            Err(e) => failed = Some(e),
         }
     }
     let outcome: Result<()> = match failed {
@@ -454,13 +646,169 @@ fn run_batch(
     {
         hook(&events);
     }
-    for reply in replies {
-        reply(outcome.clone());
+    for finish in finishes {
+        finish(outcome.clone());
+    }
+    again
+}
+
+/// The most one announcement carries (PostgreSQL's limit is 8000 bytes).
+const ANNOUNCEMENT_BYTES: usize = 7000;
+
+/// Announcements of a batch's events: `<replica> <workspace>,<first seq>,<last seq> …`.
+fn announcements(replica: &str, events: &[AuditEvent]) -> Vec<String> {
+    let mut ranges: Vec<(&str, i64, i64)> = Vec::new();
+    for e in events {
+        match ranges.iter_mut().find(|(ws, _, _)| *ws == e.workspace_id) {
+            Some(r) => {
+                r.1 = r.1.min(e.seq);
+                r.2 = r.2.max(e.seq);
+            }
+            None => ranges.push((&e.workspace_id, e.seq, e.seq)),
+        }
+    }
+    let mut out = Vec::new();
+    let mut current = String::from(replica);
+    for (ws, first, last) in ranges {
+        let part = format!(" {ws},{first},{last}");
+        if current.len() + part.len() > ANNOUNCEMENT_BYTES {
+            out.push(std::mem::replace(&mut current, String::from(replica)));
+        }
+        current.push_str(&part);
+    }
+    if current.len() > replica.len() {
+        out.push(current);
+    }
+    out
+}
+
+fn reader_loop(mut conn: Box<dyn Conn>, rx: Receiver<ReadMsg>, dialect: Dialect) {
+    while let Ok(ReadMsg::Job(job, in_tx)) = rx.recv() {
+        match dialect.begin_read().filter(|_| in_tx) {
+            None => job(&mut *conn),
+            Some(begin) => {
+                if let Err(e) = conn.batch(begin) {
+                    // Dropping the job answers "store unavailable".
+                    tracing::error!(error = %e, "could not open a read transaction");
+                    let _ = conn.batch("ROLLBACK");
+                    drop(job);
+                    continue;
+                }
+                job(&mut *conn);
+                if conn.batch("COMMIT").is_err() {
+                    let _ = conn.batch("ROLLBACK");
+                }
+            }
+        }
     }
 }
 
-fn reader_loop(mut conn: Box<dyn Conn>, rx: Receiver<ReadMsg>) {
-    while let Ok(ReadMsg::Job(job)) = rx.recv() {
-        job(&mut *conn);
+fn maintenance_loop(mut m: super::db::Maintenance, stop: Receiver<()>) {
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(m.every) {
+        if let Err(e) = m.conn.batch(m.statement) {
+            tracing::warn!(error = %e, "store maintenance failed; will retry");
+        }
     }
+}
+
+/// Publishes other replicas' committed events to this one's commit hook.
+fn listen_loop(
+    mut source: Box<dyn Notifications>,
+    mut conn: Box<dyn Conn>,
+    replica: String,
+    hook: Arc<std::sync::RwLock<Option<CommitHook>>>,
+    stopping: Arc<AtomicBool>,
+) {
+    let mut failing = false;
+    while !stopping.load(Ordering::SeqCst) {
+        let wait = match source.wait(Duration::from_millis(100)) {
+            Ok(w) => {
+                if failing {
+                    tracing::info!("listening for other replicas' commits again");
+                    failing = false;
+                }
+                w
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot listen for other replicas' commits; live streams fill gaps from the store");
+                    failing = true;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+        };
+        let publish = |events: Vec<AuditEvent>| {
+            if !events.is_empty()
+                && let Some(hook) = hook.read().expect("hook lock").as_ref()
+            {
+                hook(&events);
+            }
+        };
+        if wait.reconnected {
+            // Announcements may have been missed: show each chain's head, so every live
+            // stream that is behind sees a gap and fills it from the store.
+            match heads_events(&mut *conn) {
+                Ok(events) => publish(events),
+                Err(e) => tracing::warn!(error = %e, "could not read the chain heads after reconnecting"),
+            }
+        }
+        for payload in &wait.payloads {
+            let mut parts = payload.split(' ');
+            if parts.next() == Some(replica.as_str()) {
+                continue;
+            }
+            for range in parts {
+                let mut f = range.split(',');
+                let (Some(ws), Some(Ok(first)), Some(Ok(last))) =
+                    (f.next(), f.next().map(str::parse::<i64>), f.next().map(str::parse::<i64>))
+                else {
+                    continue;
+                };
+                match read_events(&mut *conn, ws, first, last) {
+                    Ok(events) => publish(events),
+                    Err(e) => tracing::warn!(error = %e, workspace = ws, "could not read another replica's events"),
+                }
+            }
+        }
+    }
+}
+
+/// Events `first..=last` of a workspace, in a read transaction fenced to it.
+fn read_events(conn: &mut dyn Conn, ws: &str, first: i64, last: i64) -> Result<Vec<AuditEvent>, DbError> {
+    in_read_tx(conn, |conn| {
+        conn.set_workspace(ws)?;
+        let rows = conn.query(
+            &format!("SELECT {EVENT_COLS} FROM audit_events WHERE workspace_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq"),
+            &[Value::from(ws), Value::Int(first), Value::Int(last)],
+        )?;
+        rows.iter().map(event_from_row).collect()
+    })
+}
+
+/// The last event of every chain: a cross-workspace read by the engine itself.
+fn heads_events(conn: &mut dyn Conn) -> Result<Vec<AuditEvent>, DbError> {
+    in_read_tx(conn, |conn| {
+        conn.set_all_workspaces()?;
+        let rows = conn.query(
+            &format!(
+                "SELECT {} FROM audit_events e JOIN audit_heads h ON h.workspace_id = e.workspace_id AND h.seq = e.seq",
+                EVENT_COLS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ")
+            ),
+            &[],
+        )?;
+        rows.iter().map(event_from_row).collect()
+    })
+}
+
+fn in_read_tx<T>(conn: &mut dyn Conn, f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError>) -> Result<T, DbError> {
+    let begin = conn.dialect().begin_read();
+    if let Some(b) = begin {
+        conn.batch(b)?;
+    }
+    let out = f(conn);
+    if begin.is_some() {
+        let _ = conn.batch(if out.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    }
+    out
 }

@@ -243,6 +243,7 @@ impl Tools for SqlStore {
     async fn all_sealed_connectors(&self) -> Result<Vec<(WorkspaceId, String, Connector)>> {
         self.engine
             .read(|conn| {
+                conn.set_all_workspaces()?;
                 let rows = conn.query("SELECT workspace_id, name, connector FROM tools ORDER BY workspace_id, name", &[])?;
                 rows.iter().map(|r| Ok((WorkspaceId::trusted(r.text(0)?), r.text(1)?, r.json(2)?))).collect()
             })
@@ -332,7 +333,7 @@ impl KillSwitchStore for SqlStore {
                         .resource(format!("killswitch:{}", target.label()))
                         .data(json!({"target": target.label(), "reason": reason})),
                 )?;
-                let state = KillSwitch { target: target.label(), engaged, reason: Some(reason), changed_by: Some(by.actor.id.clone()), changed_at: Some(now) };
+                let state = KillSwitch { target: target.label(), engaged, reason: Some(reason.clone()), changed_by: Some(by.actor.id.clone()), changed_at: Some(now) };
                 Ok((state, true))
             })
             .await

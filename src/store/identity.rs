@@ -58,10 +58,13 @@ impl Workspaces for SqlStore {
                 tx.set_workspace(&ws_id)?;
                 tx.config_changed();
                 let now = tx.now_ts();
+                // Names are unique across workspaces: the one cross-workspace read here.
+                tx.set_all_workspaces()?;
                 let exists = tx.query_opt("SELECT id FROM workspaces WHERE name = $1", params![&name])?;
                 if exists.is_some() {
                     return Err(Error::conflict("workspace_exists", format!("a workspace named `{name}` already exists")));
                 }
+                tx.set_workspace(&ws_id)?;
                 tx.execute("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)", params![&ws_id, &name, &now])?;
                 tx.execute("INSERT INTO audit_heads (workspace_id, seq, hash) VALUES ($1, 0, $2)", params![&ws_id, GENESIS_HASH])?;
                 let by = Origin::system("admin-init");
@@ -69,8 +72,8 @@ impl Workspaces for SqlStore {
                     &ws_id,
                     EventDraft::new("workspace.created", by.actor.clone(), by.via).resource(ws_id.clone()).data(json!({"name": name})),
                 )?;
-                let member = insert_member(tx, &ws_id, &by, owner)?;
-                let ws = Workspace { id: ws_id, name, owner_id: member.id.clone(), created_at: now };
+                let member = insert_member(tx, &ws_id, &by, owner.clone())?;
+                let ws = Workspace { id: ws_id, name: name.clone(), owner_id: member.id.clone(), created_at: now };
                 Ok((ws, member))
             })
             .await
@@ -79,6 +82,7 @@ impl Workspaces for SqlStore {
     async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
         self.engine
             .read(|conn| {
+                conn.set_all_workspaces()?;
                 let rows = conn.query(&format!("SELECT {WORKSPACE_COLS} FROM workspaces w ORDER BY w.created_at"), &[])?;
                 Ok(rows.iter().map(workspace_from_row).collect::<Result<_, _>>()?)
             })
@@ -302,7 +306,7 @@ impl Members for SqlStore {
             .write(move |tx| {
                 tx.set_workspace(ws.as_str())?;
                 tx.config_changed();
-                insert_member(tx, ws.as_str(), &by, new)
+                insert_member(tx, ws.as_str(), &by, new.clone())
             })
             .await
     }
@@ -440,6 +444,8 @@ impl Members for SqlStore {
         let email = email.to_string();
         self.engine
             .read(move |conn| {
+                // Signing in is how a person names their workspace: every account with this e-mail.
+                conn.set_all_workspaces()?;
                 let rows = conn.query(
                     "SELECT m.workspace_id, w.name, m.id, m.password_hash, m.status FROM members m JOIN workspaces w ON w.id = m.workspace_id WHERE m.email = $1 ORDER BY m.id",
                     params![&email],
@@ -608,9 +614,9 @@ impl Roles for SqlStore {
                 if let Some(name) = &change.name {
                     role_name_free(&mut *tx, w, name, Some(&id))?;
                 }
-                let name = change.name.unwrap_or_else(|| before.name.clone());
-                let description = change.description.unwrap_or_else(|| before.description.clone());
-                let permissions = change.permissions.unwrap_or_else(|| before.permissions.iter().copied().collect());
+                let name = change.name.clone().unwrap_or_else(|| before.name.clone());
+                let description = change.description.clone().unwrap_or_else(|| before.description.clone());
+                let permissions = change.permissions.clone().unwrap_or_else(|| before.permissions.iter().copied().collect());
                 tx.execute(
                     "UPDATE roles SET name = $3, description = $4, permissions = $5, updated_at = $6 WHERE workspace_id = $1 AND id = $2",
                     params![w, &id, &name, &description, perms_json(&permissions), tx.now_ts()],
@@ -846,7 +852,7 @@ impl Sessions for SqlStore {
                         .resource(id.clone())
                         .data(json!({"member_id": member_id, "client": client, "address": address, "expires_at": expires_at})),
                 )?;
-                Ok(Session { id, member_id, client, created_at: now, expires_at })
+                Ok(Session { id, member_id: member_id.clone(), client: client.clone(), created_at: now, expires_at: expires_at.clone() })
             })
             .await
     }
@@ -876,6 +882,8 @@ impl Sessions for SqlStore {
         let secret_hash = secret_hash.to_string();
         self.engine
             .read(move |conn| {
+                // Finding the workspace a secret belongs to is cross-workspace by nature.
+                conn.set_all_workspaces()?;
                 let sql = format!(
                     "SELECT c.id, c.client, c.expires_at, c.revoked_at, c.secret_hash, {SUBJECT_MEMBER_COLS} FROM sessions c {} WHERE c.secret_hash = $1",
                     SUBJECT_MEMBER_FROM.replace("{owner}", "member_id")
@@ -902,7 +910,7 @@ impl Sessions for SqlStore {
                 for key in &keys {
                     tx.execute("INSERT INTO auth_failures (key, at) VALUES ($1, $2)", params![key, &now])?;
                 }
-                for (ws, member_id) in accounts {
+                for (ws, member_id) in accounts.iter().cloned() {
                     tx.set_workspace(ws.as_str())?;
                     tx.append(
                         ws.as_str(),
@@ -1084,6 +1092,8 @@ impl Tokens for SqlStore {
         let secret_hash = secret_hash.to_string();
         self.engine
             .read(move |conn| {
+                // Finding the workspace a secret belongs to is cross-workspace by nature.
+                conn.set_all_workspaces()?;
                 let sql = format!(
                     "SELECT c.id, c.name, c.scopes, c.tools, c.expires_at, c.last_used_at, c.revoked_at, c.secret_hash, {SUBJECT_MEMBER_COLS} FROM tokens c {} WHERE c.secret_hash = $1",
                     SUBJECT_MEMBER_FROM.replace("{owner}", "owner_id")

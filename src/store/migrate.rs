@@ -56,8 +56,42 @@ pub fn apply(conn: &mut dyn Conn, migrations: &[Migration]) -> Result<Applied, M
     Ok(Applied { from: current, to: latest.max(current) })
 }
 
+/// The version a database is at (0 when it has no schema yet).
+pub fn current(conn: &mut dyn Conn) -> Result<i64, DbError> {
+    let exists = match conn.dialect() {
+        super::db::Dialect::Sqlite => {
+            conn.query_opt("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'", &[])?.is_some()
+        }
+        super::db::Dialect::Postgres => {
+            conn.query_opt("SELECT to_regclass('schema_migrations')::text", &[])?.and_then(|r| r.opt_text(0).ok().flatten()).is_some()
+        }
+    };
+    if !exists {
+        return Ok(0);
+    }
+    Ok(conn.query_opt("SELECT MAX(version) FROM schema_migrations", &[])?.and_then(|r| r.opt_int(0).ok().flatten()).unwrap_or(0))
+}
+
+/// Refuses unless the database is exactly at the latest of `migrations`: for a server that
+/// does not own the schema (PostgreSQL), which `countersign admin migrate` keeps.
+pub fn check(conn: &mut dyn Conn, migrations: &[Migration]) -> Result<i64, MigrateError> {
+    let current = current(conn)?;
+    let latest = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+    if current > latest {
+        return Err(MigrateError::TooNew { found: current, known: latest });
+    }
+    if current < latest {
+        return Err(MigrateError::Behind { found: current, needed: latest });
+    }
+    Ok(current)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    #[error(
+        "the database is at schema version {found}, and this Countersign needs {needed}; run `countersign admin migrate` as the schema's owner"
+    )]
+    Behind { found: i64, needed: i64 },
     #[error("the database is at schema version {found}, newer than this Countersign knows ({known}); upgrade Countersign")]
     TooNew { found: i64, known: i64 },
     #[error("migration {version} ({name}) failed: {source}")]

@@ -13,11 +13,14 @@
 pub mod db;
 pub mod engine;
 pub mod migrate;
+pub mod postgres;
 pub mod sqlite;
 
 mod actions;
 mod audit_log;
+mod checkpoints;
 mod constitution;
+mod exports;
 mod gate;
 mod identity;
 mod webhooks;
@@ -28,11 +31,13 @@ use std::sync::Arc;
 pub use actions::{
     ActionFilter, Actions, Approvals, DecisionRequest, ExecuteRequest, IdempotencyKey, NewAction, Submitted, record_receipt,
 };
-pub use audit_log::{AuditLog, MAX_PAGE as AUDIT_MAX_PAGE};
+pub use audit_log::{AuditLog, AuditRange, MAX_PAGE as AUDIT_MAX_PAGE, valid_type_pattern};
+pub use checkpoints::{Checkpoints, MAX_CHECKPOINT_PAGE};
 pub use constitution::{
     ChangedRule, ConstitutionVersion, Constitutions, History, People, ReplayAction, ReplayPage, ReplayQuery, RuleDiff, VersionSummary,
     diff_rules, rules_sha256,
 };
+pub use exports::{DataExports, MAX_EXPORT_PAGE};
 pub use gate::{GateContext, KillSwitchStore, SwitchTarget, ToolDef, Tools};
 pub use identity::{
     AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewSession, NewToken, RoleChange, Roles, Sessions, SettingsChange,
@@ -80,6 +85,7 @@ impl Origin {
 }
 
 /// Everything the server asks of a store.
+#[async_trait::async_trait]
 pub trait Store:
     Workspaces
     + Members
@@ -94,6 +100,8 @@ pub trait Store:
     + Webhooks
     + Constitutions
     + History
+    + Checkpoints
+    + DataExports
     + Send
     + Sync
 {
@@ -102,9 +110,12 @@ pub trait Store:
 
     /// The configuration epoch. It moves whenever a change to identity or configuration
     /// (members, roles, sessions, tokens, settings, tools, kill switches, constitution)
-    /// commits, before that change is acknowledged. Whatever was read while it had a given
-    /// value may be reused for as long as it keeps that value.
-    fn config_epoch(&self) -> u64;
+    /// commits, before that change is acknowledged, on every replica: SQLite's is a
+    /// counter in the one process that writes; PostgreSQL's is a row moved in the
+    /// transaction of each such change and read here on every call. Whatever was read
+    /// while it had a given value may be reused for as long as it keeps that value. An
+    /// epoch that cannot be read is an error: the caller refuses rather than trust a cache.
+    async fn config_epoch(&self) -> Result<u64>;
 
     /// Sets the function told about every committed batch of audit events, in chain
     /// order (the live stream).
@@ -129,6 +140,19 @@ impl SqlStore {
         let mut conn = connector.open_writer().map_err(Error::from)?;
         migrate::apply(&mut *conn, migrations).map_err(|e| Error::unavailable("store_migration_failed", e.to_string()))?;
         drop(conn);
+        Self::start(connector, clock)
+    }
+
+    /// Opens a store whose schema someone else keeps (`countersign admin migrate`, run as
+    /// the tables' owner): refuses unless it is exactly at the latest migration.
+    pub fn open_migrated(connector: &dyn db::Connector, migrations: &[migrate::Migration], clock: Clock) -> Result<Arc<SqlStore>> {
+        let mut conn = connector.open_writer().map_err(Error::from)?;
+        migrate::check(&mut *conn, migrations).map_err(|e| Error::unavailable("store_not_migrated", e.to_string()))?;
+        drop(conn);
+        Self::start(connector, clock)
+    }
+
+    fn start(connector: &dyn db::Connector, clock: Clock) -> Result<Arc<SqlStore>> {
         let engine = Engine::start(connector, clock.clone()).map_err(Error::from)?;
         Ok(Arc::new(SqlStore { engine, clock }))
     }
@@ -143,13 +167,24 @@ impl SqlStore {
     }
 }
 
+#[async_trait::async_trait]
 impl Store for SqlStore {
     fn close(&self) {
         self.engine.close();
     }
 
-    fn config_epoch(&self) -> u64 {
-        self.engine.epoch()
+    async fn config_epoch(&self) -> Result<u64> {
+        if self.engine.dialect().bump_epoch().is_none() {
+            return Ok(self.engine.epoch());
+        }
+        self.engine
+            .read_one(|conn| {
+                let row = conn
+                    .query_opt("SELECT epoch FROM config_epoch WHERE id = 1", &[])?
+                    .ok_or_else(|| Error::unavailable("store_unavailable", "the configuration epoch cannot be read"))?;
+                Ok(row.int(0)? as u64)
+            })
+            .await
     }
 
     fn on_commit(&self, hook: engine::CommitHook) {

@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "identity and audit", sql: include_str!("migrations/sqlite/0001_identity_and_audit.sql") },
     Migration { version: 2, name: "the gate", sql: include_str!("migrations/sqlite/0002_gate.sql") },
     Migration { version: 3, name: "webhooks", sql: include_str!("migrations/sqlite/0003_webhooks.sql") },
+    Migration { version: 4, name: "audit checkpoints", sql: include_str!("migrations/sqlite/0004_checkpoints.sql") },
     Migration { version: 5, name: "constitution", sql: include_str!("migrations/sqlite/0005_constitution.sql") },
 ];
 
@@ -43,7 +44,8 @@ impl SqliteConnector {
         let pragmas = if read_only {
             "PRAGMA foreign_keys = ON; PRAGMA query_only = ON;"
         } else {
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+            // Checkpoints run on the engine's maintenance thread, not inside commits.
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;"
         };
         conn.execute_batch(pragmas).map_err(map_err)?;
         Ok(SqliteConn { conn })
@@ -59,6 +61,15 @@ impl Connector for SqliteConnector {
     }
     fn readers(&self) -> usize {
         self.readers
+    }
+    fn maintenance(&self) -> Result<Option<super::db::Maintenance>, DbError> {
+        // A PASSIVE checkpoint copies what it can without waiting on, or blocking, the
+        // writer or readers; run often, it keeps the log short.
+        Ok(Some(super::db::Maintenance {
+            conn: Box::new(self.open(false)?),
+            statement: "PRAGMA wal_checkpoint(PASSIVE)",
+            every: std::time::Duration::from_millis(250),
+        }))
     }
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite

@@ -346,9 +346,9 @@ impl Webhooks for SqlStore {
                 let now = tx.now_ts();
                 let lock = tx.dialect().for_update();
                 let before = read_webhook(&mut *tx, w, &id, &now, lock)?;
-                let url = change.url.unwrap_or_else(|| before.url.clone());
-                let description = change.description.unwrap_or_else(|| before.description.clone());
-                let event_types = change.event_types.unwrap_or_else(|| before.event_types.clone());
+                let url = change.url.clone().unwrap_or_else(|| before.url.clone());
+                let description = change.description.clone().unwrap_or_else(|| before.description.clone());
+                let event_types = change.event_types.clone().unwrap_or_else(|| before.event_types.clone());
                 let enabled = change.enabled.unwrap_or(before.enabled);
                 if url == before.url && description == before.description && event_types == before.event_types && enabled == before.enabled
                 {
@@ -512,6 +512,7 @@ impl Webhooks for SqlStore {
         let now = self.now_ts();
         self.engine
             .read(move |conn| {
+                conn.set_all_workspaces()?;
                 let row = conn.query_opt(
                     "SELECT 1 FROM webhook_deliveries WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) LIMIT 1",
                     params![&now],
@@ -537,7 +538,9 @@ impl Webhooks for SqlStore {
                 for c in &in_flight {
                     *busy.entry(c.webhook_id.as_str()).or_default() += 1;
                 }
-                // Subscriptions with something due, the longest-waiting first.
+                // Subscriptions with something due, the longest-waiting first, in every
+                // workspace; each claim below is then written fenced to its own.
+                tx.set_all_workspaces()?;
                 let waiting = tx.query(
                     "SELECT id, workspace_id, due FROM (SELECT w.id, w.workspace_id, \
                        (SELECT d.next_attempt_at FROM webhook_deliveries d WHERE d.webhook_id = w.id AND d.next_attempt_at IS NOT NULL \
@@ -725,6 +728,7 @@ impl Webhooks for SqlStore {
     async fn all_sealed_webhook_secrets(&self) -> Result<Vec<(WorkspaceId, String, String, Option<String>)>> {
         self.engine
             .read(|conn| {
+                conn.set_all_workspaces()?;
                 let rows = conn.query("SELECT workspace_id, id, secret, previous_secret FROM webhooks ORDER BY workspace_id, id", &[])?;
                 rows.iter().map(|r| Ok((WorkspaceId::trusted(r.text(0)?), r.text(1)?, r.text(2)?, r.opt_text(3)?))).collect()
             })
@@ -738,7 +742,7 @@ impl Webhooks for SqlStore {
                 tx.set_workspace(ws.as_str())?;
                 tx.execute(
                     "UPDATE webhooks SET secret = $3, previous_secret = $4 WHERE workspace_id = $1 AND id = $2",
-                    params![ws.as_str(), &id, &secret, previous],
+                    params![ws.as_str(), &id, &secret, previous.clone()],
                 )?;
                 Ok(())
             })

@@ -9,12 +9,9 @@ use serde_json::json;
 
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_countersign");
-
-fn init(dir: &str, workspace: &str, email: &str, stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
+fn init(db: Option<&TestDb>, dir: &str, workspace: &str, email: &str, stdin: &str) -> (i32, String, String) {
+    let mut child = bin_command(db)
         .args(["admin", "init", "--data-dir", dir, "--workspace", workspace, "--email", email])
-        .env_remove("COUNTERSIGN_DATA_DIR")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -40,27 +37,29 @@ impl Drop for Served {
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_init_then_serve_then_sign_in_then_a_clean_stop() {
     let tmp = tempfile::tempdir().unwrap();
+    // On PostgreSQL the store is a fresh database (migrated, as `admin migrate` leaves it);
+    // the data directory then holds only the master key.
+    let db = fresh_db();
     let dir = tmp.path().join("data");
     let dir = dir.to_str().unwrap();
-    let (code, out, err) = init(dir, "acme", "ops@acme.test", &format!("{PASSWORD}\n"));
+    let (code, out, err) = init(db.as_ref(), dir, "acme", "ops@acme.test", &format!("{PASSWORD}\n"));
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Created workspace `acme`") && out.contains("countersign serve"), "{out}");
     assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD));
     // Again on the same directory: another workspace, its own owner.
-    let (code, out, err) = init(dir, "globex", "ops@globex.test", &format!("{PASSWORD}\n"));
+    let (code, out, err) = init(db.as_ref(), dir, "globex", "ops@globex.test", &format!("{PASSWORD}\n"));
     assert_eq!(code, 0, "{out}{err}");
     // The same name twice is refused; so is a missing or weak password.
-    let (code, _, err) = init(dir, "acme", "other@acme.test", &format!("{PASSWORD}\n"));
+    let (code, _, err) = init(db.as_ref(), dir, "acme", "other@acme.test", &format!("{PASSWORD}\n"));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("already exists"), "{err}");
-    assert_eq!(init(dir, "initech", "ops@initech.test", "").0, 2);
-    assert_eq!(init(dir, "initech", "ops@initech.test", "short\n").0, 2);
+    assert_eq!(init(db.as_ref(), dir, "initech", "ops@initech.test", "").0, 2);
+    assert_eq!(init(db.as_ref(), dir, "initech", "ops@initech.test", "short\n").0, 2);
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(BIN)
+    let child = bin_command(db.as_ref())
         .args(["serve", "--data-dir", dir, "--listen", &listen, "--log-format", "json"])
-        .env_remove("COUNTERSIGN_DATA_DIR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -106,7 +105,7 @@ async fn admin_init_then_serve_then_sign_in_then_a_clean_stop() {
     }
     // And its data verifies afterwards.
     let (code, out, err) = {
-        let o = Command::new(BIN).args(["audit", "verify", "--data-dir", dir]).output().unwrap();
+        let o = bin_command(db.as_ref()).args(["audit", "verify", "--data-dir", dir]).output().unwrap();
         (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
     };
     assert_eq!(code, Some(0), "{out}{err}");

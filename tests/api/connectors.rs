@@ -44,13 +44,14 @@ struct Binary {
     base: String,
     log: Arc<Mutex<String>>,
     dir: tempfile::TempDir,
+    db: Option<TestDb>,
 }
 
 impl Binary {
     fn start() -> Binary {
         let dir = tempfile::tempdir().unwrap();
-        let exe = env!("CARGO_BIN_EXE_countersign");
-        let mut init = Command::new(exe)
+        let db = fresh_db();
+        let mut init = bin_command(db.as_ref())
             .args(["admin", "init", "--data-dir"])
             .arg(dir.path())
             .args(["--workspace", "acme", "--email", "owner@acme.test"])
@@ -60,7 +61,7 @@ impl Binary {
             .unwrap();
         writeln!(init.stdin.take().unwrap(), "{PASSWORD}").unwrap();
         assert!(init.wait().unwrap().success());
-        let mut child = Command::new(exe)
+        let mut child = bin_command(db.as_ref())
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
             .arg(dir.path())
             .env("RUST_LOG", "debug")
@@ -86,7 +87,7 @@ impl Binary {
                 l.push('\n');
             }
         });
-        Binary { child, base, log, dir }
+        Binary { child, base, log, dir, db }
     }
 
     /// SIGTERM, and the exit status.
@@ -138,12 +139,24 @@ async fn secrets_reach_the_tool_and_nowhere_else() {
     let audit_text = serde_json::to_string(&audit).unwrap();
     let tools = owner.get("/v1/tools").await.text;
     let log = bin.log.lock().unwrap().clone();
-    let mut db = Vec::new();
-    for f in ["countersign.db", "countersign.db-wal"] {
-        if let Ok(b) = std::fs::read(bin.dir.path().join(f)) {
-            db.extend(b);
+    let db = match &bin.db {
+        None => {
+            let mut db = Vec::new();
+            for f in ["countersign.db", "countersign.db-wal"] {
+                if let Ok(b) = std::fs::read(bin.dir.path().join(f)) {
+                    db.extend(b);
+                }
+            }
+            db
         }
-    }
+        // On PostgreSQL: every row of the tables that hold connectors and what they did.
+        Some(d) => ["tools", "actions", "audit_events"]
+            .iter()
+            .map(|t| OutOfBand::Postgres(d.superuser_url.clone()).dump(t))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes(),
+    };
     for (place, text) in [("audit", audit_text.as_str()), ("tools", tools.as_str()), ("log", log.as_str())] {
         assert!(!text.contains("sk_live_9f8e7d6c5b4a"), "the secret leaked into the {place}");
     }
@@ -226,10 +239,9 @@ async fn master_key_rotation_keeps_secrets_working() {
     submit(&ws.owner, "email.send", json!({"n": 1})).await;
     server.stop().await;
 
-    let exe = env!("CARGO_BIN_EXE_countersign");
     let new_key = server.dir.join("new.key");
-    assert!(Command::new(exe).args(["admin", "generate-master-key", "--out"]).arg(&new_key).status().unwrap().success());
-    let rotated = Command::new(exe)
+    assert!(bin_command(None).args(["admin", "generate-master-key", "--out"]).arg(&new_key).status().unwrap().success());
+    let rotated = bin_command(server.db.as_ref())
         .args(["admin", "rotate-master-key", "--data-dir"])
         .arg(&server.dir)
         .arg("--new-key-file")

@@ -82,6 +82,15 @@ impl Console {
 
     pub fn quit(mut self) -> bool {
         self.send("q");
+        self.wait_exit()
+    }
+
+    /// Waits for the console to exit after a `q` already sent.
+    pub fn quit_after_q(mut self) -> bool {
+        self.wait_exit()
+    }
+
+    fn wait_exit(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {

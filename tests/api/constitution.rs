@@ -370,11 +370,11 @@ async fn versions_are_immutable_numbered_and_readable_and_the_log_has_the_diff()
     assert_eq!(fresh.assert_status(201)["version"], 3);
 
     // Out of band, the database itself refuses to change or remove a published version.
-    let db = s.server.open_db();
-    let update = db.execute("UPDATE constitution_versions SET rules = '[]' WHERE version = 1", []);
-    assert!(update.unwrap_err().to_string().contains("immutable"));
-    let delete = db.execute("DELETE FROM constitution_versions WHERE version = 2", []);
-    assert!(delete.unwrap_err().to_string().contains("immutable"));
+    let mut db = s.server.out_of_band();
+    let update = db.execute("UPDATE constitution_versions SET rules = '[]' WHERE version = 1", &[], false);
+    assert!(update.unwrap_err().contains("UPDATE is refused"));
+    let delete = db.execute("DELETE FROM constitution_versions WHERE version = 2", &[], false);
+    assert!(delete.unwrap_err().contains("DELETE is refused"));
     drop(db);
     assert_eq!(s.dev.get("/v1/constitution/versions/1").await.body["rules"], normalised(&v1));
     assert_eq!(s.ws.owner.verify().await["ok"], true);
@@ -408,14 +408,19 @@ async fn a_stored_constitution_that_does_not_compile_refuses_every_action() {
     publish(&s.admin, json!([rule("fine", "tool == 'x.y'", "deny")])).await.assert_status(201);
     submit(&s.agent, "crm.read", json!({})).await.assert_status(201);
     // Someone with the database file appends a version that does not compile.
-    let db = s.server.open_db();
-    db.execute(
-        "INSERT INTO constitution_versions (workspace_id, version, rules, rule_count, rules_sha256, published_by, published_at) \
-         VALUES (?1, 2, ?2, 1, 'x', ?3, '2030-01-01T00:00:00.000000Z')",
-        rusqlite::params![s.ws.id, json!([rule("broken", "payload.(", "allow")]).to_string(), s.ws.owner_id],
-    )
-    .unwrap();
-    drop(db);
+    s.server
+        .out_of_band()
+        .execute(
+            "INSERT INTO constitution_versions (workspace_id, version, rules, rule_count, rules_sha256, published_by, published_at) \
+             VALUES ($1, 2, $2, 1, 'x', $3, '2030-01-01T00:00:00.000000Z')",
+            &[
+                Raw::Text(s.ws.id.clone()),
+                Raw::Text(json!([rule("broken", "payload.(", "allow")]).to_string()),
+                Raw::Text(s.ws.owner_id.clone()),
+            ],
+            false,
+        )
+        .unwrap();
     s.server.restart().await;
     let agent = s.agent.at(&s.server.base);
     let admin = s.admin.at(&s.server.base);

@@ -1,7 +1,13 @@
-//! The test harness: a real server on 127.0.0.1, a real SQLite file, real HTTP.
+//! The test harness: a real server on 127.0.0.1, a real store, real HTTP.
 //!
 //! The server runs in the test's process (it is the same code `countersign serve` runs),
 //! so a test can restart it on the same data directory and move its clock.
+//!
+//! The store is SQLite (a file in the test's data directory) unless
+//! `COUNTERSIGN_TEST_STORE=postgres`: then each test gets its own database on a throwaway
+//! PostgreSQL cluster the harness starts itself (see `cluster.rs`), and the server connects
+//! as the server's role, with row-level security in force, exactly as `serve
+//! --database-url` does. The whole suite runs either way.
 
 #![allow(dead_code)]
 
@@ -13,8 +19,48 @@ use countersign::permissions::BuiltinRole;
 use countersign::secrets;
 use countersign::server::{self, AppState, Running, ServerConfig};
 use countersign::store::db::{Conn, Connector, DbError, Dialect, Row, Value as DbValue};
+use countersign::store::postgres::{self as pg, PgConnector};
 use countersign::store::sqlite::{self, SqliteConnector};
 use countersign::store::{NewMember, SqlStore, Store, Workspaces};
+
+pub use crate::cluster::{Cluster, TestDb};
+
+/// Which store the suite runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+/// `COUNTERSIGN_TEST_STORE=postgres` runs the suite on PostgreSQL; anything else, SQLite.
+pub fn store_kind() -> StoreKind {
+    match std::env::var("COUNTERSIGN_TEST_STORE").as_deref() {
+        Ok("postgres") | Ok("postgresql") | Ok("pg") => StoreKind::Postgres,
+        _ => StoreKind::Sqlite,
+    }
+}
+
+pub fn on_postgres() -> bool {
+    store_kind() == StoreKind::Postgres
+}
+
+/// A fresh, migrated database for a test on PostgreSQL; `None` on SQLite.
+pub fn fresh_db() -> Option<TestDb> {
+    on_postgres().then(|| Cluster::get().fresh())
+}
+
+/// Environment for the real binary: where its store is (nothing to add on SQLite, whose
+/// store is the data directory).
+pub fn bin_env(db: Option<&TestDb>) -> Vec<(&'static str, String)> {
+    db.map(|d| vec![("COUNTERSIGN_DATABASE_URL", d.server_url.clone())]).unwrap_or_default()
+}
+
+/// The real binary, with no store settings from the calling environment except `db`'s.
+pub fn bin_command(db: Option<&TestDb>) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
+    c.env_remove("COUNTERSIGN_DATA_DIR").env_remove("COUNTERSIGN_DATABASE_URL").env_remove("COUNTERSIGN_TOKEN").envs(bin_env(db));
+    c
+}
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -39,6 +85,8 @@ pub struct TestServer {
     pub clock: Clock,
     pub config: ServerConfig,
     pub store: Arc<SqlStore>,
+    /// The test's PostgreSQL database, when the suite runs on PostgreSQL.
+    pub db: Option<TestDb>,
     running: Option<Running>,
 }
 
@@ -51,37 +99,69 @@ impl TestServer {
     pub async fn start_with(config: ServerConfig) -> TestServer {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let mut s = Self::boot(&dir, Clock::system(), config).await;
+        let mut s = Self::boot(&dir, fresh_db(), Clock::system(), config).await;
         s._tmp = Some(tmp);
         s
+    }
+
+    /// Another replica on the same store (PostgreSQL) with its own port, clock and caches:
+    /// what a second `countersign serve` behind a load balancer is.
+    pub async fn replica(&self) -> TestServer {
+        let db = self.db.clone().expect("replicas share a PostgreSQL database");
+        Self::boot(&self.dir.clone(), Some(db), self.clock.clone(), self.config.clone()).await
     }
 
     /// A server whose store fails every statement while the returned switch is on.
     pub async fn start_faulty() -> (TestServer, Arc<AtomicBool>) {
         let tmp = tempfile::tempdir().expect("tempdir");
         let fail = Arc::new(AtomicBool::new(false));
-        let mut s = Self::boot_with(tmp.path(), Clock::system(), ServerConfig::default(), Some(fail.clone())).await;
+        let mut s = Self::boot_with(tmp.path(), fresh_db(), Clock::system(), ServerConfig::default(), Some(fail.clone())).await;
         s._tmp = Some(tmp);
         (s, fail)
     }
 
-    async fn boot(dir: &Path, clock: Clock, config: ServerConfig) -> TestServer {
-        Self::boot_with(dir, clock, config, None).await
+    async fn boot(dir: &Path, db: Option<TestDb>, clock: Clock, config: ServerConfig) -> TestServer {
+        Self::boot_with(dir, db, clock, config, None).await
     }
 
-    async fn boot_with(dir: &Path, clock: Clock, config: ServerConfig, fault: Option<Arc<AtomicBool>>) -> TestServer {
+    async fn boot_with(dir: &Path, db: Option<TestDb>, clock: Clock, config: ServerConfig, fault: Option<Arc<AtomicBool>>) -> TestServer {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let sqlite = SqliteConnector::new(dir.join("countersign.db"));
-        let store = match fault {
-            None => SqlStore::open(&sqlite, sqlite::MIGRATIONS, clock.clone()).expect("open store"),
-            Some(fail) => SqlStore::open(&Faulty { inner: sqlite, fail }, sqlite::MIGRATIONS, clock.clone()).expect("open store"),
+        if std::env::var_os("RUST_LOG").is_some() {
+            // `RUST_LOG=… cargo test -- --nocapture` shows the servers' logs.
+            let _ =
+                tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+        }
+        let connector: Box<dyn Connector> = match &db {
+            None => Box::new(SqliteConnector::new(dir.join("countersign.db"))),
+            Some(d) => Box::new(PgConnector::new(&d.server_url).expect("database URL")),
         };
+        let connector: Box<dyn Connector> = match fault {
+            None => connector,
+            Some(fail) => Box::new(Faulty { inner: connector, fail }),
+        };
+        let open_clock = clock.clone();
+        // Opened on a thread of its own: the PostgreSQL client blocks, which the async
+        // runtime must not. As `serve` does: SQLite migrates itself; PostgreSQL must be
+        // current and is served only as a role row-level security fences.
+        let store = std::thread::spawn(move || match connector.dialect() {
+            Dialect::Sqlite => SqlStore::open(&*connector, sqlite::MIGRATIONS, open_clock),
+            Dialect::Postgres => {
+                let mut conn = connector.open_writer().expect("connect as the server");
+                pg::check_server_role(&mut *conn).expect("the server's role is fenced by row-level security");
+                drop(conn);
+                SqlStore::open_migrated(&*connector, pg::MIGRATIONS, open_clock)
+            }
+        })
+        .join()
+        .expect("open store")
+        .expect("open store");
         let key_file = dir.join("master.key");
         if !key_file.exists() {
             countersign::vault::generate_key_file(&key_file).expect("master key");
         }
         let keys = countersign::vault::MasterKeys::from_file(&key_file).expect("read master key");
-        let state = AppState::new(store.clone() as Arc<dyn Store>, clock.clone(), config.clone(), keys);
+        let (signer, _) = countersign::checkpoint::Signer::load_or_create(&dir.join("signing.key")).expect("signing key");
+        let state = AppState::with_signer(store.clone() as Arc<dyn Store>, clock.clone(), config.clone(), keys, signer);
         // A restart takes the same port when it can, so clients can reconnect to it.
         let listener = match BIND_AT.with(|b| b.take()) {
             Some(addr) => tokio::net::TcpListener::bind(addr).await.expect("bind the previous port"),
@@ -89,7 +169,7 @@ impl TestServer {
         };
         let running = server::start(listener, state).await.expect("start server");
         let base = format!("http://{}", running.addr);
-        TestServer { dir: dir.to_path_buf(), _tmp: None, base, clock, config, store, running: Some(running) }
+        TestServer { dir: dir.to_path_buf(), _tmp: None, base, clock, config, store, db, running: Some(running) }
     }
 
     /// Stops the server (finishing in-flight requests) and starts a new one on the same
@@ -100,7 +180,7 @@ impl TestServer {
         let addr: std::net::SocketAddr = self.base.trim_start_matches("http://").parse().expect("base address");
         self.stop().await;
         BIND_AT.with(|b| b.set(Some(addr)));
-        let fresh = Self::boot(&self.dir.clone(), self.clock.clone(), self.config.clone()).await;
+        let fresh = Self::boot(&self.dir.clone(), self.db.clone(), self.clock.clone(), self.config.clone()).await;
         self.base = fresh.base.clone();
         self.store = fresh.store.clone();
         self.running = Some(fresh.into_running());
@@ -108,7 +188,7 @@ impl TestServer {
 
     pub async fn restart(&mut self) {
         self.stop().await;
-        let fresh = Self::boot(&self.dir.clone(), self.clock.clone(), self.config.clone()).await;
+        let fresh = Self::boot(&self.dir.clone(), self.db.clone(), self.clock.clone(), self.config.clone()).await;
         self.base = fresh.base.clone();
         self.store = fresh.store.clone();
         self.running = Some(fresh.into_running());
@@ -122,6 +202,11 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");
         }
+    }
+
+    /// The running server's state (its store, signer, configuration).
+    pub fn state(&self) -> &AppState {
+        &self.running.as_ref().expect("the server is running").state
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -300,7 +385,7 @@ impl Api {
 /// A connector whose connections fail every statement while `fail` is set: the store
 /// "cannot be read or written", for the fail-closed tests.
 struct Faulty {
-    inner: SqliteConnector,
+    inner: Box<dyn Connector>,
     fail: Arc<AtomicBool>,
 }
 
@@ -334,6 +419,14 @@ impl Conn for FaultyConn {
     fn dialect(&self) -> Dialect {
         self.inner.dialect()
     }
+    fn set_workspace(&mut self, workspace_id: &str) -> Result<(), DbError> {
+        self.check()?;
+        self.inner.set_workspace(workspace_id)
+    }
+    fn set_all_workspaces(&mut self) -> Result<(), DbError> {
+        self.check()?;
+        self.inner.set_all_workspaces()
+    }
 }
 
 impl Connector for Faulty {
@@ -347,7 +440,10 @@ impl Connector for Faulty {
         self.inner.readers()
     }
     fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
+        self.inner.dialect()
+    }
+    fn notifications(&self) -> Option<Box<dyn countersign::store::db::Notifications>> {
+        self.inner.notifications()
     }
 }
 
@@ -424,12 +520,7 @@ pub fn assert_error_shape(r: &Resp) {
 impl TestServer {
     /// Runs the real `countersign` binary with `args`, returning (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .args(args)
-            .env_remove("COUNTERSIGN_DATA_DIR")
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run the countersign binary");
+        let out = bin_command(self.db.as_ref()).args(args).env("RUST_LOG", "warn").output().expect("run the countersign binary");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -441,6 +532,15 @@ impl TestServer {
     pub fn cli_verify(&self) -> (i32, String, String) {
         let dir = self.dir.to_str().expect("utf-8 temp dir").to_string();
         self.cli(&["audit", "verify", "--data-dir", &dir])
+    }
+
+    /// Out-of-band access to the store, as someone with the database in hand would have: the
+    /// SQLite file opened directly, or a PostgreSQL superuser connection.
+    pub fn out_of_band(&self) -> OutOfBand {
+        match &self.db {
+            None => OutOfBand::Sqlite(self.open_db()),
+            Some(d) => OutOfBand::Postgres(d.superuser_url.clone()),
+        }
     }
 
     /// The SQLite file, opened directly (out of band, as an attacker with disk access would).
@@ -490,4 +590,109 @@ pub fn typo(secret: &str) -> String {
     let i = 12;
     chars[i] = if chars[i] == 'a' { 'b' } else { 'a' };
     chars.into_iter().collect()
+}
+
+/// Direct access to a store, bypassing the server (see [`TestServer::out_of_band`]).
+pub enum OutOfBand {
+    Sqlite(rusqlite::Connection),
+    /// A superuser URL; each call connects on a thread of its own.
+    Postgres(String),
+}
+
+/// A parameter for [`OutOfBand::execute`].
+#[derive(Clone, Debug)]
+pub enum Raw {
+    Int(i64),
+    Text(String),
+}
+
+impl OutOfBand {
+    /// Runs one statement written with `$1`-style parameters; returns the rows it changed,
+    /// or the database's error message. `bypass_triggers` does what someone with the
+    /// database in hand could: drops SQLite's append-only triggers, or runs PostgreSQL's
+    /// statement with triggers disabled (`session_replication_role = replica`).
+    pub fn execute(&mut self, sql: &str, params: &[Raw], bypass_triggers: bool) -> Result<u64, String> {
+        match self {
+            OutOfBand::Sqlite(conn) => {
+                if bypass_triggers {
+                    conn.execute_batch("DROP TRIGGER IF EXISTS audit_events_no_update; DROP TRIGGER IF EXISTS audit_events_no_delete;")
+                        .map_err(|e| e.to_string())?;
+                }
+                let values: Vec<rusqlite::types::Value> = params
+                    .iter()
+                    .map(|p| match p {
+                        Raw::Int(n) => rusqlite::types::Value::Integer(*n),
+                        Raw::Text(t) => rusqlite::types::Value::Text(t.clone()),
+                    })
+                    .collect();
+                conn.execute(sql, rusqlite::params_from_iter(values)).map(|n| n as u64).map_err(|e| e.to_string())
+            }
+            OutOfBand::Postgres(url) => {
+                let params = params.to_vec();
+                TestDb::with(url, move |c| {
+                    if bypass_triggers {
+                        c.batch_execute("SET session_replication_role = replica").map_err(|e| e.to_string())?;
+                    }
+                    let boxed: Vec<Box<dyn postgres::types::ToSql + Sync>> = params
+                        .iter()
+                        .map(|p| -> Box<dyn postgres::types::ToSql + Sync> {
+                            match p {
+                                Raw::Int(n) => Box::new(*n),
+                                Raw::Text(t) => Box::new(t.clone()),
+                            }
+                        })
+                        .collect();
+                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
+                    c.execute(sql, &refs).map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string()))
+                })
+            }
+        }
+    }
+
+    /// Every row of a table, as text, for searching it for secrets.
+    pub fn dump(&mut self, table: &str) -> String {
+        match self {
+            OutOfBand::Sqlite(conn) => {
+                let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+                let cols = stmt.column_count();
+                let mut rows = stmt.query([]).unwrap();
+                let mut out = String::new();
+                while let Some(row) = rows.next().unwrap() {
+                    for i in 0..cols {
+                        let v: rusqlite::types::Value = row.get(i).unwrap();
+                        out.push_str(&format!("{v:?}\t"));
+                    }
+                    out.push('\n');
+                }
+                out
+            }
+            OutOfBand::Postgres(url) => {
+                let sql = format!("SELECT t::text FROM {table} t");
+                TestDb::with(url, move |c| c.query(&sql, &[]).unwrap().iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n"))
+            }
+        }
+    }
+}
+
+impl TestServer {
+    /// Whether the store holds `needle` in the clear anywhere a person with the database in
+    /// hand could read it: the SQLite file and its write-ahead log, byte for byte, or on
+    /// PostgreSQL every row of `tables` (read as the superuser).
+    pub fn store_holds(&self, needle: &str, tables: &[&str]) -> bool {
+        match &self.db {
+            None => ["countersign.db", "countersign.db-wal"]
+                .iter()
+                .any(|f| std::fs::read(self.dir.join(f)).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))),
+            Some(_) => {
+                let mut raw = self.out_of_band();
+                tables.iter().any(|t| raw.dump(t).contains(needle))
+            }
+        }
+    }
+}
+
+/// Runs the real binary with no store at all in its environment.
+pub fn cli_bare(args: &[&str]) -> (i32, String, String) {
+    let out = bin_command(None).args(args).env("RUST_LOG", "warn").output().expect("run the countersign binary");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }

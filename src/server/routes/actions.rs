@@ -191,7 +191,7 @@ pub async fn submit(
         Some(rules) => tokio::task::spawn_blocking(move || simulation::compile_rules(&rules, None))
             .await
             .map_err(|_| Error::internal("compiling the draft failed"))??,
-        None => in_force(&state, &caller.workspace).await?,
+        None => in_force(&state, &caller.workspace, caller.epoch).await?,
     };
     let in_scope = caller.covers_tool(&rules.name);
     // The constitution is consulted only if the stages before it let the call through.
@@ -333,7 +333,7 @@ fn label_draft(d: &mut gate::Decision) {
 /// What the gate reads about a tool, from the cache while the config epoch holds.
 async fn gate_context(state: &AppState, caller: &Caller, tool: &str) -> Result<crate::store::GateContext> {
     let key = (caller.workspace.clone(), tool.to_string());
-    let epoch = state.store.config_epoch();
+    let epoch = caller.epoch;
     if let Some(hit) = state.gate_cache.get(&key, epoch) {
         return Ok(hit);
     }

@@ -28,8 +28,10 @@ use crate::store::{ConstitutionVersion, RuleDiff, VersionSummary, WorkspaceId};
 /// Fails closed: a stored version that no longer compiles (it compiled when published,
 /// so only a change of this binary or of the database could do that) is a 503
 /// `constitution_unavailable`, and no action is decided without its rules.
-pub async fn in_force(state: &AppState, ws: &WorkspaceId) -> Result<Compiled> {
-    let epoch = state.store.config_epoch();
+///
+/// `epoch` is the configuration epoch read when the caller was authenticated, so one
+/// request sees one configuration.
+pub async fn in_force(state: &AppState, ws: &WorkspaceId, epoch: u64) -> Result<Compiled> {
     if let Some(hit) = state.constitution_cache.get(ws, epoch) {
         return hit;
     }

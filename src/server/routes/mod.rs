@@ -5,7 +5,9 @@
 pub mod actions;
 pub mod approvals;
 pub mod audit;
+pub mod checkpoints;
 pub mod constitution;
+pub mod export;
 pub mod health;
 pub mod killswitches;
 pub mod members;
@@ -43,6 +45,14 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::list_events))
         .routes(routes!(audit::verify))
         .routes(routes!(audit::stream_events))
+        .routes(routes!(checkpoints::public_key))
+        .routes(routes!(checkpoints::latest))
+        .routes(routes!(checkpoints::list))
+        .routes(routes!(export::export_audit))
+        .routes(routes!(export::members_csv))
+        .routes(routes!(export::tokens_csv))
+        .routes(routes!(export::tools_csv))
+        .routes(routes!(export::approvals_csv))
         .routes(routes!(tools::list_tools))
         .routes(routes!(tools::get_tool, tools::put_tool))
         .routes(routes!(killswitches::list))

@@ -124,7 +124,7 @@ pub async fn simulate(
     let own_only = !caller.can(Permission::ActionsRead);
     let ws = caller.workspace.clone();
 
-    let current = in_force(&state, &ws).await?;
+    let current = in_force(&state, &ws, caller.epoch).await?;
     let tools: HashMap<String, ToolRules> = state
         .store
         .list_tools(&ws)

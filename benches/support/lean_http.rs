@@ -1,0 +1,68 @@
+//! The lean HTTP/1.1 client the load benchmarks drive the server with.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+
+/// A lean HTTP/1.1 keep-alive client: requests are pre-built bytes and responses are
+/// read by Content-Length. On two cores the load generator competes with the server for
+/// CPU, so it must cost as little as possible per request; a full-featured client would
+/// spend more CPU than the server and measure itself.
+pub struct Raw {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub async fn connect(addr: &str) -> Raw {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw { stream, buf: Vec::with_capacity(16 * 1024) }
+    }
+
+    /// Sends one request; returns the status and the body.
+    pub async fn send(&mut self, req: &[u8]) -> std::io::Result<(u16, &[u8])> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.stream.write_all(req).await?;
+        self.buf.clear();
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end]).unwrap_or_default();
+        let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        while self.buf.len() < head_end + len {
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok((status, &self.buf[head_end..head_end + len]))
+    }
+}
+
+/// Builds a request's bytes.
+pub fn request(method: &str, host: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Vec<u8> {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    format!(
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
