@@ -197,14 +197,16 @@ impl Dialect {
         }
     }
 
-    /// Starts one job of a write batch. On PostgreSQL it first clears the workspace fence
-    /// the previous job set, outside the job's savepoint, so a job that forgets to fence
-    /// itself sees nothing rather than its neighbour's workspace.
-    pub const fn begin_job(self) -> &'static str {
+    /// Starts one job of a write batch, when the store needs more than `SAVEPOINT job`
+    /// (which the engine then sends as a cached statement). On PostgreSQL it first clears
+    /// the workspace fence the previous job set, outside the job's savepoint and in the same
+    /// round trip, so a job that forgets to fence itself sees nothing rather than its
+    /// neighbour's workspace.
+    pub const fn begin_job(self) -> Option<&'static str> {
         match self {
-            Dialect::Sqlite => "SAVEPOINT job",
+            Dialect::Sqlite => None,
             Dialect::Postgres => {
-                "SELECT set_config('app.workspace_id', '', true), set_config('app.all_workspaces', '', true); SAVEPOINT job"
+                Some("SELECT set_config('app.workspace_id', '', true), set_config('app.all_workspaces', '', true); SAVEPOINT job")
             }
         }
     }
