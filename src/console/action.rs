@@ -56,6 +56,17 @@ pub enum NetMsg {
     Access(super::screens::access::AccessData),
     /// A change to members, roles or tokens: what to say, and a secret to show once.
     AccessDone(Result<(String, Option<(String, String)>), ClientError>),
+    /// The constitution in force (`GET /v1/constitution`).
+    Constitution(Result<serde_json::Value, ClientError>),
+    /// A dry run's answer, and whether it ran under the draft rules.
+    DryRun {
+        under_draft: bool,
+        result: Result<serde_json::Value, ClientError>,
+    },
+    WhatIf(Result<serde_json::Value, ClientError>),
+    /// A rule drafted from an action.
+    Drafted(Result<serde_json::Value, ClientError>),
+    Published(Result<serde_json::Value, ClientError>),
 }
 
 /// What the live stream task reports.
@@ -109,6 +120,20 @@ pub enum Effect {
     },
     /// The credential changed: the stream must reconnect with it.
     NewCredential(String),
+    FetchConstitution,
+    /// `POST /v1/actions` with `dry_run: true` (and the draft rules, when `under_draft`).
+    DryRun {
+        body: serde_json::Value,
+        under_draft: bool,
+    },
+    /// `POST /v1/simulations`.
+    WhatIf(serde_json::Value),
+    /// `POST /v1/constitution/drafts/from-action/{id}`.
+    DraftFromAction(String),
+    Publish {
+        rules: Vec<crate::constitution::Rule>,
+        base_version: i64,
+    },
     /// Ring the terminal bell.
     Bell,
     Quit,

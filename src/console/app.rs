@@ -12,7 +12,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use super::action::{Action, Effect, NetMsg, StreamMsg};
 use super::dialogs::{Dialog, Outcome, PendingOp};
 use super::keys::{self, Command};
-use super::screens::{access::Access, approvals::Approvals, audit::Audit, switches::Switches};
+use super::screens::{access::Access, approvals::Approvals, audit::Audit, simulate::Simulate, switches::Switches};
 use super::theme::Theme;
 use crate::approval::Verdict;
 use crate::client::ClientError;
@@ -101,6 +101,7 @@ pub struct App {
     pub audit: Audit,
     pub switches: Switches,
     pub access: Access,
+    pub simulate: Simulate,
     pub tools: Vec<Tool>,
     /// Display names for ids: members' e-mails, agent tokens' names.
     pub names: std::collections::HashMap<String, String>,
@@ -138,6 +139,7 @@ impl App {
             audit: Audit::default(),
             switches: Switches::default(),
             access: Access::default(),
+            simulate: Simulate::default(),
             tools: Vec::new(),
             names: Default::default(),
             dialog: None,
@@ -173,6 +175,15 @@ impl App {
         Some(format!("You cannot {what}: your role ({}) does not grant `{permission}`.", self.session.role))
     }
 
+    /// As [`App::missing`], when any one of `permissions` will do.
+    pub fn missing_any(&self, permissions: &[&str], what: &str) -> Option<String> {
+        if !self.session.known || permissions.iter().any(|p| self.can(p)) {
+            return None;
+        }
+        let named: Vec<String> = permissions.iter().map(|p| format!("`{p}`")).collect();
+        Some(format!("You cannot {what}: your role ({}) grants none of {}.", self.session.role, named.join(", ")))
+    }
+
     pub fn say(&mut self, text: impl Into<String>) {
         self.toast = Some(Toast { text: text.into(), error: false, until: self.now + chrono::Duration::seconds(4) });
     }
@@ -192,6 +203,8 @@ impl App {
             Action::Paste(text) => {
                 if let Some(d) = &mut self.dialog {
                     d.paste(&text);
+                } else if self.screen == Screen::Simulate && self.simulate.editing && self.input.is_none() {
+                    super::screens::simulate::paste(self, &text);
                 } else if let Some(Input::Filter(f)) | Some(Input::Palette { text: f, .. }) = &mut self.input {
                     f.push_str(&text.replace(['\n', '\r'], " "));
                     self.apply_filter();
@@ -230,6 +243,10 @@ impl App {
             self.on_input_key(key);
             return;
         }
+        if self.screen == Screen::Simulate && self.simulate.editing {
+            super::screens::simulate::on_edit_key(self, key);
+            return;
+        }
         let Some(cmd) = keys::command(self.screen, key) else { return };
         self.on_command(cmd);
     }
@@ -262,7 +279,7 @@ impl App {
                 Screen::Audit => super::screens::audit::on_command(self, other),
                 Screen::Switches => super::screens::switches::on_command(self, other),
                 Screen::Access => super::screens::access::on_command(self, other),
-                Screen::Simulate => {}
+                Screen::Simulate => super::screens::simulate::on_command(self, other),
             },
         }
     }
@@ -372,6 +389,9 @@ impl App {
         if s == Screen::Access && !self.access.loaded {
             self.effect(Effect::FetchAccess);
         }
+        if s == Screen::Simulate {
+            super::screens::simulate::on_show(self);
+        }
     }
 
     /// Opens the kill-switch dialog, from any screen. `target`: a tool name or
@@ -412,6 +432,8 @@ impl App {
             PendingOp::Switch { tool, engaged, reason } => self.effect(Effect::SetSwitch { tool, engaged, reason }),
             PendingOp::SignIn { email, password } => self.effect(Effect::SignIn { email, password }),
             PendingOp::Access(op) => self.effect(Effect::Access(op)),
+            PendingOp::SimulateTool(tool) => super::screens::simulate::picked(self, tool),
+            PendingOp::Publish { rules, base_version } => self.effect(Effect::Publish { rules, base_version }),
         }
     }
 
@@ -467,6 +489,11 @@ impl App {
             NetMsg::Names(names) => self.names.extend(names),
             NetMsg::Access(d) => super::screens::access::on_data(self, d),
             NetMsg::AccessDone(r) => super::screens::access::on_done(self, r),
+            NetMsg::Constitution(r) => super::screens::simulate::on_constitution(self, r),
+            NetMsg::DryRun { under_draft, result } => super::screens::simulate::on_dry_run(self, under_draft, result),
+            NetMsg::WhatIf(r) => super::screens::simulate::on_whatif(self, r),
+            NetMsg::Drafted(r) => super::screens::simulate::on_drafted(self, r),
+            NetMsg::Published(r) => super::screens::simulate::on_published(self, r),
             NetMsg::SignedIn(Err(e)) => {
                 let why = e.to_string();
                 self.dialog = Some(Dialog::sign_in(&self.session.email, why));
@@ -508,6 +535,9 @@ impl App {
                     }
                     if kind.starts_with("tool.") {
                         self.effect(Effect::FetchTools);
+                    }
+                    if kind == "constitution.published" && self.simulate.loaded {
+                        self.effect(Effect::FetchConstitution);
                     }
                     if kind.starts_with("member.") || kind.starts_with("role.") || kind == "workspace.ownership_transferred" {
                         self.effect(Effect::FetchMe);

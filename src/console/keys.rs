@@ -37,6 +37,18 @@ pub enum Command {
     Remove,
     Rotate,
     Transfer,
+    /// Simulate: run the dry run or the what-if.
+    Run,
+    /// Simulate: publish the draft constitution.
+    Publish,
+    /// Simulate: choose the tool of a dry run.
+    PickTool,
+    /// Simulate: how many recorded actions a what-if replays.
+    Window,
+    /// Approvals: dry-run the selected action in Simulate.
+    SimulateThis,
+    /// Approvals: draft a rule from the selected action in Simulate.
+    RuleFromThis,
 }
 
 /// The commands a user may rebind in config.toml: (name, default key, what it does).
@@ -57,6 +69,12 @@ pub const REBINDABLE: &[(&str, &str, &str)] = &[
     ("remove", "x", "deactivate, delete or revoke"),
     ("rotate", "r", "rotate the selected token"),
     ("transfer", "O", "transfer ownership"),
+    ("run", "r", "run the dry run or what-if (Simulate)"),
+    ("publish", "P", "publish the draft constitution (Simulate)"),
+    ("tool", "t", "choose the dry run's tool (Simulate)"),
+    ("window", "w", "how many actions what-if replays (Simulate)"),
+    ("simulate", "s", "dry-run the selected approval's action"),
+    ("rule", "R", "draft a rule from the selected approval's action"),
 ];
 
 fn by_name(name: &str) -> Option<Command> {
@@ -78,6 +96,12 @@ fn by_name(name: &str) -> Option<Command> {
         "remove" => Remove,
         "rotate" => Rotate,
         "transfer" => Transfer,
+        "run" => Run,
+        "publish" => Publish,
+        "tool" => PickTool,
+        "window" => Window,
+        "simulate" => SimulateThis,
+        "rule" => RuleFromThis,
         _ => return None,
     })
 }
@@ -172,6 +196,15 @@ fn default_command(screen: Screen, key: KeyEvent) -> Option<Command> {
         (KeyCode::Char('x'), false) if screen == super::app::Screen::Access => Remove,
         (KeyCode::Char('r'), false) if screen == super::app::Screen::Access => Rotate,
         (KeyCode::Char('O'), _) if screen == super::app::Screen::Access => Transfer,
+        (KeyCode::Char('s'), false) if screen == super::app::Screen::Approvals => SimulateThis,
+        (KeyCode::Char('R'), _) if screen == super::app::Screen::Approvals => RuleFromThis,
+        (KeyCode::Left | KeyCode::Char('h'), false) if screen == super::app::Screen::Simulate => TabLeft,
+        (KeyCode::Right | KeyCode::Char('l'), false) if screen == super::app::Screen::Simulate => TabRight,
+        (KeyCode::Char('e'), false) if screen == super::app::Screen::Simulate => Edit,
+        (KeyCode::Char('r'), false) | (KeyCode::F(5), _) if screen == super::app::Screen::Simulate => Run,
+        (KeyCode::Char('P'), _) if screen == super::app::Screen::Simulate => Publish,
+        (KeyCode::Char('t'), false) if screen == super::app::Screen::Simulate => PickTool,
+        (KeyCode::Char('w'), false) if screen == super::app::Screen::Simulate => Window,
         _ => return None,
     })
 }
@@ -196,6 +229,8 @@ pub fn help(screen: Screen) -> Vec<(&'static str, &'static str)> {
             ("esc", "back to the queue"),
             ("a", "approve (asks to confirm)"),
             ("d", "deny (asks for a reason)"),
+            ("s", "dry-run this action in Simulate"),
+            ("R", "draft a rule from this action in Simulate"),
         ],
         Screen::Audit => &[("space", "pause / follow the tail"), ("enter", "open the event"), ("esc", "back"), ("v", "verify the chain")],
         Screen::Switches => &[("K", "engage a switch"), ("l", "lift the selected switch")],
@@ -207,7 +242,16 @@ pub fn help(screen: Screen) -> Vec<(&'static str, &'static str)> {
             ("r", "rotate a token"),
             ("O", "transfer ownership (owner)"),
         ],
-        Screen::Simulate => &[],
+        Screen::Simulate => &[
+            ("← → h l", "dry run, draft rules"),
+            ("t", "choose the dry run's tool"),
+            ("e enter", "edit the request or the rules"),
+            ("esc", "stop editing"),
+            ("r F5", "run: the dry run, or what-if"),
+            ("w", "what-if over the last 100 / 1,000 / 10,000"),
+            ("j k enter", "move through changes, see why"),
+            ("P", "publish the draft (asks to confirm)"),
+        ],
     };
     out.splice(0..0, screen_keys.iter().copied());
     out
@@ -220,7 +264,7 @@ pub fn footer(screen: Screen, detail_open: bool) -> Vec<(&'static str, &'static 
             vec![("enter", "open"), ("a", "approve"), ("d", "deny"), ("/", "filter"), ("K", "kill"), ("?", "help"), ("q", "quit")]
         }
         (Screen::Approvals, true) => {
-            vec![("j/k", "scroll"), ("a", "approve"), ("d", "deny"), ("esc", "back"), ("K", "kill"), ("?", "help")]
+            vec![("j/k", "scroll"), ("a", "approve"), ("d", "deny"), ("s", "simulate"), ("R", "rule"), ("esc", "back"), ("?", "help")]
         }
         (Screen::Audit, false) => {
             vec![("space", "pause"), ("enter", "open"), ("/", "filter"), ("v", "verify"), ("K", "kill"), ("?", "help"), ("q", "quit")]
@@ -228,7 +272,7 @@ pub fn footer(screen: Screen, detail_open: bool) -> Vec<(&'static str, &'static 
         (Screen::Audit, true) => vec![("j/k", "scroll"), ("esc", "back"), ("v", "verify"), ("?", "help")],
         (Screen::Switches, _) => vec![("K", "engage"), ("l", "lift"), ("j/k", "move"), ("?", "help"), ("q", "quit")],
         (Screen::Access, _) => vec![("←/→", "section"), ("j/k", "move"), ("?", "help"), ("q", "quit")],
-        (Screen::Simulate, _) => vec![("1–5", "screens"), ("K", "kill"), ("?", "help"), ("q", "quit")],
+        (Screen::Simulate, _) => vec![("?", "help"), ("q", "quit")],
     }
 }
 

@@ -111,6 +111,30 @@ impl Net {
                     net.send(NetMsg::SwitchSet { tool, engaged, result });
                 });
             }
+            Effect::FetchConstitution => {
+                tokio::spawn(async move { net.send(NetMsg::Constitution(c.raw("GET", "/v1/constitution", None).await)) });
+            }
+            Effect::DryRun { body, under_draft } => {
+                tokio::spawn(async move {
+                    let result = c.raw("POST", "/v1/actions", Some(body)).await;
+                    net.send(NetMsg::DryRun { under_draft, result });
+                });
+            }
+            Effect::WhatIf(body) => {
+                tokio::spawn(async move { net.send(NetMsg::WhatIf(c.raw("POST", "/v1/simulations", Some(body)).await)) });
+            }
+            Effect::DraftFromAction(id) => {
+                tokio::spawn(async move {
+                    let path = format!("/v1/constitution/drafts/from-action/{id}");
+                    net.send(NetMsg::Drafted(c.raw("POST", &path, None).await));
+                });
+            }
+            Effect::Publish { rules, base_version } => {
+                tokio::spawn(async move {
+                    let body = serde_json::json!({"rules": rules, "base_version": base_version});
+                    net.send(NetMsg::Published(c.raw("POST", "/v1/constitution/versions", Some(body)).await));
+                });
+            }
             Effect::Verify => {
                 tokio::spawn(async move { net.send(NetMsg::Verified(c.verify().await)) });
             }

@@ -648,3 +648,310 @@ fn every_built_in_theme_draws_every_screen() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Simulate
+// ---------------------------------------------------------------------------------------
+
+const PUBLISHER: &[&str] =
+    &["approvals:read", "approvals:decide", "actions:simulate", "constitution:read", "constitution:publish", "tools:read"];
+
+fn in_force() -> serde_json::Value {
+    json!({
+        "version": 3,
+        "rules": [
+            {"id": "external-email", "title": "Mail outside the company needs a person", "description": "", "when": "tool == 'email.send' && payload.to.exists(r, !r.endsWith('@acme.test'))", "effect": "require_approval", "on_error": "fail_closed"},
+            {"id": "big-charges", "title": "Charges over 10,000 need two people", "description": "", "when": "tool == 'payments.charge' && payload.amount > 10000", "effect": "require_dual", "on_error": "fail_closed"}
+        ],
+        "rules_sha256": "ab".repeat(32),
+        "published_by": "usr_ada",
+        "published_at": at(-3600),
+    })
+}
+
+/// The Simulate screen, with the constitution in force read.
+fn simulate(w: u16, h: u16) -> App {
+    let mut a = app(w, h);
+    a.update(Action::Net(NetMsg::Me(Ok(me("admin", PUBLISHER)))));
+    keys(&mut a, "4");
+    assert!(a.take_effects().contains(&super::action::Effect::FetchConstitution));
+    a.update(Action::Net(NetMsg::Constitution(Ok(in_force()))));
+    a
+}
+
+fn dry_run_answer() -> serde_json::Value {
+    json!({
+        "id": null, "status": "simulated", "payload_sha256": "9f".repeat(32), "required_approvals": 1,
+        "trace": [
+            {"stage": "authenticate", "verdict": "pass", "detail": "session of ada@acme.test"},
+            {"stage": "scope", "verdict": "pass", "detail": "within the caller's tools"},
+            {"stage": "workspace_kill_switch", "verdict": "pass", "detail": "not engaged"},
+            {"stage": "tool_kill_switch", "verdict": "pass", "detail": "not engaged"},
+            {"stage": "agent_write_control", "verdict": "skip", "detail": "a person's call"},
+            {"stage": "constitution", "verdict": "pass", "detail": "no rule matched (version 3)"},
+            {"stage": "confidence_gate", "verdict": "require_approval", "detail": "0.44 is below 0.6"},
+            {"stage": "tool_policy", "verdict": "require_approval", "detail": "policy `approve`"},
+            {"stage": "outcome", "verdict": "pending_approval (1)", "detail": ""}
+        ],
+        "cited_rules": [], "constitution_version": 3, "message": "dry run: would need 1 approval"
+    })
+}
+
+/// Moves the editor's cursor to the end of the first line containing `needle`.
+fn to_line_end(a: &mut App, needle: &str) {
+    let lines: Vec<String> = match a.simulate.mode {
+        super::screens::simulate::Mode::DryRun => a.simulate.request.lines().to_vec(),
+        super::screens::simulate::Mode::Draft => a.simulate.rules.lines().to_vec(),
+    };
+    let row = lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no line with {needle}: {lines:?}"));
+    for _ in 0..lines.len() {
+        key(a, KeyCode::Up);
+    }
+    for _ in 0..row {
+        key(a, KeyCode::Down);
+    }
+    key(a, KeyCode::End);
+}
+
+/// From the milestone approval: `s` opens a dry run of it; the due date is edited.
+fn milestone_dry_run(w: u16, h: u16) -> App {
+    let mut a = simulate(w, h);
+    keys(&mut a, "1j");
+    key(&mut a, KeyCode::Enter);
+    keys(&mut a, "s");
+    assert_eq!(a.screen, super::app::Screen::Simulate);
+    keys(&mut a, "e");
+    to_line_end(&mut a, "\"due\": \"2026-12-14\"");
+    for _ in 0..4 {
+        key(&mut a, KeyCode::Backspace);
+    }
+    keys(&mut a, "31\",");
+    a
+}
+
+scene!(simulate_empty, |a| {
+    a.update(Action::Net(NetMsg::Me(Ok(me("admin", PUBLISHER)))));
+    keys(&mut a, "4");
+    a.update(Action::Net(NetMsg::Constitution(Ok(in_force()))));
+});
+scene!(simulate_tool_picker, |a| {
+    let tools: Vec<crate::model::Tool> = serde_json::from_value(json!([
+        {"name": "crm.read", "description": "", "kind": "read", "irreversible": false, "policy": "auto", "min_confidence": null, "approval_ttl_seconds": null, "connector": {"type": "record"}, "created_at": at(0), "updated_at": at(0)},
+        {"name": "email.send", "description": "", "kind": "write", "irreversible": false, "policy": "approve", "min_confidence": null, "approval_ttl_seconds": null, "connector": {"type": "record"}, "created_at": at(0), "updated_at": at(0)}
+    ]))
+    .unwrap();
+    a.update(Action::Net(NetMsg::Tools(Ok(tools))));
+    keys(&mut a, "4t");
+});
+
+#[test]
+fn simulate_invalid_json_shows_where_while_typing() {
+    for (w, h) in [(80u16, 24u16), (120, 40)] {
+        let mut a = milestone_dry_run(w, h);
+        assert!(matches!(a.simulate.request_check, super::screens::simulate::Check::Ok(_)), "{:?}", a.simulate.request_check);
+        // A stray character after the edited value.
+        keys(&mut a, "x");
+        match &a.simulate.request_check {
+            super::screens::simulate::Check::Bad(e) => assert!(e.starts_with("line "), "{e}"),
+            ok => panic!("{ok:?}"),
+        }
+        insta::assert_snapshot!(format!("simulate_invalid_json_{w}x{h}"), render(&a));
+        // It is not sent.
+        key(&mut a, KeyCode::F(5));
+        assert!(a.take_effects().is_empty());
+    }
+}
+
+#[test]
+fn simulate_dry_run_of_an_edited_approval() {
+    for (w, h) in [(80u16, 24u16), (120, 40)] {
+        let mut a = milestone_dry_run(w, h);
+        a.take_effects();
+        key(&mut a, KeyCode::F(5));
+        let effects = a.take_effects();
+        let [super::action::Effect::DryRun { body, under_draft: false }] = effects.as_slice() else { panic!("{effects:?}") };
+        assert_eq!(body["tool"], "milestones.update");
+        assert_eq!(body["dry_run"], true);
+        assert_eq!(body["payload"]["due"], "2026-12-31");
+        assert_eq!(body["current"]["status"], "in_progress");
+        assert_eq!(body["confidence"], 0.44);
+        assert_eq!(body["resource"], "milestone:42");
+        a.update(Action::Net(NetMsg::DryRun { under_draft: false, result: Ok(dry_run_answer()) }));
+        assert!(!a.simulate.editing);
+        let screen = render(&a).to_string();
+        insta::assert_snapshot!(format!("simulate_dry_run_result_{w}x{h}"), screen);
+        // The edit reads as a diff against the original payload (scrolled into view).
+        keys(&mut a, "jjjjjjjjjjjjjjjj");
+        let text = render(&a).to_string();
+        assert!(text.contains(r#"-   "due": "2026-12-14","#) && text.contains(r#"+   "due": "2026-12-31","#), "{text}");
+    }
+}
+
+scene!(simulate_draft_rules, |a| {
+    a.update(Action::Net(NetMsg::Me(Ok(me("admin", PUBLISHER)))));
+    keys(&mut a, "4");
+    a.update(Action::Net(NetMsg::Constitution(Ok(in_force()))));
+    keys(&mut a, "l");
+});
+
+#[test]
+fn simulate_draft_compile_error_names_the_rule_and_position() {
+    for (w, h) in [(80u16, 24u16), (120, 40)] {
+        let mut a = simulate(w, h);
+        keys(&mut a, "le");
+        to_line_end(&mut a, "payload.amount > 10000");
+        // `payload.amount > 10000"` → `… > 10000 &&"`: a dangling operator.
+        key(&mut a, KeyCode::Left);
+        keys(&mut a, " &&");
+        let check = match &a.simulate.rules_check {
+            super::screens::simulate::Check::Bad(e) => e.clone(),
+            ok => panic!("{ok:?}"),
+        };
+        assert!(check.contains("rule `big-charges`") && check.contains("column"), "{check}");
+        insta::assert_snapshot!(format!("simulate_draft_compile_error_{w}x{h}"), render(&a));
+        key(&mut a, KeyCode::Esc);
+        keys(&mut a, "rP");
+        assert!(a.take_effects().is_empty(), "nothing runs or publishes while the draft does not compile");
+    }
+}
+
+fn whatif_answer() -> serde_json::Value {
+    let side = |status: &str, n: i64, code: Option<&str>, cited: serde_json::Value| json!({"status": status, "required_approvals": n, "code": code, "cited_rules": cited});
+    let rule = json!([{"rule_id": "no-rival-mail", "title": "No mail to rival.com", "effect": "deny"}]);
+    json!({
+        "window": {"last": 1000, "since": null, "scope": "all", "newest_action_id": "act_9", "oldest_action_id": "act_1", "complete": true, "stopped_by": null},
+        "in_force_version": 3,
+        "totals": {"replayed": 1000, "skipped": 0, "changed": 3, "stricter": 3, "looser": 0, "newly_need_approval": 1, "newly_need_dual": 0,
+                   "newly_denied": 2, "no_longer_denied": 0, "newly_run_at_once": 0, "citations_changed": 0, "rule_errors_before": 0, "rule_errors_after": 0},
+        "changes": [
+            {"action_id": "act_9", "tool": "email.send", "created_at": at(-60), "recorded_status": "executed", "requester_id": "usr_ada", "agent_token_id": "tok_billing",
+             "before": side("executed", 0, None, json!([])), "after": side("denied", 0, Some("constitution_denied"), rule.clone())},
+            {"action_id": "act_7", "tool": "email.send", "created_at": at(-600), "recorded_status": "pending_approval", "requester_id": "usr_ada", "agent_token_id": null,
+             "before": side("pending_approval", 1, None, json!([])), "after": side("denied", 0, Some("constitution_denied"), rule)},
+            {"action_id": "act_2", "tool": "crm.read", "created_at": at(-7200), "recorded_status": "executed", "requester_id": "usr_ada", "agent_token_id": null,
+             "before": side("executed", 0, None, json!([])), "after": side("pending_approval", 1, None, json!([]))}
+        ],
+        "truncated": false, "not_applied": ["scope", "workspace_kill_switch", "tool_kill_switch", "agent_write_control"], "elapsed_ms": 41
+    })
+}
+
+/// The draft with one more rule appended (as typed at the end of the list).
+fn with_new_rule(a: &mut App) {
+    keys(a, "le");
+    to_line_end(a, "\"on_error\": \"fail_closed\"");
+    // The end of the second rule: past its `}`.
+    let last = a.simulate.rules.lines().iter().rposition(|l| l.trim() == "}").unwrap();
+    for _ in 0..a.simulate.rules.lines().len() {
+        key(a, KeyCode::Up);
+    }
+    for _ in 0..last {
+        key(a, KeyCode::Down);
+    }
+    key(a, KeyCode::End);
+    a.update(Action::Paste(
+        r#", {"id": "no-rival-mail", "title": "No mail to rival.com", "when": "tool == 'email.send' && payload.to.exists(r, r.endsWith('@rival.com'))", "effect": "deny"}"#
+            .into(),
+    ));
+    key(a, KeyCode::Esc);
+}
+
+#[test]
+fn simulate_what_if_lists_what_would_change_and_why() {
+    for (w, h) in [(80u16, 24u16), (120, 40)] {
+        let mut a = simulate(w, h);
+        with_new_rule(&mut a);
+        assert!(
+            matches!(&a.simulate.rules_check, super::screens::simulate::Check::Ok(m) if m == "3 rules compile"),
+            "{:?}",
+            a.simulate.rules_check
+        );
+        keys(&mut a, "wr");
+        let effects = a.take_effects();
+        let [super::action::Effect::WhatIf(body)] = effects.as_slice() else { panic!("{effects:?}") };
+        assert_eq!(body["window"]["last"], 10_000);
+        assert_eq!(body["draft"]["rules"].as_array().unwrap().len(), 3);
+        a.update(Action::Net(NetMsg::WhatIf(Ok(whatif_answer()))));
+        insta::assert_snapshot!(format!("simulate_what_if_{w}x{h}"), render(&a));
+        keys(&mut a, "j");
+        key(&mut a, KeyCode::Enter);
+        let why = render(&a).to_string();
+        assert!(why.contains("act_7") && why.contains("cites `no-rival-mail` (deny)"), "{why}");
+        insta::assert_snapshot!(format!("simulate_what_if_why_{w}x{h}"), why);
+    }
+}
+
+#[test]
+fn simulate_publish_confirms_the_version_diff_and_sends_the_base_version() {
+    for (w, h) in [(80u16, 24u16), (120, 40)] {
+        let mut a = simulate(w, h);
+        with_new_rule(&mut a);
+        keys(&mut a, "P");
+        let screen = render(&a).to_string();
+        assert!(screen.contains("Publish version 4") && screen.contains("added: no-rival-mail"), "{screen}");
+        insta::assert_snapshot!(format!("simulate_publish_confirmation_{w}x{h}"), screen);
+        keys(&mut a, "y");
+        let effects = a.take_effects();
+        let [super::action::Effect::Publish { rules, base_version: 3 }] = effects.as_slice() else { panic!("{effects:?}") };
+        assert_eq!(rules.len(), 3);
+    }
+}
+
+#[test]
+fn a_viewer_sees_publish_disabled_and_is_told_why() {
+    let mut a = simulate(80, 24);
+    a.update(Action::Net(NetMsg::Me(Ok(me("viewer", &["constitution:read", "actions:simulate"])))));
+    with_new_rule(&mut a);
+    keys(&mut a, "P");
+    assert!(a.dialog.is_none());
+    assert!(a.take_effects().is_empty());
+    let screen = render(&a).to_string();
+    assert!(screen.contains("You cannot publish the constitution: your role (viewer)"), "{screen}");
+}
+
+#[test]
+fn rule_from_an_approval_opens_the_drafted_rule_in_simulate() {
+    let mut a = simulate(120, 40);
+    // The mail: last in the queue, which is soonest expiry first.
+    keys(&mut a, "1");
+    keys(&mut a, "jj");
+    key(&mut a, KeyCode::Enter);
+    a.take_effects();
+    keys(&mut a, "R");
+    let effects = a.take_effects();
+    assert_eq!(effects, vec![super::action::Effect::DraftFromAction("act_apv_mail".into())]);
+    let mut rules = in_force()["rules"].as_array().unwrap().clone();
+    let rule = json!({"id": "email-send-northwind-example", "title": "email.send to @northwind.example: needs approval", "description": "Drafted from action act_apv_mail",
+                      "when": "tool == 'email.send' && payload.to.exists(r, r.endsWith('@northwind.example'))", "effect": "require_approval", "on_error": "fail_closed"});
+    rules.push(rule.clone());
+    a.update(Action::Net(NetMsg::Drafted(Ok(json!({
+        "action_id": "act_apv_mail", "rule": rule, "explanation": ["the tool is `email.send`"], "matches_action": true, "base_version": 3, "draft": {"rules": rules}
+    })))));
+    assert_eq!(a.screen, super::app::Screen::Simulate);
+    assert_eq!(a.simulate.mode, super::screens::simulate::Mode::Draft);
+    assert!(a.simulate.dirty);
+    assert_eq!(a.simulate.base_version, 3);
+    insta::assert_snapshot!("simulate_rule_from_approval_120x40", render(&a));
+}
+
+/// The new screens in the 16-colour theme and without colour: what they mark still reads.
+#[test]
+fn simulate_and_access_in_sixteen_colours_and_no_color() {
+    for (name, theme) in [("ansi16", Theme::built_in("ansi16").unwrap()), ("no_color", Theme::monochrome())] {
+        let mut a = simulate(80, 24);
+        a.theme = theme.clone();
+        with_new_rule(&mut a);
+        keys(&mut a, "r");
+        a.update(Action::Net(NetMsg::WhatIf(Ok(whatif_answer()))));
+        insta::assert_snapshot!(format!("theme_{name}_simulate_what_if_80x24"), styled(&render(&a)));
+        let mut a = milestone_dry_run(80, 24);
+        a.theme = theme.clone();
+        key(&mut a, KeyCode::F(5));
+        a.update(Action::Net(NetMsg::DryRun { under_draft: false, result: Ok(dry_run_answer()) }));
+        insta::assert_snapshot!(format!("theme_{name}_simulate_dry_run_80x24"), styled(&render(&a)));
+        let mut a = app(80, 24);
+        a.theme = theme.clone();
+        with_access(&mut a);
+        keys(&mut a, "ll");
+        insta::assert_snapshot!(format!("theme_{name}_access_tokens_80x24"), styled(&render(&a)));
+    }
+}

@@ -39,7 +39,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Audit => screens::audit::draw(f, body, app),
         Screen::Switches => screens::switches::draw(f, body, app),
         Screen::Access => screens::access::draw(f, body, app),
-        Screen::Simulate => draw_later(f, body, app),
+        Screen::Simulate => screens::simulate::draw(f, body, app),
     }
     draw_toast(f, toast, app);
     draw_footer(f, footer, app);
@@ -127,12 +127,6 @@ fn draw_tabs(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn draw_later(f: &mut Frame, area: Rect, app: &App) {
-    let t = &app.theme;
-    let text = vec![Line::styled(format!("{} is managed from the command line and the API in this version.", app.screen.title()), t.muted)];
-    f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
-}
-
 fn draw_toast(f: &mut Frame, area: Rect, app: &App) {
     if let Some(Input::Palette { error: Some(e), .. }) = &app.input {
         f.render_widget(Paragraph::new(Line::styled(e.clone(), app.theme.danger)), area);
@@ -166,12 +160,21 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
                 _ => false,
             };
             let mut spans = Vec::new();
-            for (k, label) in keys::footer(app.screen, open) {
-                let disabled = match k {
-                    "a" | "d" => !app.session.known || !app.can("approvals:decide"),
-                    "K" | "engage" => app.session.known && !app.can("killswitch:engage"),
-                    "l" => app.session.known && !app.can("killswitch:lift"),
-                    "v" => app.session.known && !app.can("audit:read"),
+            let offered = if app.screen == Screen::Simulate {
+                super::screens::simulate::footer(&app.simulate)
+            } else {
+                keys::footer(app.screen, open)
+            };
+            for (k, label) in offered {
+                let disabled = match (app.screen, k) {
+                    (Screen::Simulate, "P") => !app.can("constitution:publish"),
+                    (Screen::Simulate, "r") if app.simulate.mode == super::screens::simulate::Mode::Draft => !app.can("actions:simulate"),
+                    (Screen::Simulate, _) => false,
+                    (Screen::Approvals, "R") => !app.can("constitution:read"),
+                    (_, "a" | "d") => !app.session.known || !app.can("approvals:decide"),
+                    (_, "K" | "engage") => app.session.known && !app.can("killswitch:engage"),
+                    (_, "l") => app.session.known && !app.can("killswitch:lift"),
+                    (_, "v") => app.session.known && !app.can("audit:read"),
                     _ => false,
                 } && app.session.known;
                 let (ks, ls) = if disabled { (t.disabled, t.disabled) } else { (t.key, t.muted) };

@@ -9,6 +9,7 @@ mod message;
 mod reason;
 mod secret;
 mod sign_in;
+mod tool_picker;
 mod typed;
 
 pub use confirm::Confirm;
@@ -19,6 +20,7 @@ pub use message::Message;
 pub use reason::{Reason, ReasonFor};
 pub use secret::Secret;
 pub use sign_in::SignIn;
+pub use tool_picker::ToolPicker;
 pub use typed::Typed;
 
 use crossterm::event::KeyEvent;
@@ -33,11 +35,33 @@ use super::theme::Theme;
 /// Something a dialog confirmed, for the app to carry out.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PendingOp {
-    Approve { id: String, tool: String, payload_sha256: String },
-    Deny { id: String, tool: String, payload_sha256: String, reason: String },
-    Switch { tool: Option<String>, engaged: bool, reason: String },
-    SignIn { email: String, password: String },
+    Approve {
+        id: String,
+        tool: String,
+        payload_sha256: String,
+    },
+    Deny {
+        id: String,
+        tool: String,
+        payload_sha256: String,
+        reason: String,
+    },
+    Switch {
+        tool: Option<String>,
+        engaged: bool,
+        reason: String,
+    },
+    SignIn {
+        email: String,
+        password: String,
+    },
     Access(AccessOp),
+    /// Start a dry run of this tool in Simulate.
+    SimulateTool(String),
+    Publish {
+        rules: Vec<crate::constitution::Rule>,
+        base_version: i64,
+    },
 }
 
 /// A change to members, roles or tokens.
@@ -69,6 +93,7 @@ pub enum Dialog {
     Confirm(Confirm),
     Reason(Box<Reason>),
     KillPicker(KillPicker),
+    ToolPicker(ToolPicker),
     Help(Help),
     Message(Message),
     SignIn(Box<SignIn>),
@@ -86,6 +111,10 @@ impl Dialog {
         Dialog::KillPicker(KillPicker::new(options, engaged))
     }
 
+    pub fn tool_picker(tools: Vec<String>, current: Option<String>) -> Dialog {
+        Dialog::ToolPicker(ToolPicker::new(tools, current))
+    }
+
     pub fn kill_reason(tool: Option<String>) -> Dialog {
         Dialog::Reason(Box::new(Reason::new(ReasonFor::Engage { tool })))
     }
@@ -99,6 +128,7 @@ impl Dialog {
             Dialog::Confirm(d) => d.on_key(key),
             Dialog::Reason(d) => d.on_key(key),
             Dialog::KillPicker(d) => d.on_key(key),
+            Dialog::ToolPicker(d) => d.on_key(key),
             Dialog::Help(_) | Dialog::Message(_) => Outcome::Close,
             Dialog::SignIn(d) => d.on_key(key),
             Dialog::Form(d) => d.on_key(key),
@@ -122,6 +152,7 @@ impl Dialog {
             Dialog::Confirm(d) => d.draw(f, area, theme),
             Dialog::Reason(d) => d.draw(f, area, theme),
             Dialog::KillPicker(d) => d.draw(f, area, theme),
+            Dialog::ToolPicker(d) => d.draw(f, area, theme),
             Dialog::Help(d) => d.draw(f, area, theme),
             Dialog::Message(d) => d.draw(f, area, theme),
             Dialog::SignIn(d) => d.draw(f, area, theme),

@@ -197,11 +197,45 @@ pub fn on_command(app: &mut App, cmd: Command) {
             ask(app, Verdict::Deny);
             None
         }
+        Command::SimulateThis => {
+            simulate_this(app);
+            None
+        }
+        Command::RuleFromThis => {
+            if let Some(why) = app.missing("constitution:read", "draft rules") {
+                app.warn(why);
+            } else if let Some(a) = app.approvals.current() {
+                let id = a.action_id.clone();
+                app.say(format!("Drafting a rule from {id}…"));
+                app.effect(Effect::DraftFromAction(id));
+            }
+            None
+        }
         _ => None,
     };
     if let Some(e) = fetch {
         app.effect(e);
     }
+}
+
+/// Opens Simulate with a dry run of the selected approval's action: its exact payload,
+/// `current`, confidence and resource, ready to edit.
+fn simulate_this(app: &mut App) {
+    let Some(a) = app.approvals.current() else {
+        app.warn("Nothing is selected.");
+        return;
+    };
+    let Some(d) = app.approvals.details.get(&a.id).filter(|d| d.payload.is_some()) else {
+        app.warn("The approval's payload is still loading; try again in a moment.");
+        return;
+    };
+    let fields =
+        crate::console::screens::simulate::request_from(d.payload.as_ref(), d.current.as_ref(), d.confidence, d.resource.as_deref());
+    let origin =
+        crate::console::screens::simulate::Origin { action_id: d.action_id.clone(), payload: d.payload.clone().unwrap_or_default() };
+    let tool = d.tool.clone();
+    app.show(crate::console::app::Screen::Simulate);
+    app.simulate.start(tool, fields, Some(origin));
 }
 
 /// Opens the confirmation for approving, or the reason for denying, the selected approval.

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod approvals;
 pub mod audit;
+pub mod simulate;
 pub mod switches;
 
 /// Where a list's visible window starts so that `cursor` is on screen: the window
