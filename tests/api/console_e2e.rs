@@ -66,6 +66,15 @@ impl Console {
         panic!("the console never showed {needle:?}; the screen was:\n{}", self.text());
     }
 
+    /// Waits until the screen no longer shows `needle`, up to `secs` seconds.
+    pub fn wait_gone(&self, needle: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.text().contains(needle) {
+            assert!(Instant::now() < deadline, "the console kept showing {needle:?}:\n{}", self.text());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     pub fn send(&mut self, keys: &str) {
         self.writer.write_all(keys.as_bytes()).unwrap();
         self.writer.flush().unwrap();
@@ -200,5 +209,147 @@ async fn the_console_reconnects_after_a_restart_and_the_tail_has_no_gap() {
     for w in shown.windows(2) {
         assert_eq!(w[1], w[0] + 1, "gap or repeat in the tail:\n{text}");
     }
+    assert!(console.quit());
+}
+
+/// The row of `name` in the list under the `NAME` header, counted from 0.
+fn row_of(text: &str, name: &str) -> usize {
+    let rows: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("NAME ")).skip(1).collect();
+    rows.iter().position(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no row {name}:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_created_by_keys_works_with_the_secret_shown_once_and_stops_when_revoked_by_keys() {
+    let (server, _ws, _agent) = setup().await;
+    let mut console = Console::start(&server.base, 40, 120, &[]);
+    console.sign_in("owner@acme.test");
+    console.wait_for("(owner)", 10);
+    console.send("3");
+    console.wait_for("Members (", 10);
+    console.send("ll");
+    console.wait_for("Tokens (1)", 10);
+    console.send("n");
+    console.wait_for("New agent token", 5);
+    console.send("ci-agent");
+    console.send("\x13");
+    console.wait_for("shown once", 10);
+    let text = console.text();
+    let secret = text
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .find(|w| w.starts_with("csa_"))
+        .unwrap_or_else(|| panic!("no secret on screen:\n{text}"))
+        .to_string();
+    assert!(text.contains("This is the only time it is shown"), "{text}");
+
+    // The secret, as shown, is a working credential.
+    let ci = Api::new(&server.base, Some(&secret));
+    let r = submit(&ci, "crm.read", json!({"q": "from the console's token"})).await;
+    assert_eq!(r.body["status"], "executed", "{}", r.body);
+
+    // Stored: it is never shown again.
+    console.send("\r");
+    console.wait_gone("shown once", 5);
+    console.wait_for("Tokens (2)", 10);
+    assert!(!console.text().contains(&secret), "the secret is gone from the screen:\n{}", console.text());
+
+    // Revoke it by keys; the next call with it is refused.
+    let text = console.text();
+    let row = row_of(&text, "ci-agent");
+    console.send(&"j".repeat(row));
+    console.send("x");
+    console.wait_for("Revoke `ci-agent`", 5);
+    console.send("y");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !console.text().lines().any(|l| l.starts_with("ci-agent") && l.contains("revoked")) {
+        assert!(Instant::now() < deadline, "the list never showed ci-agent revoked:\n{}", console.text());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let refused = submit(&ci, "crm.read", json!({"q": "after revoke"})).await;
+    refused.assert_error(401, "token_revoked");
+    assert!(console.quit());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_of_a_payload_edited_by_keys_shows_the_rule_that_decides_it_and_records_nothing() {
+    let (server, ws, _agent) = setup().await;
+    let rule = json!({"id": "no-rival-mail", "title": "No mail to rival.com", "when": "tool == 'email.send' && payload.to.exists(r, r.endsWith('@rival.com'))", "effect": "deny"});
+    ws.owner.post("/v1/constitution/versions", json!({"rules": [rule]})).await.assert_status(201);
+    let before = ws.owner.get("/v1/actions").await.body["items"].as_array().unwrap().len();
+
+    let mut console = Console::start(&server.base, 40, 120, &[]);
+    console.sign_in("owner@acme.test");
+    console.wait_for("(owner)", 10);
+    console.send("4");
+    console.wait_for("Dry run", 5);
+    console.send("t");
+    console.wait_for("which tool?", 5);
+    console.send("email");
+    console.send("\r");
+    console.wait_for("editing", 5);
+    // `{"payload": {}}` → `{"payload": {"to": ["ceo@rival.com"]}}`: down, end, left, type.
+    console.send("\x1b[B");
+    console.send("\x1b[F");
+    console.send("\x1b[D");
+    console.send(r#""to": ["ceo@rival.com"]"#);
+    console.wait_for("valid request for email.send", 5);
+    console.send("\x1b[15~");
+    console.wait_for("Would be: denied", 10);
+    let text = console.text();
+    assert!(text.contains("no-rival-mail") && text.contains("constitution_denied"), "{text}");
+    assert!(text.contains("under constitution version 1"), "{text}");
+
+    // An allowed recipient, edited in place: the same rule no longer applies.
+    console.send("e");
+    console.send(&"\x1b[D".repeat(r#"rival.com"]"#.len()));
+    console.send(&"\x7f".repeat("@".len()));
+    console.send("@acme.");
+    console.send("\x1b[15~");
+    console.wait_for("Would be: pending_approval (1)", 10);
+    assert!(console.text().contains("Cited rules: none"), "{}", console.text());
+
+    let after = ws.owner.get("/v1/actions").await.body["items"].as_array().unwrap().len();
+    assert_eq!(after, before, "a dry run records nothing");
+    assert!(console.quit());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rule_drafted_from_an_approval_and_published_by_keys_decides_the_next_matching_action() {
+    let (server, ws, agent) = setup().await;
+    // Mail runs at once when the agent is sure of it; a hesitant one waits for a person.
+    ws.tool(
+        "email.send",
+        json!({"kind": "write", "irreversible": false, "policy": "auto", "min_confidence": 0.8, "connector": {"type": "record"}}),
+    )
+    .await;
+    let sure = agent.post("/v1/actions", json!({"tool": "email.send", "payload": {"to": ["a@rival.com"]}, "confidence": 0.95})).await;
+    assert_eq!(sure.body["status"], "executed", "{}", sure.body);
+    let unsure = agent.post("/v1/actions", json!({"tool": "email.send", "payload": {"to": ["b@rival.com"]}, "confidence": 0.5})).await;
+    assert_eq!(unsure.body["status"], "pending_approval", "{}", unsure.body);
+
+    let mut console = Console::start(&server.base, 40, 120, &[]);
+    console.sign_in("owner@acme.test");
+    console.wait_for("(owner)", 10);
+    console.wait_for("email.send", 10);
+    console.send("\r");
+    console.wait_for("b@rival.com", 10);
+    console.send("R");
+    console.wait_for("it matches the action", 10);
+    // What-if over history: the sure mail, which ran at once, would now wait.
+    console.send("r");
+    console.wait_for("1 would change", 15);
+    console.send("P");
+    console.wait_for("Publish constitution version 1?", 5);
+    assert!(console.text().contains("added: email-send"), "{}", console.text());
+    console.send("y");
+    console.wait_for("Published constitution version 1", 10);
+
+    let drafted = ws.owner.get("/v1/constitution").await.body["rules"][0]["id"].as_str().unwrap().to_string();
+    let next = agent.post("/v1/actions", json!({"tool": "email.send", "payload": {"to": ["c@rival.com"]}, "confidence": 0.95})).await;
+    assert_eq!(next.body["status"], "pending_approval", "the next sure mail to rival.com now waits: {}", next.body);
+    assert_eq!(next.body["constitution_version"], 1);
+    assert_eq!(next.body["cited_rules"][0]["rule_id"], drafted.as_str());
+    let elsewhere =
+        agent.post("/v1/actions", json!({"tool": "email.send", "payload": {"to": ["c@partner.example"]}, "confidence": 0.95})).await;
+    assert_eq!(elsewhere.body["status"], "executed", "other domains are untouched: {}", elsewhere.body);
     assert!(console.quit());
 }

@@ -3,7 +3,8 @@
 
 CREATE TABLE constitution_versions (
     workspace_id TEXT NOT NULL REFERENCES workspaces(id),
-    -- 1, 2, 3…: gapless per workspace, assigned under the previous version's row lock.
+    -- 1, 2, 3…: gapless per workspace. Two replicas publishing at once both try the same
+    -- number; the primary key keeps one, and the other runs again (see publish_constitution).
     version BIGINT NOT NULL CHECK (version >= 1),
     -- JSON: the list of rules exactly as published (see src/constitution.rs `Rule`).
     rules TEXT NOT NULL,
