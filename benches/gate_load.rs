@@ -119,6 +119,7 @@ async fn call(c: &reqwest::Client, method: reqwest::Method, url: &str, token: Op
 struct Setup {
     agent: String,
     approver: String,
+    owner: String,
 }
 
 async fn setup(c: &reqwest::Client, base: &str) -> Setup {
@@ -161,7 +162,7 @@ async fn setup(c: &reqwest::Client, base: &str) -> Setup {
         Some(&json!({"email": "approver@bench.test", "password": PASSWORD})),
     )
     .await;
-    Setup { agent: t["token"].as_str().unwrap().to_string(), approver: a["token"].as_str().unwrap().to_string() }
+    Setup { agent: t["token"].as_str().unwrap().to_string(), approver: a["token"].as_str().unwrap().to_string(), owner }
 }
 
 #[derive(Default)]
@@ -402,6 +403,40 @@ fn store_only(secs: f64) {
     });
 }
 
+async fn closed_loop_owned(addr: String, concurrency: usize, secs: f64, requests: Arc<Vec<Vec<u8>>>) -> Stats {
+    closed_loop(&addr, concurrency, secs, requests, executed).await
+}
+
+/// Reads the live stream for `secs`: events received, the delay of each from its
+/// append (the event's `ts`, stamped when its write job ran, before the commit) to its
+/// arrival here, and whether the server said this client lagged.
+async fn sse_client(base: &str, owner: &str, secs: f64) -> (u64, Vec<u64>, bool) {
+    use futures_util::StreamExt;
+    let c = reqwest::Client::new();
+    let resp = c.get(format!("{base}/v1/audit/stream")).bearer_auth(owner).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+    let (mut received, mut delays, mut lagged) = (0u64, Vec::new(), false);
+    let mut buf: Vec<u8> = Vec::new();
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, body.next()).await {
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            if line.starts_with(b"event: lagged") {
+                lagged = true;
+            }
+            let Some(data) = line.strip_prefix(b"data: ") else { continue };
+            let Ok(event) = serde_json::from_slice::<Value>(data) else { continue };
+            let Some(ts) = event["ts"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else { continue };
+            received += 1;
+            let delay = chrono::Utc::now().signed_duration_since(ts).num_microseconds().unwrap_or(0).max(0);
+            delays.push(delay as u64);
+        }
+    }
+    (received, delays, lagged)
+}
+
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let secs: f64 = std::env::var("GATE_LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
@@ -449,6 +484,25 @@ fn main() {
         let mut fixed = open_loop(&addr, 2000.0, secs, submits.clone(), executed).await;
         println!("fixed 2,000 decisions/s (open loop): achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, errors {}", fixed.rate(), fixed.pct(0.5), fixed.pct(0.99), fixed.errors);
         println!("best decisions/s ÷ healthz/s = {:.2}\n", best / h.rate());
+
+        // One live-stream client while the gate runs flat out (64 connections).
+        let (received, mut delays_us, lagged) = {
+            let load = tokio::spawn(closed_loop_owned(addr.clone(), 64, secs, submits.clone()));
+            let r = sse_client(&base, &s.owner, secs).await;
+            let st = load.await.unwrap();
+            println!("gate under the stream: {:.0} durable decisions/s at 64 connections", st.rate());
+            r
+        };
+        delays_us.sort_unstable();
+        let pct = |p: f64| {
+            delays_us.get(((delays_us.len() as f64 * p) as usize).min(delays_us.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0
+        };
+        println!(
+            "one SSE client (GET /v1/audit/stream) meanwhile: {:.0} events/s received, append → receipt p50 {:.2} ms, p99 {:.2} ms, lagged: {lagged}\n",
+            received as f64 / secs,
+            pct(0.5),
+            pct(0.99)
+        );
 
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));

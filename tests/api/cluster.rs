@@ -51,9 +51,28 @@ fn is_root() -> bool {
     unsafe { geteuid() == 0 }
 }
 
+/// Where one of PostgreSQL's server programs is: on `PATH`, else in the newest of Debian's
+/// `/usr/lib/postgresql/<version>/bin` (which Debian does not put on `PATH`).
+fn pg_program(program: &str) -> String {
+    let on_path = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false);
+    if on_path {
+        return program.to_string();
+    }
+    let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin").join(program))))
+        .filter(|(_, p)| p.is_file())
+        .collect();
+    versions.sort();
+    versions.pop().map_or_else(|| program.to_string(), |(_, p)| p.display().to_string())
+}
+
 /// A command for one of PostgreSQL's programs, as the `postgres` user when we are root
 /// (the server refuses to run as root).
 fn pg_command(program: &str) -> Command {
+    let program = &pg_program(program);
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--", program]);
