@@ -329,6 +329,11 @@ pub trait Connector: Send + Sync {
     fn maintenance(&self) -> Result<Option<Maintenance>, DbError> {
         Ok(None)
     }
+    /// Housekeeping the writer itself runs between batches, at most this often and only
+    /// after it committed something: for what must not race the writer's own commits.
+    fn writer_housekeeping(&self) -> Option<Housekeeping> {
+        None
+    }
     fn dialect(&self) -> Dialect;
     /// Where other processes' commits are announced, for a store several servers share
     /// (PostgreSQL's LISTEN). `None` for a store only this process writes (SQLite).
@@ -349,6 +354,12 @@ pub struct Wait {
     pub payloads: Vec<String>,
     /// The connection was lost and made again: announcements in between may be missing.
     pub reconnected: bool,
+}
+
+/// A statement the writer runs between batches (see [`Connector::writer_housekeeping`]).
+pub struct Housekeeping {
+    pub statement: &'static str,
+    pub every: std::time::Duration,
 }
 
 /// Periodic housekeeping for a store (see [`Connector::maintenance`]).

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender};
@@ -109,6 +109,7 @@ impl Engine {
     /// Opens the connections and starts the threads.
     pub fn start(connector: &dyn Connector, clock: Clock) -> Result<Engine, DbError> {
         let writer_conn = connector.open_writer()?;
+        let writer_housekeeping = connector.writer_housekeeping();
         let (wtx, wrx) = crossbeam_channel::unbounded();
         let (rtx, rrx) = crossbeam_channel::unbounded();
         let hook: Arc<std::sync::RwLock<Option<CommitHook>>> = Arc::default();
@@ -124,7 +125,7 @@ impl Engine {
             threads.push(
                 std::thread::Builder::new()
                     .name("store-writer".into())
-                    .spawn(move || writer_loop(writer_conn, wrx, clock, hook, epoch, replica))
+                    .spawn(move || writer_loop(writer_conn, wrx, clock, hook, epoch, replica, writer_housekeeping))
                     .expect("spawn store writer"),
             );
         }
@@ -453,18 +454,35 @@ fn writer_loop(
     hook: Arc<std::sync::RwLock<Option<CommitHook>>>,
     epoch: Arc<AtomicU64>,
     replica: String,
+    housekeeping: Option<super::db::Housekeeping>,
 ) {
     let mut stop = false;
     // Jobs that lost a lock race: they open the next batch.
     let mut carried: Vec<Job> = Vec::new();
+    // Whether anything was committed since the writer's last housekeeping, and when that was.
+    let mut dirty = false;
+    let mut last_housekeeping = Instant::now();
+    let idle_wait = housekeeping.as_ref().map_or(Duration::from_secs(3600), |h| h.every);
     while !stop || !carried.is_empty() {
+        if let Some(h) = &housekeeping
+            && dirty
+            && last_housekeeping.elapsed() >= h.every
+        {
+            if let Err(e) = conn.batch(h.statement) {
+                tracing::warn!(error = %e, "store housekeeping failed; will retry");
+            }
+            dirty = false;
+            last_housekeeping = Instant::now();
+        }
         let mut batch = std::mem::take(&mut carried);
         if batch.is_empty() {
-            match rx.recv() {
+            match rx.recv_timeout(idle_wait) {
                 Ok(WriteMsg::Job(j)) => batch.push(j),
-                Ok(WriteMsg::Stop) | Err(_) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                Ok(WriteMsg::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             }
         }
+        dirty = true;
         while !stop && batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(WriteMsg::Job(j)) => batch.push(j),

@@ -44,8 +44,11 @@ impl SqliteConnector {
         let pragmas = if read_only {
             "PRAGMA foreign_keys = ON; PRAGMA query_only = ON;"
         } else {
-            // Checkpoints run on the engine's maintenance thread, not inside commits.
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;"
+            // Checkpoints run on the engine's maintenance thread and between the writer's
+            // batches, not inside commits (see `maintenance`). After a reset the log file is
+            // cut back to 64 MiB, so a burst does not keep its disk space.
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; \
+             PRAGMA journal_size_limit = 67108864;"
         };
         conn.execute_batch(pragmas).map_err(map_err)?;
         Ok(SqliteConn { conn })
@@ -64,12 +67,21 @@ impl Connector for SqliteConnector {
     }
     fn maintenance(&self) -> Result<Option<super::db::Maintenance>, DbError> {
         // A PASSIVE checkpoint copies what it can without waiting on, or blocking, the
-        // writer or readers; run often, it keeps the log short.
+        // writer or readers; run often, it does the bulk of the copying off the writer's path.
         Ok(Some(super::db::Maintenance {
             conn: Box::new(self.open(false)?),
             statement: "PRAGMA wal_checkpoint(PASSIVE)",
             every: std::time::Duration::from_millis(250),
         }))
+    }
+    fn writer_housekeeping(&self) -> Option<super::db::Housekeeping> {
+        // Under steady writes the maintenance thread never catches the writer: frames are
+        // added while it copies, so the log is never wholly copied back and SQLite can
+        // never start it again from the top — it grows without bound (3 GiB after a few
+        // minutes at full speed), and every read searches a longer index. Between its own
+        // batches the writer copies the few frames left (the maintenance thread did the
+        // rest), so the next transaction can restart the log.
+        Some(super::db::Housekeeping { statement: "PRAGMA wal_checkpoint(PASSIVE)", every: std::time::Duration::from_millis(250) })
     }
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
