@@ -1,5 +1,7 @@
 //! The real console binary in a pseudo-terminal against a real server: signing in,
-//! approving by keys, engaging a kill switch by keys, and riding out a server restart.
+//! approving by keys, engaging a kill switch by keys, riding out a server restart,
+//! creating and revoking a token by keys, a dry run of a payload edited by keys, and a
+//! rule drafted from an approval, tried on history and published by keys.
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
