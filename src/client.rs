@@ -105,7 +105,11 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
-        let resp = req.timeout(Duration::from_secs(20)).send().await.map_err(|e| ClientError::Unreachable(e.without_url().to_string()))?;
+        self.send_within(req, Duration::from_secs(20)).await
+    }
+
+    async fn send_within<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, timeout: Duration) -> Result<T, ClientError> {
+        let resp = req.timeout(timeout).send().await.map_err(|e| ClientError::Unreachable(e.without_url().to_string()))?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable(e.without_url().to_string()))?;
         if status >= 400 {
@@ -134,12 +138,23 @@ impl Client {
 
     /// Any call, for tools and scripts that speak JSON directly.
     pub async fn raw(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value, ClientError> {
+        self.raw_with_timeout(method, path, body, Duration::from_secs(20)).await
+    }
+
+    /// As [`Client::raw`], for a call that may take longer than the usual 20 seconds.
+    pub async fn raw_with_timeout(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ClientError> {
         let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut req = self.request(m, path);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        self.send(req).await
+        self.send_within(req, timeout).await
     }
 
     // -- sessions ------------------------------------------------------------------------

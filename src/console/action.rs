@@ -61,6 +61,8 @@ pub enum NetMsg {
     /// A dry run's answer, and whether it ran under the draft rules.
     DryRun {
         under_draft: bool,
+        /// The payload that was sent, to diff the answer against.
+        sent: serde_json::Value,
         result: Result<serde_json::Value, ClientError>,
     },
     WhatIf(Result<serde_json::Value, ClientError>),

@@ -219,6 +219,25 @@ impl App {
             }
             Action::Net(msg) => self.on_net(msg),
         }
+        self.simulate.style_editors(&self.theme);
+    }
+
+    /// Quits, unless that would lose an edited, unpublished draft: then asks first.
+    fn ask_quit(&mut self) {
+        if self.simulate.dirty {
+            self.dialog = Some(Dialog::Confirm(super::dialogs::Confirm {
+                title: "Quit and lose your draft?".into(),
+                lines: vec![
+                    "Your edited draft rules (Simulate) are not published and are not saved anywhere.".into(),
+                    "Quit anyway?".into(),
+                ],
+                danger: true,
+                op: PendingOp::Quit,
+            }));
+            return;
+        }
+        self.quit = true;
+        self.effect(Effect::Quit);
     }
 
     fn on_key(&mut self, key: KeyEvent) {
@@ -253,10 +272,7 @@ impl App {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Quit => {
-                self.quit = true;
-                self.effect(Effect::Quit);
-            }
+            Command::Quit => self.ask_quit(),
             Command::Help => self.dialog = Some(Dialog::help(self.screen)),
             Command::Palette => self.input = Some(Input::Palette { text: String::new(), error: None }),
             Command::Filter => {
@@ -273,7 +289,12 @@ impl App {
             Command::NextScreen => self.show(Screen::ALL[(self.screen.index() + 1) % Screen::ALL.len()]),
             Command::PrevScreen => self.show(Screen::ALL[(self.screen.index() + Screen::ALL.len() - 1) % Screen::ALL.len()]),
             Command::Kill => self.open_kill_dialog(None),
-            Command::Refresh => self.effects.extend([Effect::FetchApprovals, Effect::FetchSwitches, Effect::FetchTools, Effect::FetchMe]),
+            Command::Refresh => {
+                self.effects.extend([Effect::FetchApprovals, Effect::FetchSwitches, Effect::FetchTools, Effect::FetchMe]);
+                if self.simulate.loaded {
+                    self.effect(Effect::FetchConstitution);
+                }
+            }
             other => match self.screen {
                 Screen::Approvals => super::screens::approvals::on_command(self, other),
                 Screen::Audit => super::screens::audit::on_command(self, other),
@@ -347,10 +368,7 @@ impl App {
         };
         match cmd {
             "" => {}
-            "q" | "quit" => {
-                self.quit = true;
-                self.effect(Effect::Quit);
-            }
+            "q" | "quit" => self.ask_quit(),
             "help" => self.dialog = Some(Dialog::help(self.screen)),
             "verify" => {
                 self.screen = Screen::Audit;
@@ -432,6 +450,10 @@ impl App {
             PendingOp::Switch { tool, engaged, reason } => self.effect(Effect::SetSwitch { tool, engaged, reason }),
             PendingOp::SignIn { email, password } => self.effect(Effect::SignIn { email, password }),
             PendingOp::Access(op) => self.effect(Effect::Access(op)),
+            PendingOp::Quit => {
+                self.quit = true;
+                self.effect(Effect::Quit);
+            }
             PendingOp::SimulateTool(tool) => super::screens::simulate::picked(self, tool),
             PendingOp::Publish { rules, base_version } => self.effect(Effect::Publish { rules, base_version }),
         }
@@ -490,7 +512,7 @@ impl App {
             NetMsg::Access(d) => super::screens::access::on_data(self, d),
             NetMsg::AccessDone(r) => super::screens::access::on_done(self, r),
             NetMsg::Constitution(r) => super::screens::simulate::on_constitution(self, r),
-            NetMsg::DryRun { under_draft, result } => super::screens::simulate::on_dry_run(self, under_draft, result),
+            NetMsg::DryRun { under_draft, sent, result } => super::screens::simulate::on_dry_run(self, under_draft, sent, result),
             NetMsg::WhatIf(r) => super::screens::simulate::on_whatif(self, r),
             NetMsg::Drafted(r) => super::screens::simulate::on_drafted(self, r),
             NetMsg::Published(r) => super::screens::simulate::on_published(self, r),

@@ -116,12 +116,17 @@ impl Net {
             }
             Effect::DryRun { body, under_draft } => {
                 tokio::spawn(async move {
+                    let sent = body["payload"].clone();
                     let result = c.raw("POST", "/v1/actions", Some(body)).await;
-                    net.send(NetMsg::DryRun { under_draft, result });
+                    net.send(NetMsg::DryRun { under_draft, sent, result });
                 });
             }
             Effect::WhatIf(body) => {
-                tokio::spawn(async move { net.send(NetMsg::WhatIf(c.raw("POST", "/v1/simulations", Some(body)).await)) });
+                // A what-if may wait its turn behind another, then replay for up to 20 s.
+                tokio::spawn(async move {
+                    let result = c.raw_with_timeout("POST", "/v1/simulations", Some(body), std::time::Duration::from_secs(90)).await;
+                    net.send(NetMsg::WhatIf(result));
+                });
             }
             Effect::DraftFromAction(id) => {
                 tokio::spawn(async move {

@@ -687,13 +687,13 @@ fn dry_run_answer() -> serde_json::Value {
             {"stage": "scope", "verdict": "pass", "detail": "within the caller's tools"},
             {"stage": "workspace_kill_switch", "verdict": "pass", "detail": "not engaged"},
             {"stage": "tool_kill_switch", "verdict": "pass", "detail": "not engaged"},
-            {"stage": "agent_write_control", "verdict": "skip", "detail": "a person's call"},
+            {"stage": "agent_write_control", "verdict": "pass", "detail": "a person's call"},
             {"stage": "constitution", "verdict": "pass", "detail": "no rule matched (version 3)"},
             {"stage": "confidence_gate", "verdict": "require_approval", "detail": "0.44 is below 0.6"},
             {"stage": "tool_policy", "verdict": "require_approval", "detail": "policy `approve`"},
             {"stage": "outcome", "verdict": "pending_approval (1)", "detail": ""}
         ],
-        "cited_rules": [], "constitution_version": 3, "message": "dry run: would need 1 approval"
+        "cited_rules": [], "constitution_version": 3, "code": null, "message": "dry run: would need 1 approval"
     })
 }
 
@@ -776,8 +776,11 @@ fn simulate_dry_run_of_an_edited_approval() {
         assert_eq!(body["current"]["status"], "in_progress");
         assert_eq!(body["confidence"], 0.44);
         assert_eq!(body["resource"], "milestone:42");
-        a.update(Action::Net(NetMsg::DryRun { under_draft: false, result: Ok(dry_run_answer()) }));
-        assert!(!a.simulate.editing);
+        let sent = body["payload"].clone();
+        a.update(Action::Net(NetMsg::DryRun { under_draft: false, sent, result: Ok(dry_run_answer()) }));
+        // The answer does not take the keys away from the editor.
+        assert!(a.simulate.editing);
+        key(&mut a, KeyCode::Esc);
         let screen = render(&a).to_string();
         insta::assert_snapshot!(format!("simulate_dry_run_result_{w}x{h}"), screen);
         // The edit reads as a diff against the original payload (scrolled into view).
@@ -819,7 +822,7 @@ fn whatif_answer() -> serde_json::Value {
     let side = |status: &str, n: i64, code: Option<&str>, cited: serde_json::Value| json!({"status": status, "required_approvals": n, "code": code, "cited_rules": cited});
     let rule = json!([{"rule_id": "no-rival-mail", "title": "No mail to rival.com", "effect": "deny"}]);
     json!({
-        "window": {"last": 1000, "since": null, "scope": "all", "newest_action_id": "act_9", "oldest_action_id": "act_1", "complete": true, "stopped_by": null},
+        "window": {"last": 1000, "since": null, "scope": "workspace", "newest_action_id": "act_9", "oldest_action_id": "act_1", "complete": true, "stopped_by": null},
         "in_force_version": 3,
         "totals": {"replayed": 1000, "skipped": 0, "changed": 3, "stricter": 3, "looser": 0, "newly_need_approval": 1, "newly_need_dual": 0,
                    "newly_denied": 2, "no_longer_denied": 0, "newly_run_at_once": 0, "citations_changed": 0, "rule_errors_before": 0, "rule_errors_after": 0},
@@ -946,7 +949,12 @@ fn simulate_and_access_in_sixteen_colours_and_no_color() {
         let mut a = milestone_dry_run(80, 24);
         a.theme = theme.clone();
         key(&mut a, KeyCode::F(5));
-        a.update(Action::Net(NetMsg::DryRun { under_draft: false, result: Ok(dry_run_answer()) }));
+        key(&mut a, KeyCode::Esc);
+        let sent = match a.take_effects().as_slice() {
+            [super::action::Effect::DryRun { body, .. }] => body["payload"].clone(),
+            other => panic!("{other:?}"),
+        };
+        a.update(Action::Net(NetMsg::DryRun { under_draft: false, sent, result: Ok(dry_run_answer()) }));
         insta::assert_snapshot!(format!("theme_{name}_simulate_dry_run_80x24"), styled(&render(&a)));
         let mut a = app(80, 24);
         a.theme = theme.clone();
@@ -954,4 +962,22 @@ fn simulate_and_access_in_sixteen_colours_and_no_color() {
         keys(&mut a, "ll");
         insta::assert_snapshot!(format!("theme_{name}_access_tokens_80x24"), styled(&render(&a)));
     }
+}
+
+#[test]
+fn a_dry_run_that_would_run_at_once_reads_as_good_news() {
+    let mut a = milestone_dry_run(120, 40);
+    key(&mut a, KeyCode::F(5));
+    a.take_effects();
+    let mut answer = dry_run_answer();
+    let trace = answer["trace"].as_array_mut().unwrap();
+    trace.retain(|st| st["stage"] != "confidence_gate" && st["stage"] != "outcome");
+    trace.last_mut().unwrap()["verdict"] = json!("pass");
+    trace.push(json!({"stage": "outcome", "verdict": "execute", "detail": ""}));
+    a.update(Action::Net(NetMsg::DryRun { under_draft: false, sent: json!({}), result: Ok(answer) }));
+    let b = render(&a);
+    let text = b.to_string();
+    assert!(text.contains("Would be: executed at once"), "{text}");
+    let (y, x) = text.lines().enumerate().find_map(|(y, l)| l.find("executed at once").map(|x| (y, l[..x].chars().count()))).unwrap();
+    assert_eq!(b.buffer()[(x as u16, y as u16)].fg, a.theme.ok.fg.unwrap(), "drawn in the theme's ok colour");
 }

@@ -276,7 +276,9 @@ async fn a_dry_run_of_a_payload_edited_by_keys_shows_the_rule_that_decides_it_an
     let (server, ws, _agent) = setup().await;
     let rule = json!({"id": "no-rival-mail", "title": "No mail to rival.com", "when": "tool == 'email.send' && payload.to.exists(r, r.endsWith('@rival.com'))", "effect": "deny"});
     ws.owner.post("/v1/constitution/versions", json!({"rules": [rule]})).await.assert_status(201);
-    let before = ws.owner.get("/v1/actions").await.body["items"].as_array().unwrap().len();
+    // The newest recorded action and the audit head: a dry run moves neither.
+    let newest = || async { ws.owner.get("/v1/actions?limit=1").await.body["items"].clone() };
+    let before = newest().await;
 
     let mut console = Console::start(&server.base, 40, 120, &[]);
     console.sign_in("owner@acme.test");
@@ -293,15 +295,16 @@ async fn a_dry_run_of_a_payload_edited_by_keys_shows_the_rule_that_decides_it_an
     console.send("\x1b[F");
     console.send("\x1b[D");
     console.send(r#""to": ["ceo@rival.com"]"#);
-    console.wait_for("valid request for email.send", 5);
+    console.wait_for(r#""payload": {"to": ["ceo@rival.com"]}"#, 5);
+    assert!(console.text().contains("valid request for email.send"), "{}", console.text());
     console.send("\x1b[15~");
     console.wait_for("Would be: denied", 10);
     let text = console.text();
     assert!(text.contains("no-rival-mail") && text.contains("constitution_denied"), "{text}");
     assert!(text.contains("under constitution version 1"), "{text}");
 
-    // An allowed recipient, edited in place: the same rule no longer applies.
-    console.send("e");
+    // An allowed recipient, edited in place (the editor still has the keys): the same rule
+    // no longer applies.
     console.send(&"\x1b[D".repeat(r#"rival.com"]"#.len()));
     console.send(&"\x7f".repeat("@".len()));
     console.send("@acme.");
@@ -309,8 +312,10 @@ async fn a_dry_run_of_a_payload_edited_by_keys_shows_the_rule_that_decides_it_an
     console.wait_for("Would be: pending_approval (1)", 10);
     assert!(console.text().contains("Cited rules: none"), "{}", console.text());
 
-    let after = ws.owner.get("/v1/actions").await.body["items"].as_array().unwrap().len();
-    assert_eq!(after, before, "a dry run records nothing");
+    assert_eq!(newest().await, before, "a dry run records nothing");
+    // Out of the editor (where `q` is a letter), then quit.
+    console.send("\x1b");
+    console.wait_for("request — e edit", 5);
     assert!(console.quit());
 }
 

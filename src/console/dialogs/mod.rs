@@ -56,6 +56,8 @@ pub enum PendingOp {
         password: String,
     },
     Access(AccessOp),
+    /// Quit although a draft would be lost.
+    Quit,
     /// Start a dry run of this tool in Simulate.
     SimulateTool(String),
     Publish {

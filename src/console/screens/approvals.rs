@@ -226,7 +226,9 @@ fn simulate_this(app: &mut App) {
         return;
     };
     let Some(d) = app.approvals.details.get(&a.id).filter(|d| d.payload.is_some()) else {
+        let id = a.id.clone();
         app.warn("The approval's payload is still loading; try again in a moment.");
+        app.effect(Effect::FetchApproval(id));
         return;
     };
     let fields =

@@ -67,8 +67,8 @@ pub struct Simulate {
     pub request: TextArea<'static>,
     pub request_check: Check,
     pub origin: Option<Origin>,
-    /// The last dry run's answer, and whether it ran under the draft.
-    pub dry: Option<(Value, bool)>,
+    /// The last dry run's answer, whether it ran under the draft, and the payload sent.
+    pub dry: Option<(Value, bool, Value)>,
     pub rules: TextArea<'static>,
     pub rules_check: Check,
     /// The rules as compiled from the editor, when they compile.
@@ -80,10 +80,17 @@ pub struct Simulate {
     pub in_force: Option<InForce>,
     pub window: usize,
     pub whatif: Option<Value>,
+    /// The rules were edited after the what-if ran: its results are for an earlier draft.
+    pub whatif_stale: bool,
     pub cursor: usize,
     pub scroll: u16,
-    pub busy: bool,
+    pub dry_busy: bool,
+    pub whatif_busy: bool,
     pub loaded: bool,
+    /// A publish was refused because another version was published: the next read of
+    /// the constitution moves the draft's base to it (the confirmation then shows the
+    /// draft's diff against that version).
+    rebase: bool,
 }
 
 impl Default for Simulate {
@@ -104,10 +111,13 @@ impl Default for Simulate {
             in_force: None,
             window: 1,
             whatif: None,
+            whatif_stale: false,
             cursor: 0,
             scroll: 0,
-            busy: false,
+            dry_busy: false,
+            whatif_busy: false,
             loaded: false,
+            rebase: false,
         };
         s.check_request();
         s
@@ -175,6 +185,11 @@ impl Simulate {
                 self.parsed_rules = None;
                 self.rules_check = Check::Bad(e);
             }
+            Ok(rules) if rules.len() > crate::simulation::MAX_RULES => {
+                self.parsed_rules = None;
+                self.rules_check =
+                    Check::Bad(format!("a constitution has at most {} rules; this one has {}", crate::simulation::MAX_RULES, rules.len()));
+            }
             Ok(rules) => match crate::constitution::compile(&rules, None) {
                 Ok(_) => {
                     self.rules_check = Check::Ok(match rules.len() {
@@ -186,7 +201,8 @@ impl Simulate {
                 }
                 Err(errors) => {
                     self.parsed_rules = None;
-                    let first = errors.first().map(|e| e.message.clone()).unwrap_or_default();
+                    // Rule positions are within the rule's `when`, not the editor's lines.
+                    let first = errors.first().map(|e| e.message.replacen(", line ", ", in `when` line ", 1)).unwrap_or_default();
                     self.rules_check = Check::Bad(match errors.len() {
                         1 => first,
                         n => format!("{first} (and {} more)", n - 1),
@@ -225,6 +241,21 @@ impl Simulate {
         self.check_rules();
     }
 
+    /// Frames the editors for the current mode, focus and theme. Run after every update,
+    /// since drawing gets the state read-only and must draw the text areas themselves.
+    pub fn style_editors(&mut self, t: &Theme) {
+        let editing = self.editing;
+        let dirty = self.dirty;
+        for (ta, what, mode) in [(&mut self.request, "request", Mode::DryRun), (&mut self.rules, "draft rules", Mode::Draft)] {
+            let what = if mode == Mode::Draft && dirty { "draft rules (edited)" } else { what };
+            let focused = editing && self.mode == mode;
+            let title = if focused { format!(" {what} — editing: esc done · F5 run ") } else { format!(" {what} — e edit · r run ") };
+            ta.set_block(Block::bordered().border_style(if focused { t.accent } else { t.border }).title(Line::styled(title, t.title)));
+            ta.set_style(t.base);
+            ta.set_cursor_style(if focused { t.selection } else { t.base });
+        }
+    }
+
     fn changes(&self) -> &[Value] {
         self.whatif.as_ref().and_then(|w| w["changes"].as_array()).map_or(&[], |v| &v[..])
     }
@@ -236,7 +267,8 @@ impl Simulate {
 
 /// Opens the screen: reads the constitution in force the first time.
 pub fn on_show(app: &mut App) {
-    if !app.simulate.loaded {
+    // Again while unknown: a failed read is not the final word.
+    if !app.simulate.loaded || app.simulate.in_force.is_none() {
         app.simulate.loaded = true;
         app.effect(Effect::FetchConstitution);
     }
@@ -284,7 +316,13 @@ pub fn on_command(app: &mut App, cmd: Command) {
 /// A key while the editor has focus: `esc` leaves it, F5 runs, the rest edits.
 pub fn on_edit_key(app: &mut App, key: KeyEvent) {
     match key.code {
-        KeyCode::Esc => app.simulate.editing = false,
+        KeyCode::Esc => {
+            let s = &mut app.simulate;
+            s.editing = false;
+            // Back to the start of the line, so the view is not left scrolled sideways.
+            s.request.move_cursor(tui_textarea::CursorMove::Head);
+            s.rules.move_cursor(tui_textarea::CursorMove::Head);
+        }
         KeyCode::F(5) => run(app),
         _ => {
             let s = &mut app.simulate;
@@ -297,6 +335,7 @@ pub fn on_edit_key(app: &mut App, key: KeyEvent) {
                 Mode::Draft => {
                     if s.rules.input(key) {
                         s.dirty = true;
+                        s.whatif_stale = s.whatif.is_some();
                         s.check_rules();
                     }
                 }
@@ -306,6 +345,8 @@ pub fn on_edit_key(app: &mut App, key: KeyEvent) {
 }
 
 pub fn paste(app: &mut App, text: &str) {
+    // Some terminals paste line breaks as CR alone.
+    let text = &text.replace("\r\n", "\n").replace('\r', "\n");
     let s = &mut app.simulate;
     match s.mode {
         Mode::DryRun => {
@@ -315,6 +356,7 @@ pub fn paste(app: &mut App, text: &str) {
         Mode::Draft => {
             s.rules.insert_str(text);
             s.dirty = true;
+            s.whatif_stale = s.whatif.is_some();
             s.check_rules();
         }
     }
@@ -357,6 +399,10 @@ fn run_dry(app: &mut App) {
             return;
         }
     };
+    if s.dry_busy {
+        app.warn("A dry run is already on its way.");
+        return;
+    }
     let under_draft = match s.draft_rules() {
         Some(rules) => {
             body["draft"] = json!({"rules": rules});
@@ -364,7 +410,7 @@ fn run_dry(app: &mut App) {
         }
         None => false,
     };
-    s.busy = true;
+    s.dry_busy = true;
     app.effect(Effect::DryRun { body, under_draft });
 }
 
@@ -382,8 +428,12 @@ fn run_whatif(app: &mut App) {
         app.warn(format!("The draft does not compile: {why}"));
         return;
     };
+    if s.whatif_busy {
+        app.warn("A what-if is already running.");
+        return;
+    }
     let body = json!({"draft": {"rules": rules}, "window": {"last": WINDOWS[s.window]}});
-    s.busy = true;
+    s.whatif_busy = true;
     s.cursor = 0;
     app.effect(Effect::WhatIf(body));
 }
@@ -404,7 +454,11 @@ fn ask_publish(app: &mut App) {
         app.warn("The draft is the constitution in force: there is nothing to publish.");
         return;
     }
-    let list = |ids: &[String]| if ids.is_empty() { "none".to_string() } else { ids.join(", ") };
+    let list = |ids: &[String]| match ids.len() {
+        0 => "none".to_string(),
+        n if n <= 4 => ids.join(", "),
+        n => format!("{} and {} more", ids[..3].join(", "), n - 3),
+    };
     let changed: Vec<String> = d.changed.iter().map(|c| c.id.clone()).collect();
     let next = s.base_version + 1;
     let mut lines = vec![
@@ -454,6 +508,16 @@ fn str_of(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
+/// An outcome in a dozen characters, for the list: `enter` shows it whole.
+fn short_outcome(v: &Value) -> String {
+    match (str_of(&v["status"]), v["required_approvals"].as_i64()) {
+        ("executed", _) => "runs at once".into(),
+        ("pending_approval", Some(2)) => "needs two".into(),
+        ("pending_approval", _) => "needs one".into(),
+        (s, _) => clip(s, 12),
+    }
+}
+
 /// `executed`, `pending_approval (2)`, `denied: constitution_denied`.
 fn outcome(v: &Value) -> String {
     let status = str_of(&v["status"]);
@@ -477,6 +541,12 @@ pub fn on_constitution(app: &mut App, r: Result<Value, ClientError>) {
             s.in_force = Some(InForce { version, rules });
             if !s.dirty {
                 s.load_rules(&v["rules"], version.unwrap_or(0), false);
+            } else if std::mem::take(&mut s.rebase) {
+                s.base_version = version.unwrap_or(0);
+                app.warn(format!(
+                    "Version {} was published meanwhile. Your draft is kept: P shows its diff against that version.",
+                    version.unwrap_or(0)
+                ));
             }
         }
         Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),
@@ -484,13 +554,13 @@ pub fn on_constitution(app: &mut App, r: Result<Value, ClientError>) {
     }
 }
 
-pub fn on_dry_run(app: &mut App, under_draft: bool, r: Result<Value, ClientError>) {
-    app.simulate.busy = false;
+pub fn on_dry_run(app: &mut App, under_draft: bool, sent: Value, r: Result<Value, ClientError>) {
+    app.simulate.dry_busy = false;
     match r {
+        // The answer never changes whether keys go to the editor: the person may be typing.
         Ok(v) => {
-            app.simulate.dry = Some((v, under_draft));
+            app.simulate.dry = Some((v, under_draft, sent));
             app.simulate.scroll = 0;
-            app.simulate.editing = false;
         }
         Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),
         Err(e) => app.warn(format!("Dry run refused ({}): {e}", e.code())),
@@ -498,12 +568,12 @@ pub fn on_dry_run(app: &mut App, under_draft: bool, r: Result<Value, ClientError
 }
 
 pub fn on_whatif(app: &mut App, r: Result<Value, ClientError>) {
-    app.simulate.busy = false;
+    app.simulate.whatif_busy = false;
     match r {
         Ok(v) => {
             app.simulate.whatif = Some(v);
+            app.simulate.whatif_stale = false;
             app.simulate.cursor = 0;
-            app.simulate.editing = false;
         }
         Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),
         Err(e) => app.warn(format!("What-if refused ({}): {e}", e.code())),
@@ -517,15 +587,31 @@ pub fn on_drafted(app: &mut App, r: Result<Value, ClientError>) {
             let s = &mut app.simulate;
             s.mode = Mode::Draft;
             s.editing = false;
-            s.load_rules(&v["draft"]["rules"], v["base_version"].as_i64().unwrap_or(0), true);
+            // An edited draft is kept: the new rule goes at its end.
+            let appended = match (&s.parsed_rules, s.dirty) {
+                (Some(current), true) => {
+                    let mut rules = serde_json::to_value(current).unwrap_or_else(|_| json!([]));
+                    if let Some(list) = rules.as_array_mut() {
+                        list.push(v["rule"].clone());
+                    }
+                    let base = s.base_version;
+                    s.load_rules(&rules, base, true);
+                    true
+                }
+                _ => {
+                    s.load_rules(&v["draft"]["rules"], v["base_version"].as_i64().unwrap_or(0), true);
+                    false
+                }
+            };
             // Show the drafted rule, not the top of the list.
             let id = format!("\"id\": \"{}\"", str_of(&v["rule"]["id"]));
             if let Some(row) = s.rules.lines().iter().position(|l| l.contains(&id)) {
                 s.rules.move_cursor(tui_textarea::CursorMove::Jump(row as u16, 0));
             }
             let matches = if v["matches_action"] == json!(true) { "it matches the action" } else { "it does NOT match the action" };
+            let where_ = if appended { ", added to your edited draft" } else { "" };
             app.say(format!(
-                "Drafted `{}` from {}: {matches}. e edit · r what-if · P publish",
+                "Drafted `{}` from {}{where_}: {matches}. e edit · r what-if · P publish",
                 str_of(&v["rule"]["id"]),
                 str_of(&v["action_id"])
             ));
@@ -547,6 +633,11 @@ pub fn on_published(app: &mut App, r: Result<Value, ClientError>) {
             app.effect(Effect::FetchConstitution);
         }
         Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),
+        Err(e) if e.code() == "constitution_changed" => {
+            app.simulate.rebase = true;
+            app.effect(Effect::FetchConstitution);
+            app.warn(format!("Not published: {e}"));
+        }
         Err(e) => app.warn(format!("Not published ({}): {e}", e.code())),
     }
 }
@@ -564,7 +655,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let status = match s.mode {
         Mode::DryRun => format!("   tool: {}", s.tool.as_deref().unwrap_or("none (t picks one)")),
         Mode::Draft => {
-            let v = s.in_force.as_ref().and_then(|c| c.version).map_or("none".to_string(), |v| format!("v{v}"));
+            let v = match &s.in_force {
+                None => "unknown (reading…)".to_string(),
+                Some(c) => c.version.map_or("none published".to_string(), |v| format!("v{v}")),
+            };
             format!("   in force: {v} · what-if over the last {}", WINDOWS[s.window])
         }
     };
@@ -572,9 +666,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(Line::from(spans)), tabs);
 
     let (editor_area, result_area) = if body.width >= 100 {
-        // Rules are long lines: in the draft, the editor gets more of the width.
-        let left = if s.mode == Mode::Draft { 60 } else { 50 };
-        let [a, b] = Layout::horizontal([Constraint::Percentage(left), Constraint::Fill(1)]).areas(body);
+        let [a, b] = Layout::horizontal([Constraint::Percentage(50), Constraint::Fill(1)]).areas(body);
         (a, b)
     } else {
         let h = (body.height / 2).clamp(5, 12);
@@ -591,19 +683,14 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
 fn draw_editor(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let s = &app.simulate;
-    let (text, check, what) = match s.mode {
-        Mode::DryRun => (&s.request, &s.request_check, "request"),
-        Mode::Draft => (&s.rules, &s.rules_check, if s.dirty { "draft rules (edited)" } else { "draft rules" }),
+    let (text, check) = match s.mode {
+        Mode::DryRun => (&s.request, &s.request_check),
+        Mode::Draft => (&s.rules, &s.rules_check),
     };
-    let title = if s.editing { format!(" {what} — editing: esc done · F5 run ") } else { format!(" {what} — e edit · r run ") };
     let [edit, status] = Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(area);
-    let mut ta = text.clone();
-    ta.set_block(Block::bordered().border_style(if s.editing { t.accent } else { t.border }).title(Line::styled(title, t.title)));
-    ta.set_style(t.base);
-    if !s.editing {
-        ta.set_cursor_style(t.base);
-    }
-    f.render_widget(&ta, edit);
+    // Drawn as it is, not a copy: the text area keeps its own scroll position, which a
+    // copy would forget every frame (see `Simulate::style_editors` for its frame).
+    f.render_widget(text, edit);
     let line = match check {
         Check::Ok(m) => Line::styled(clip(&format!("✓ {m}"), area.width as usize), t.ok),
         Check::Bad(m) => Line::styled(clip(&format!("✕ {m}"), area.width as usize), t.danger),
@@ -619,7 +706,7 @@ fn draw_dry(f: &mut Frame, area: Rect, app: &App) {
     let inner = block.inner(area);
     f.render_widget(block, area);
     let mut lines: Vec<Line> = Vec::new();
-    match (&s.dry, s.busy) {
+    match (&s.dry, s.dry_busy) {
         (_, true) => lines.push(Line::styled("Asking the gate…", t.muted)),
         (None, false) => {
             lines.push(Line::styled("Nothing run yet.", t.muted));
@@ -631,28 +718,31 @@ fn draw_dry(f: &mut Frame, area: Rect, app: &App) {
                 lines.push(Line::styled("Your edited draft rules (Draft rules tab) will be used instead of those in force.", t.warn));
             }
         }
-        (Some((v, under_draft)), false) => dry_lines(&mut lines, v, *under_draft, s, t),
+        (Some((v, under_draft, sent)), false) => dry_lines(&mut lines, v, *under_draft, sent, s, t),
     }
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).scroll((s.scroll, 0)), inner);
 }
 
 fn outcome_style(t: &Theme, status: &str) -> ratatui::style::Style {
     match status {
-        "executed" => t.ok,
+        // `execute` is the gate's outcome verdict; `executed` the recorded status.
+        "execute" | "executed" => t.ok,
         "pending_approval" => t.warn,
         _ => t.danger,
     }
 }
 
-fn dry_lines(lines: &mut Vec<Line<'static>>, v: &Value, under_draft: bool, s: &Simulate, t: &Theme) {
+fn dry_lines(lines: &mut Vec<Line<'static>>, v: &Value, under_draft: bool, sent: &Value, s: &Simulate, t: &Theme) {
     // A dry run answers `simulated`; what it would be is in the outcome stage.
     let trace = v["trace"].as_array().map_or(&[][..], |a| &a[..]);
     let would = trace.iter().find(|st| st["stage"] == "outcome").map(|st| str_of(&st["verdict"]).to_string()).unwrap_or_default();
     let status = would.split(' ').next().unwrap_or("").to_string();
-    lines.push(Line::from(vec![
-        Span::styled("Would be: ", t.muted),
-        Span::styled(if would.is_empty() { str_of(&v["status"]).to_string() } else { would.clone() }, outcome_style(t, &status)),
-    ]));
+    let headline = match would.as_str() {
+        "" => str_of(&v["status"]).to_string(),
+        "execute" => "executed at once".to_string(),
+        w => w.to_string(),
+    };
+    lines.push(Line::from(vec![Span::styled("Would be: ", t.muted), Span::styled(headline, outcome_style(t, &status))]));
     if let Some(code) = v["code"].as_str() {
         lines.push(Line::from(vec![Span::styled("code: ", t.muted), Span::styled(code.to_string(), t.danger)]));
     }
@@ -693,10 +783,19 @@ fn dry_lines(lines: &mut Vec<Line<'static>>, v: &Value, under_draft: bool, s: &S
             Span::styled(format!("{}{err}", str_of(&r["title"])), t.base),
         ]));
     }
-    if let (Some(o), Ok(body)) = (&s.origin, s.request_body()) {
+    if let Some(o) = &s.origin {
         lines.push(Line::default());
+        // Decided for the person at the console, who is not the agent that asked.
+        lines.push(Line::styled(
+            format!(
+                "Decided for you, not for the agent that sent {}: scope, agent-write control and rules on `agent` may differ.",
+                o.action_id
+            ),
+            t.warn,
+        ));
         let old = diff::pretty(&o.payload);
-        let new = diff::pretty(&body["payload"]);
+        // The payload that was sent, not what the editor holds now.
+        let new = diff::pretty(sent);
         if old == new {
             lines.push(Line::styled(format!("Payload: as in {} (unchanged)", o.action_id), t.muted));
         } else {
@@ -715,8 +814,8 @@ fn draw_whatif(f: &mut Frame, area: Rect, app: &App) {
         .title(Line::styled(" What-if: recorded actions under the draft ", t.title));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let Some(w) = (!s.busy).then_some(s.whatif.as_ref()).flatten() else {
-        let text = if s.busy {
+    let Some(w) = (!s.whatif_busy).then_some(s.whatif.as_ref()).flatten() else {
+        let text = if s.whatif_busy {
             vec![Line::styled(format!("Replaying the last {} actions…", WINDOWS[s.window]), t.muted)]
         } else {
             let mut v = vec![
@@ -736,12 +835,14 @@ fn draw_whatif(f: &mut Frame, area: Rect, app: &App) {
     };
     let n = |k: &str| w["totals"][k].as_i64().unwrap_or(0);
     let window = &w["window"];
-    let mut head = vec![Line::from(vec![
-        Span::styled(format!("{} replayed · ", n("replayed")), t.base),
-        Span::styled(format!("{} would change", n("changed")), if n("changed") > 0 { t.warn } else { t.ok }),
-        Span::styled(
+    let mut head = vec![
+        Line::from(vec![
+            Span::styled(format!("{} replayed · ", n("replayed")), t.base),
+            Span::styled(format!("{} would change", n("changed")), if n("changed") > 0 { t.warn } else { t.ok }),
+        ]),
+        Line::styled(
             format!(
-                " · newly denied {} · newly need approval {} · newly dual {} · no longer denied {} · run at once {}",
+                "newly denied {} · need approval {} · need two {} · no longer denied {} · run at once {}",
                 n("newly_denied"),
                 n("newly_need_approval"),
                 n("newly_need_dual"),
@@ -750,8 +851,11 @@ fn draw_whatif(f: &mut Frame, area: Rect, app: &App) {
             ),
             t.muted,
         ),
-    ])];
+    ];
     let mut notes = Vec::new();
+    if s.whatif_stale {
+        notes.push("the draft changed since: r runs it again".to_string());
+    }
     if window["complete"] == json!(false) {
         notes.push(format!("stopped early ({})", str_of(&window["stopped_by"])));
     }
@@ -770,7 +874,9 @@ fn draw_whatif(f: &mut Frame, area: Rect, app: &App) {
     if !notes.is_empty() {
         head.push(Line::styled(notes.join(" · "), t.warn));
     }
-    let head_h = head.len() as u16 + 1;
+    // Its height once wrapped, so no caveat is cut off.
+    let width = inner.width.max(1) as usize;
+    let head_h = head.iter().map(|l| l.width().div_ceil(width).max(1) as u16).sum::<u16>() + 1;
     let [h, list] = Layout::vertical([Constraint::Length(head_h), Constraint::Fill(1)]).areas(inner);
     f.render_widget(Paragraph::new(head).wrap(Wrap { trim: true }), h);
     let changes = s.changes();
@@ -783,9 +889,9 @@ fn draw_whatif(f: &mut Frame, area: Rect, app: &App) {
     let mut lines = Vec::new();
     for (i, c) in changes.iter().enumerate().skip(start).take(height) {
         let time = str_of(&c["created_at"]).get(5..16).unwrap_or("").replace('T', " ");
-        let before = outcome(&c["before"]);
-        let after = outcome(&c["after"]);
-        let text = format!("{time}  {:<18} {before} → ", clip(str_of(&c["tool"]), 18));
+        let before = short_outcome(&c["before"]);
+        let after = short_outcome(&c["after"]);
+        let text = format!("{time}  {:<16} {before:<12} → ", clip(str_of(&c["tool"]), 16));
         let row_style = if i == s.cursor { t.selection } else { t.base };
         let after_style = if i == s.cursor { t.selection } else { outcome_style(t, str_of(&c["after"]["status"])) };
         let mark = if i == s.cursor { "▸ " } else { "  " };
@@ -800,9 +906,9 @@ pub fn footer(s: &Simulate) -> Vec<(&'static str, &'static str)> {
         return vec![("esc", "done editing"), ("F5", "run")];
     }
     match s.mode {
-        Mode::DryRun => vec![("←/→", "mode"), ("t", "tool"), ("e", "edit"), ("r", "run"), ("j/k", "scroll"), ("?", "help")],
+        Mode::DryRun => vec![("←/→", "mode"), ("t", "tool"), ("e", "edit"), ("r", "run"), ("j/k", "scroll"), ("K", "kill"), ("?", "help")],
         Mode::Draft => {
-            vec![("←/→", "mode"), ("e", "edit"), ("r", "what-if"), ("w", "window"), ("enter", "why"), ("P", "publish"), ("?", "help")]
+            vec![("←/→", "mode"), ("e", "edit"), ("r", "what-if"), ("w", "window"), ("enter", "why"), ("P", "publish"), ("K", "kill")]
         }
     }
 }
