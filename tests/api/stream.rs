@@ -82,6 +82,13 @@ async fn live_events_arrive_and_filters_apply() {
     let got = watcher.await.unwrap();
     let types: Vec<&str> = got.iter().map(|e| e.1.as_str()).collect();
     assert_eq!(types, ["killswitch.engaged", "killswitch.lifted"]);
+
+    // A filter that could never match is a mistake, said before the stream opens.
+    for bad in ["Killswitch.Engaged", "killswitch.**", "killswitch engaged"] {
+        let r = ws.owner.get(&format!("/v1/audit/stream?types={}", bad.replace(' ', "%20"))).await;
+        assert_eq!((r.status, r.code()), (400, "invalid_query"), "{bad}: {}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("is not an event type"), "{}", r.body);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

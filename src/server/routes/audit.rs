@@ -133,11 +133,9 @@ pub async fn stream_events(
     if after < 0 {
         return Err(Error::bad_request("invalid_query", "after_seq must be 0 or more"));
     }
-    let filter = Filter {
-        types: q.types.map(|t| t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
-        tool: q.tool,
-        actor: q.actor,
-    };
+    // The same event-type patterns as exports, checked by the same rule.
+    let types = crate::store::AuditRange::parse(None, None, q.types.as_deref())?.types;
+    let filter = Filter { types, tool: q.tool, actor: q.actor };
     let sse = stream::respond(
         state.store.clone(),
         state.hub.clone(),
