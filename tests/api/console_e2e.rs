@@ -340,7 +340,7 @@ async fn a_rule_drafted_from_an_approval_and_published_by_keys_decides_the_next_
     console.send("\r");
     console.wait_for("b@rival.com", 10);
     console.send("R");
-    console.wait_for("it matches the action", 10);
+    console.wait_for(": matches the action", 10);
     // What-if over history: the sure mail, which ran at once, would now wait.
     console.send("r");
     console.wait_for("1 would change", 15);

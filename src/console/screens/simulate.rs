@@ -608,13 +608,10 @@ pub fn on_drafted(app: &mut App, r: Result<Value, ClientError>) {
             if let Some(row) = s.rules.lines().iter().position(|l| l.contains(&id)) {
                 s.rules.move_cursor(tui_textarea::CursorMove::Jump(row as u16, 0));
             }
-            let matches = if v["matches_action"] == json!(true) { "it matches the action" } else { "it does NOT match the action" };
-            let where_ = if appended { ", added to your edited draft" } else { "" };
-            app.say(format!(
-                "Drafted `{}` from {}{where_}: {matches}. e edit · r what-if · P publish",
-                str_of(&v["rule"]["id"]),
-                str_of(&v["action_id"])
-            ));
+            // Short enough for 80 columns: the rule's description names the action.
+            let matches = if v["matches_action"] == json!(true) { "matches the action" } else { "does NOT match the action" };
+            let where_ = if appended { ", added to your draft" } else { "" };
+            app.say(format!("Drafted `{}`{where_}: {matches}. e edit · r what-if · P publish", str_of(&v["rule"]["id"])));
         }
         Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),
         Err(e) => app.warn(format!("Could not draft a rule: {e}")),
