@@ -282,7 +282,8 @@ pub fn on_command(app: &mut App, cmd: Command) {
             s.mode = if s.mode == Mode::DryRun { Mode::Draft } else { Mode::DryRun };
             s.scroll = 0;
         }
-        Command::Edit | Command::Open if s.mode == Mode::Draft && cmd == Command::Open && !s.changes().is_empty() => open_change(app),
+        // With what-if results listed, `enter` explains the selected one; `e` still edits.
+        Command::Open if s.mode == Mode::Draft && !s.changes().is_empty() => open_change(app),
         Command::Edit | Command::Open => {
             if s.mode == Mode::DryRun && s.tool.is_none() {
                 pick_tool(app);
