@@ -136,16 +136,44 @@ static OVERRIDES: std::sync::OnceLock<Overrides> = std::sync::OnceLock::new();
 /// Installs the rebindings from config.toml's `[keys]`, once, at start. Unknown command
 /// names or keys are errors, reported before the console opens.
 pub fn set_overrides(map: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    let _ = OVERRIDES.set(build_overrides(map)?);
+    Ok(())
+}
+
+/// Checks and collects the rebindings. A rebinding applies on every screen, so a key may
+/// not be given to two commands, nor to one while it is still another rebindable command's
+/// default (that command would be shadowed wherever both apply).
+fn build_overrides(map: &std::collections::BTreeMap<String, String>) -> Result<Overrides, String> {
     let mut o = Overrides::default();
-    for (name, key) in map {
-        let cmd =
-            by_name(name).ok_or_else(|| format!("config.toml [keys]: `{name}` is not a command; `countersign config keys` lists them"))?;
-        let k = parse_key(key).ok_or_else(|| format!("config.toml [keys]: `{key}` is not a key (try `a`, `ctrl-k`, `f5`, `space`)"))?;
+    let mut names: Vec<(&(KeyCode, bool), &str, &str)> = Vec::new();
+    let parsed: Vec<(String, Command, (KeyCode, bool), &str)> = map
+        .iter()
+        .map(|(name, key)| {
+            let cmd = by_name(name)
+                .ok_or_else(|| format!("config.toml [keys]: `{name}` is not a command; `countersign config keys` lists them"))?;
+            let k = parse_key(key).ok_or_else(|| format!("config.toml [keys]: `{key}` is not a key (try `a`, `ctrl-k`, `f5`, `space`)"))?;
+            Ok((name.clone(), cmd, k, key.as_str()))
+        })
+        .collect::<Result<_, String>>()?;
+    for (name, _, k, key) in &parsed {
+        if let Some((_, other, _)) = names.iter().find(|(k2, _, _)| *k2 == k) {
+            return Err(format!("config.toml [keys]: `{key}` is given to both `{other}` and `{name}`"));
+        }
+        if let Some((other, _, _)) = REBINDABLE
+            .iter()
+            .find(|(other, default, _)| other != name && parse_key(default).as_ref() == Some(k) && !map.contains_key(*other))
+        {
+            return Err(format!(
+                "config.toml [keys]: `{key}` is already `{other}`'s key; rebind `{other}` too, or choose another key for `{name}`"
+            ));
+        }
+        names.push((k, name, key));
+    }
+    for (_, cmd, k, _) in parsed {
         o.keys.push((k, cmd));
         o.replaced.push(cmd);
     }
-    let _ = OVERRIDES.set(o);
-    Ok(())
+    Ok(o)
 }
 
 /// Maps a key to its command on `screen`. Dialogs and text inputs see keys first.
@@ -279,6 +307,19 @@ pub fn footer(screen: Screen, detail_open: bool) -> Vec<(&'static str, &'static 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rebindings_may_not_collide() {
+        let map = |pairs: &[(&str, &str)]| pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        assert!(build_overrides(&map(&[("approve", "A"), ("kill", "ctrl-k")])).is_ok());
+        let two = build_overrides(&map(&[("approve", "z"), ("deny", "z")])).err().unwrap();
+        assert!(two.contains("given to both"), "{two}");
+        // `r` is `run`'s and `rotate`'s default: taking it for `approve` would shadow them.
+        let shadow = build_overrides(&map(&[("approve", "r")])).err().unwrap();
+        assert!(shadow.contains("already `"), "{shadow}");
+        // Moving the owner away first makes it free.
+        assert!(build_overrides(&map(&[("approve", "v"), ("verify", "V")])).is_ok());
+    }
 
     #[test]
     fn keys_parse() {
