@@ -14,7 +14,10 @@
 //! the peak does not grow with the log. `EXPORT_RATE_EVENTS` sets the larger size
 //! (default 200000).
 
-use std::io::{BufRead, BufReader, Write};
+#[path = "support/serve_log.rs"]
+mod serve_log;
+
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -87,16 +90,7 @@ fn start_server(dir: &std::path::Path) -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("server exited").unwrap();
-        if let Ok(v) = serde_json::from_str::<Value>(&line)
-            && let Some(a) = v["addr"].as_str()
-        {
-            break format!("http://{a}");
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let base = format!("http://{}", serve_log::listening_addr(child.stderr.take().unwrap()));
     Server { child, base }
 }
 

@@ -14,7 +14,7 @@
 //! only sends after the action and its audit events are committed and fsynced.
 //! `GATE_LOAD_SECONDS` sets the length of each step (default 5).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +30,8 @@ const PASSWORD: &str = "benchmark password 1";
 
 #[path = "support/lean_http.rs"]
 mod lean_http;
+#[path = "support/serve_log.rs"]
+mod serve_log;
 use lean_http::{Raw, request};
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -85,43 +87,16 @@ fn start_server() -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("server exited").unwrap();
-        if let Ok(v) = serde_json::from_str::<Value>(&line)
-            && let Some(a) = v["addr"].as_str()
-        {
-            break format!("http://{a}");
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let base = format!("http://{}", serve_log::listening_addr(child.stderr.take().unwrap()));
     Server { child, base, _dir: dir }
 }
 
 impl Server {
-    /// The size of the store's write-ahead log now, in MiB.
+    /// The size of the store's write-ahead log file now (beside `countersign.db`), in MiB.
     fn wal_mib(&self) -> f64 {
-        let mut total = 0u64;
-        for e in walkdir(self._dir.path()) {
-            if e.to_string_lossy().ends_with("-wal") {
-                total += std::fs::metadata(&e).map(|m| m.len()).unwrap_or(0);
-            }
-        }
-        total as f64 / (1024.0 * 1024.0)
+        let len = std::fs::metadata(self._dir.path().join("countersign.db-wal")).map_or(0, |m| m.len());
+        len as f64 / (1024.0 * 1024.0)
     }
-}
-
-fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walkdir(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 fn client() -> reqwest::Client {

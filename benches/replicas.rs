@@ -20,9 +20,11 @@
 mod cluster;
 #[path = "support/lean_http.rs"]
 mod lean_http;
+#[path = "support/serve_log.rs"]
+mod serve_log;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,22 +66,7 @@ fn serve(dir: &std::path::Path, url: Option<&str>) -> Server {
         c.args(["--database-url", u]);
     }
     let mut child = c.env("RUST_LOG", "warn,countersign::cli=info").stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited").unwrap();
-        if let Ok(v) = serde_json::from_str::<Value>(&line)
-            && let Some(a) = v["addr"].as_str()
-        {
-            break a.to_string();
-        }
-    };
-    std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            if l.contains("\"ERROR\"") || l.contains("\"WARN\"") {
-                eprintln!("server: {l}");
-            }
-        }
-    });
+    let addr = serve_log::listening_addr(child.stderr.take().unwrap());
     Server { child, addr }
 }
 

@@ -145,7 +145,7 @@ pub fn set_overrides(map: &std::collections::BTreeMap<String, String>) -> Result
 /// default (that command would be shadowed wherever both apply).
 fn build_overrides(map: &std::collections::BTreeMap<String, String>) -> Result<Overrides, String> {
     let mut o = Overrides::default();
-    let mut names: Vec<(&(KeyCode, bool), &str, &str)> = Vec::new();
+    let mut taken: Vec<(&(KeyCode, bool), &str)> = Vec::new();
     let parsed: Vec<(String, Command, (KeyCode, bool), &str)> = map
         .iter()
         .map(|(name, key)| {
@@ -156,7 +156,7 @@ fn build_overrides(map: &std::collections::BTreeMap<String, String>) -> Result<O
         })
         .collect::<Result<_, String>>()?;
     for (name, _, k, key) in &parsed {
-        if let Some((_, other, _)) = names.iter().find(|(k2, _, _)| *k2 == k) {
+        if let Some((_, other)) = taken.iter().find(|(k2, _)| *k2 == k) {
             return Err(format!("config.toml [keys]: `{key}` is given to both `{other}` and `{name}`"));
         }
         if let Some((other, _, _)) = REBINDABLE
@@ -167,7 +167,7 @@ fn build_overrides(map: &std::collections::BTreeMap<String, String>) -> Result<O
                 "config.toml [keys]: `{key}` is already `{other}`'s key; rebind `{other}` too, or choose another key for `{name}`"
             ));
         }
-        names.push((k, name, key));
+        taken.push((k, name));
     }
     for (_, cmd, k, _) in parsed {
         o.keys.push((k, cmd));
