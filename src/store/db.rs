@@ -334,12 +334,27 @@ pub trait Connector: Send + Sync {
     fn writer_housekeeping(&self) -> Option<Housekeeping> {
         None
     }
+    /// A writer whose commits are made durable by the engine rather than by the commit
+    /// itself: the connection (its COMMIT writes the log but does not wait for the disk),
+    /// and the file the engine must `fdatasync` before it tells anyone a batch is done.
+    /// With it the writer goes on to the next batch while the last one reaches the disk
+    /// (see `store::engine`). `None`: every COMMIT syncs by itself (PostgreSQL).
+    fn open_pipelined_writer(&self) -> Result<Option<PipelinedWriter>, DbError> {
+        Ok(None)
+    }
     fn dialect(&self) -> Dialect;
     /// Where other processes' commits are announced, for a store several servers share
     /// (PostgreSQL's LISTEN). `None` for a store only this process writes (SQLite).
     fn notifications(&self) -> Option<Box<dyn Notifications>> {
         None
     }
+}
+
+/// A writer whose COMMIT does not sync (see [`Connector::open_pipelined_writer`]).
+pub struct PipelinedWriter {
+    pub conn: Box<dyn Conn>,
+    /// What to `fdatasync` before a committed batch is durable: the write-ahead log.
+    pub sync_file: std::path::PathBuf,
 }
 
 /// Commit announcements from other processes sharing the store.

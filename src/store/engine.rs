@@ -4,8 +4,10 @@
 //! job, then everything else already waiting (up to [`MAX_BATCH`]), and runs them all in
 //! one transaction, each inside its own savepoint so that one job's refusal does not
 //! undo its neighbours. Then it commits once, which costs one fsync for the whole batch,
-//! and only then answers each job. A caller therefore never hears "done" before its
-//! write is on disk, and under load hundreds of writes share each fsync (group commit).
+//! and only once that fsync is done are the jobs answered. A caller therefore never hears
+//! "done" before its write is on disk, and under load hundreds of writes share each fsync
+//! (group commit). On SQLite the fsync is pipelined: the COMMIT only writes the log, and a
+//! syncer thread syncs it and answers while the writer runs the next batch ([`Publisher`]).
 //!
 //! The writer also owns the audit chain heads: [`WriteTx::append`] gives each event the
 //! next `seq` and the previous hash, so appends are linear by construction.
@@ -33,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -108,7 +110,10 @@ pub struct Engine {
 impl Engine {
     /// Opens the connections and starts the threads.
     pub fn start(connector: &dyn Connector, clock: Clock) -> Result<Engine, DbError> {
-        let writer_conn = connector.open_writer()?;
+        let (writer_conn, sync_file) = match connector.open_pipelined_writer()? {
+            Some(w) => (w.conn, Some(w.sync_file)),
+            None => (connector.open_writer()?, None),
+        };
         let writer_housekeeping = connector.writer_housekeeping();
         let (wtx, wrx) = crossbeam_channel::unbounded();
         let (rtx, rrx) = crossbeam_channel::unbounded();
@@ -125,7 +130,10 @@ impl Engine {
             threads.push(
                 std::thread::Builder::new()
                     .name("store-writer".into())
-                    .spawn(move || writer_loop(writer_conn, wrx, clock, hook, epoch, replica, writer_housekeeping))
+                    .spawn(move || {
+                        let publish = Publisher::start(sync_file, hook);
+                        writer_loop(writer_conn, wrx, clock, publish, epoch, replica, writer_housekeeping)
+                    })
                     .expect("spawn store writer"),
             );
         }
@@ -451,7 +459,7 @@ fn writer_loop(
     mut conn: Box<dyn Conn>,
     rx: Receiver<WriteMsg>,
     clock: Clock,
-    hook: Arc<std::sync::RwLock<Option<CommitHook>>>,
+    publish: Publisher,
     epoch: Arc<AtomicU64>,
     replica: String,
     housekeeping: Option<super::db::Housekeeping>,
@@ -490,82 +498,288 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        carried = run_batch(&mut *conn, batch, &clock, &hook, &epoch, &replica);
+        if publish.failed() {
+            // A commit may not have reached the disk: write nothing more (fail closed).
+            // Dropping the jobs answers each caller "store unavailable".
+            drop(batch);
+            continue;
+        }
+        let Some(mut open) = Batch::begin(&mut *conn) else {
+            drop(batch);
+            continue;
+        };
+        for job in batch {
+            open.run(&mut *conn, job, &clock);
+        }
+        // While the last batch is still being synced, this one could not be acknowledged
+        // before that sync ends anyway: keep taking jobs into it (the work overlaps the
+        // disk's), and commit once the disk is free, so batches stay large under load.
+        while !stop && open.len() < MAX_BATCH && publish.syncing() {
+            crossbeam_channel::select! {
+                recv(rx) -> msg => match msg {
+                    Ok(WriteMsg::Job(j)) => open.run(&mut *conn, j, &clock),
+                    Ok(WriteMsg::Stop) | Err(_) => stop = true,
+                },
+                recv(publish.synced()) -> _ => {}
+            }
+        }
+        let (again, committed) = open.commit(&mut *conn, &epoch, &replica);
+        carried = again;
+        publish.send(committed);
     }
+    publish.finish();
     tracing::debug!("store writer stopped");
 }
 
-/// Runs one batch in one transaction; returns the jobs to run again in the next one.
+/// A committed (or failed) batch, not yet told to anyone.
+struct Committed {
+    outcome: Result<()>,
+    /// The batch's events, in chain order, for the commit hook.
+    events: Vec<AuditEvent>,
+    finishes: Vec<Box<dyn FnOnce(Result<()>) + Send>>,
+}
+
+impl Committed {
+    /// Tells the live stream, then each caller.
+    fn tell(self, hook: &std::sync::RwLock<Option<CommitHook>>) {
+        if self.outcome.is_ok()
+            && !self.events.is_empty()
+            && let Some(hook) = hook.read().expect("hook lock").as_ref()
+        {
+            hook(&self.events);
+        }
+        for finish in self.finishes {
+            finish(self.outcome.clone());
+        }
+    }
+}
+
+/// Tells callers and the live stream about committed batches, once they are durable.
+///
+/// Where the store's COMMIT syncs by itself (PostgreSQL), that is at once, on the writer.
+/// Where it does not (SQLite's pipelined writer), a syncer thread `fdatasync`s the log and
+/// then tells everyone about every batch committed before the sync began: the writer runs
+/// the next batch meanwhile, and several batches can share one sync. Nobody — caller, live
+/// stream, webhook worker — hears of a write before it is on disk. (Another request's read
+/// can see it up to one sync earlier, as in any write-ahead log with group commit; a write
+/// that depends on what it read is acknowledged only after its own sync, which covers the
+/// earlier batch, since the log is written in order.)
+struct Publisher {
+    hook: Arc<std::sync::RwLock<Option<CommitHook>>>,
+    syncer: Option<(Sender<Committed>, JoinHandle<()>)>,
+    /// Batches sent to the syncer and not yet told.
+    in_flight: Arc<AtomicUsize>,
+    /// A token after each sync round (perhaps stale: check `in_flight` again).
+    synced: Receiver<()>,
+    /// A sync failed: what was committed may not be on disk, so nothing more is written
+    /// until the server restarts (after a failed fsync the kernel may have dropped the
+    /// pages; trying again could report success for data that is gone).
+    failed: Arc<AtomicBool>,
+}
+
+impl Publisher {
+    fn start(sync_file: Option<std::path::PathBuf>, hook: Arc<std::sync::RwLock<Option<CommitHook>>>) -> Publisher {
+        let failed = Arc::new(AtomicBool::new(false));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (synced_tx, synced) = match sync_file {
+            Some(_) => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                (Some(tx), rx)
+            }
+            None => (None, crossbeam_channel::never()),
+        };
+        let syncer = sync_file.zip(synced_tx).map(|(path, synced_tx)| {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let syncer = Syncer { path, hook: hook.clone(), failed: failed.clone(), in_flight: in_flight.clone(), synced: synced_tx };
+            let thread = std::thread::Builder::new().name("store-syncer".into()).spawn(move || syncer.run(rx)).expect("spawn store syncer");
+            (tx, thread)
+        });
+        Publisher { hook, syncer, in_flight, synced, failed }
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Whether a committed batch is still waiting for its sync.
+    fn syncing(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0
+    }
+
+    /// Receives a token after each sync round.
+    fn synced(&self) -> &Receiver<()> {
+        &self.synced
+    }
+
+    fn send(&self, committed: Committed) {
+        match &self.syncer {
+            None => committed.tell(&self.hook),
+            Some((tx, _)) => {
+                self.in_flight.fetch_add(1, Ordering::SeqCst);
+                if let Err(crossbeam_channel::SendError(c)) = tx.send(committed) {
+                    self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    c.fail();
+                }
+            }
+        }
+    }
+
+    /// Waits until every batch sent has been told.
+    fn finish(self) {
+        if let Some((tx, thread)) = self.syncer {
+            drop(tx);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Committed {
+    /// Answers every caller that its write may not have been kept.
+    fn fail(self) {
+        for finish in self.finishes {
+            finish(Err(unsynced()));
+        }
+    }
+}
+
+/// The answer when a batch was committed but the log could not be synced.
+fn unsynced() -> Error {
+    Error::unavailable(
+        "store_unavailable",
+        "the store could not confirm the write on disk, so it may not have been kept; the server takes no more writes until it is restarted",
+    )
+}
+
+/// The syncer thread's side of a [`Publisher`].
+struct Syncer {
+    /// The write-ahead log.
+    path: std::path::PathBuf,
+    hook: Arc<std::sync::RwLock<Option<CommitHook>>>,
+    failed: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
+    synced: Sender<()>,
+}
+
+impl Syncer {
+    fn run(self, rx: Receiver<Committed>) {
+        // Opened at the first batch: the log exists from the writer's first commit, and the
+        // writer's connection keeps it from being removed while the engine runs.
+        let mut file: Option<std::fs::File> = None;
+        while let Ok(first) = rx.recv() {
+            // Everything committed before this sync begins shares it.
+            let mut batches = vec![first];
+            batches.extend(rx.try_iter());
+            let n = batches.len();
+            match self.sync(&mut file) {
+                Ok(()) => batches.into_iter().for_each(|b| b.tell(&self.hook)),
+                Err(e) => {
+                    if !self.failed.swap(true, Ordering::SeqCst) {
+                        tracing::error!(error = %e, file = %self.path.display(), "could not sync the store's write-ahead log; no more writes are taken until the server is restarted");
+                    }
+                    batches.into_iter().for_each(Committed::fail);
+                }
+            }
+            self.in_flight.fetch_sub(n, Ordering::SeqCst);
+            let _ = self.synced.try_send(());
+        }
+    }
+
+    fn sync(&self, file: &mut Option<std::fs::File>) -> std::io::Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("an earlier sync failed"));
+        }
+        if file.is_none() {
+            *file = Some(std::fs::File::open(&self.path)?);
+        }
+        file.as_ref().expect("opened above").sync_data()
+    }
+}
+
+/// One write transaction, filled job by job, then committed once.
 ///
 /// Savepoints go through `execute`, not `batch`: prepared once and cached, they are not
 /// parsed again for every job.
-fn run_batch(
-    conn: &mut dyn Conn,
-    batch: Vec<Job>,
-    clock: &Clock,
-    hook: &std::sync::RwLock<Option<CommitHook>>,
-    epoch: &AtomicU64,
-    replica: &str,
-) -> Vec<Job> {
-    let dialect = conn.dialect();
-    if let Err(e) = conn.batch(dialect.begin_write()) {
-        // Dropping the jobs unrun drops their reply channels: each caller hears
-        // "store unavailable", and nothing was written.
-        tracing::error!(error = %e, "could not open a write transaction");
-        return Vec::new();
-    }
-    let mut finishes: Vec<Box<dyn FnOnce(Result<()>) + Send>> = Vec::with_capacity(batch.len());
-    let mut again = Vec::new();
-    let mut heads = HashMap::new();
-    let mut events = Vec::new();
-    let mut failed: Option<DbError> = None;
-    let mut config_changed = false;
-    let mut subscriptions = HashMap::new();
-    // Whether some job's work is kept in this transaction (and with it, its locks).
-    let mut holding = false;
-    for mut job in batch {
-        if failed.is_some() {
-            // The transaction is already lost; the rest are dropped unrun (see above).
-            drop(job);
-            continue;
+struct Batch {
+    dialect: Dialect,
+    finishes: Vec<Box<dyn FnOnce(Result<()>) + Send>>,
+    /// Jobs that lost a lock race: they open the next batch.
+    again: Vec<Job>,
+    /// Chain heads as of the last kept job, per workspace.
+    heads: HashMap<String, (i64, String)>,
+    events: Vec<AuditEvent>,
+    /// The transaction is lost: later jobs are dropped unrun and the batch rolls back.
+    failed: Option<DbError>,
+    config_changed: bool,
+    subscriptions: HashMap<String, Subscriptions>,
+    /// Whether some job's work is kept in this transaction (and with it, its locks).
+    holding: bool,
+    /// Jobs taken, whatever became of them.
+    taken: usize,
+}
+
+impl Batch {
+    /// Opens the transaction. `None` if it could not be opened (logged): the caller drops
+    /// its jobs unrun, which drops their reply channels, so each caller hears "store
+    /// unavailable", and nothing was written.
+    fn begin(conn: &mut dyn Conn) -> Option<Batch> {
+        let dialect = conn.dialect();
+        if let Err(e) = conn.batch(dialect.begin_write()) {
+            tracing::error!(error = %e, "could not open a write transaction");
+            return None;
         }
-        let begun = match dialect.begin_job() {
+        Some(Batch {
+            dialect,
+            finishes: Vec::new(),
+            again: Vec::new(),
+            heads: HashMap::new(),
+            events: Vec::new(),
+            failed: None,
+            config_changed: false,
+            subscriptions: HashMap::new(),
+            holding: false,
+            taken: 0,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.taken
+    }
+
+    /// Runs one job in its own savepoint: kept, rolled back (its error is its answer), or
+    /// set aside to run again in the next batch.
+    fn run(&mut self, conn: &mut dyn Conn, mut job: Job, clock: &Clock) {
+        self.taken += 1;
+        if self.failed.is_some() {
+            drop(job);
+            return;
+        }
+        let begun = match self.dialect.begin_job() {
             Some(sql) => conn.batch(sql),
             None => conn.execute("SAVEPOINT job", &[]).map(drop),
         };
         if let Err(e) = begun {
-            failed = Some(e);
+            self.failed = Some(e);
             drop(job);
-            continue;
+            return;
         }
         let mut tx = WriteTx {
             conn: &mut *conn,
             now: clock.now(),
-            heads: std::mem::take(&mut heads),
+            heads: std::mem::take(&mut self.heads),
             job_heads: HashMap::new(),
-            events: std::mem::take(&mut events),
+            events: std::mem::take(&mut self.events),
             job_events: Vec::new(),
             config_changed: false,
-            subscriptions: std::mem::take(&mut subscriptions),
+            subscriptions: std::mem::take(&mut self.subscriptions),
             job_subscriptions: HashMap::new(),
             deliveries_queued: false,
             retry: false,
         };
         let ok = (job.run)(&mut tx);
-        let WriteTx {
-            heads: h,
-            job_heads,
-            events: ev,
-            job_events,
-            config_changed: changed,
-            subscriptions: subs,
-            job_subscriptions,
-            retry,
-            ..
-        } = tx;
-        heads = h;
-        events = ev;
-        subscriptions = subs;
+        let WriteTx { heads, job_heads, events, job_events, config_changed, subscriptions, job_subscriptions, retry, .. } = tx;
+        self.heads = heads;
+        self.events = events;
+        self.subscriptions = subscriptions;
         let keep = ok && !retry;
         let end = if keep {
             conn.execute("RELEASE SAVEPOINT job", &[]).map(drop)
@@ -574,100 +788,98 @@ fn run_batch(
         };
         match end {
             Ok(()) if keep => {
-                heads.extend(job_heads);
-                events.extend(job_events);
-                config_changed |= changed;
-                subscriptions.extend(job_subscriptions);
-                finishes.push(job.finish);
-                if !holding {
-                    holding = true;
-                    if let Some(limit) = dialect.limit_lock_waits()
+                self.heads.extend(job_heads);
+                self.events.extend(job_events);
+                self.config_changed |= config_changed;
+                self.subscriptions.extend(job_subscriptions);
+                self.finishes.push(job.finish);
+                if !self.holding {
+                    self.holding = true;
+                    if let Some(limit) = self.dialect.limit_lock_waits()
                         && let Err(e) = conn.batch(limit)
                     {
-                        failed = Some(e);
+                        self.failed = Some(e);
                     }
                 }
             }
             Ok(()) if retry && job.attempts + 1 < MAX_ATTEMPTS => {
                 job.attempts += 1;
                 tracing::debug!(attempts = job.attempts, "a write job lost a lock race; it runs again in the next batch");
-                again.push(job);
+                self.again.push(job);
             }
-            Ok(()) => finishes.push(job.finish),
+            Ok(()) => self.finishes.push(job.finish),
             Err(e) => {
-                failed = Some(e);
-                finishes.push(job.finish);
+                self.failed = Some(e);
+                self.finishes.push(job.finish);
             }
         }
     }
-    // Move each touched chain head once per batch (each write fenced to its workspace).
-    if failed.is_none() {
-        for (ws, (seq, hash)) in &heads {
-            let moved = conn.set_workspace(ws).and_then(|_| {
-                conn.execute(
-                    "UPDATE audit_heads SET seq = $2, hash = $3 WHERE workspace_id = $1",
-                    &[Value::from(ws), Value::Int(*seq), Value::from(hash)],
-                )
-            });
-            match moved {
-                Ok(1) => {}
-                Ok(_) => {
-                    failed = Some(DbError::Unavailable(format!("the audit chain head of workspace {ws} is missing")));
-                    break;
+
+    /// Moves the chain heads, announces the events, moves the configuration epoch, and
+    /// commits. Returns the jobs to run again, and the batch to tell once it is durable.
+    fn commit(self, conn: &mut dyn Conn, epoch: &AtomicU64, replica: &str) -> (Vec<Job>, Committed) {
+        let Batch { dialect, finishes, again, heads, events, mut failed, config_changed, holding, .. } = self;
+        // Move each touched chain head once per batch (each write fenced to its workspace).
+        if failed.is_none() {
+            for (ws, (seq, hash)) in &heads {
+                let moved = conn.set_workspace(ws).and_then(|_| {
+                    conn.execute(
+                        "UPDATE audit_heads SET seq = $2, hash = $3 WHERE workspace_id = $1",
+                        &[Value::from(ws), Value::Int(*seq), Value::from(hash)],
+                    )
+                });
+                match moved {
+                    Ok(1) => {}
+                    Ok(_) => {
+                        failed = Some(DbError::Unavailable(format!("the audit chain head of workspace {ws} is missing")));
+                        break;
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
-                Err(e) => {
+            }
+        }
+        // Tell the other replicas, in this transaction: they hear exactly what commits.
+        if failed.is_none()
+            && let Some(sql) = dialect.announce()
+        {
+            for payload in announcements(replica, &events) {
+                if let Err(e) = conn.execute(sql, &[Value::from(payload)]) {
                     failed = Some(e);
                     break;
                 }
             }
         }
-    }
-    // Tell the other replicas, in this transaction: they hear exactly what commits.
-    if failed.is_none()
-        && let Some(sql) = dialect.announce()
-    {
-        for payload in announcements(replica, &events) {
-            if let Err(e) = conn.execute(sql, &[Value::from(payload)]) {
-                failed = Some(e);
-                break;
+        // Last, so the shared epoch's row is locked for as short a time as possible.
+        if failed.is_none()
+            && config_changed
+            && let Some(sql) = dialect.bump_epoch()
+        {
+            let lifted = match dialect.unlimit_lock_waits().filter(|_| holding) {
+                Some(unlimit) => conn.batch(unlimit),
+                None => Ok(()),
+            };
+            match lifted.and_then(|_| conn.execute(sql, &[])) {
+                Ok(1) => {}
+                Ok(_) => failed = Some(DbError::Unavailable("the configuration epoch row is missing".into())),
+                Err(e) => failed = Some(e),
             }
         }
-    }
-    // Last, so the shared epoch's row is locked for as short a time as possible.
-    if failed.is_none()
-        && config_changed
-        && let Some(sql) = dialect.bump_epoch()
-    {
-        let lifted = match dialect.unlimit_lock_waits().filter(|_| holding) {
-            Some(unlimit) => conn.batch(unlimit),
-            None => Ok(()),
+        let outcome: Result<()> = match failed {
+            None => conn.batch("COMMIT").map_err(Error::from),
+            Some(e) => Err(Error::from(e)),
         };
-        match lifted.and_then(|_| conn.execute(sql, &[])) {
-            Ok(1) => {}
-            Ok(_) => failed = Some(DbError::Unavailable("the configuration epoch row is missing".into())),
-            Err(e) => failed = Some(e),
+        if outcome.is_err() {
+            let _ = conn.batch("ROLLBACK");
+        } else if config_changed {
+            // Before anyone is told "done", so no request that starts after can see the old
+            // epoch; and as soon as the change is visible to readers, so no cache outlives it.
+            epoch.fetch_add(1, Ordering::SeqCst);
         }
+        (again, Committed { outcome, events, finishes })
     }
-    let outcome: Result<()> = match failed {
-        None => conn.batch("COMMIT").map_err(Error::from),
-        Some(e) => Err(Error::from(e)),
-    };
-    if outcome.is_err() {
-        let _ = conn.batch("ROLLBACK");
-    } else if config_changed {
-        // Before anyone is told "done", so no request that starts after can see the old epoch.
-        epoch.fetch_add(1, Ordering::SeqCst);
-    }
-    if outcome.is_ok()
-        && !events.is_empty()
-        && let Some(hook) = hook.read().expect("hook lock").as_ref()
-    {
-        hook(&events);
-    }
-    for finish in finishes {
-        finish(outcome.clone());
-    }
-    again
 }
 
 /// The most one announcement carries (PostgreSQL's limit is 8000 bytes).
@@ -829,4 +1041,65 @@ fn in_read_tx<T>(conn: &mut dyn Conn, f: impl FnOnce(&mut dyn Conn) -> Result<T,
         let _ = conn.batch(if out.is_ok() { "COMMIT" } else { "ROLLBACK" });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::db::PipelinedWriter;
+    use crate::store::sqlite::SqliteConnector;
+
+    /// SQLite's pipelined writer, but syncing a file that is not there: every sync fails.
+    struct UnsyncableLog(SqliteConnector, std::path::PathBuf);
+
+    impl Connector for UnsyncableLog {
+        fn open_writer(&self) -> Result<Box<dyn Conn>, DbError> {
+            self.0.open_writer()
+        }
+        fn open_reader(&self) -> Result<Box<dyn Conn>, DbError> {
+            self.0.open_reader()
+        }
+        fn readers(&self) -> usize {
+            1
+        }
+        fn open_pipelined_writer(&self) -> Result<Option<PipelinedWriter>, DbError> {
+            let w = self.0.open_pipelined_writer()?.expect("SQLite pipelines");
+            Ok(Some(PipelinedWriter { conn: w.conn, sync_file: self.1.clone() }))
+        }
+        fn dialect(&self) -> Dialect {
+            Dialect::Sqlite
+        }
+    }
+
+    fn count(engine: &Engine) -> i64 {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(engine.read(|c| Ok(c.query("SELECT count(*) FROM t", &[])?[0].int(0)?))).unwrap()
+    }
+
+    #[test]
+    fn every_answer_waits_for_the_sync_and_a_failed_sync_stops_all_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        SqliteConnector::new(&db).open_writer().unwrap().batch("CREATE TABLE t (x BIGINT)").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let insert = |engine: &Engine| rt.block_on(engine.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (1)", &[])?)));
+
+        // The real log: written, synced, answered.
+        let engine = Engine::start(&SqliteConnector::new(&db), Clock::system()).unwrap();
+        assert_eq!(insert(&engine).unwrap(), 1);
+        assert_eq!(count(&engine), 1);
+        engine.close();
+
+        // A log that cannot be synced: the write is committed (a reader sees it) but the
+        // caller is told it may not have been kept, and nothing more is written.
+        let engine = Engine::start(&UnsyncableLog(SqliteConnector::new(&db), dir.path().join("gone")), Clock::system()).unwrap();
+        let e = insert(&engine).unwrap_err();
+        assert_eq!((e.status(), e.code), (503, "store_unavailable"));
+        assert!(e.message.contains("could not confirm the write on disk"), "{}", e.message);
+        assert_eq!(count(&engine), 2);
+        let e = insert(&engine).unwrap_err();
+        assert_eq!((e.status(), e.code), (503, "store_unavailable"));
+        assert_eq!(count(&engine), 2, "a write went through after a failed sync");
+        engine.close();
+    }
 }
