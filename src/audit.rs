@@ -40,6 +40,29 @@ pub enum Via {
     System,
 }
 
+impl ActorKind {
+    /// The stored and hashed name (as serde writes it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::User => "user",
+            ActorKind::Agent => "agent",
+            ActorKind::System => "system",
+        }
+    }
+}
+
+impl Via {
+    /// The stored and hashed name (as serde writes it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Via::Console => "console",
+            Via::Api => "api",
+            Via::Agent => "agent",
+            Via::System => "system",
+        }
+    }
+}
+
 impl Actor {
     pub fn user(id: impl Into<String>) -> Self {
         Actor { kind: ActorKind::User, id: id.into() }
@@ -149,6 +172,14 @@ impl AuditEvent {
         canonical::sha256_hex(self.canonical_form().as_bytes())
     }
 
+    /// The canonical form of `data` alone: what the store keeps in its `data` column, so
+    /// the bytes stored are the bytes hashed, and they are written once.
+    pub fn canonical_data(&self) -> String {
+        let mut out = String::with_capacity(256);
+        canonical::write_value(&self.data, &mut out);
+        out
+    }
+
     /// The same bytes as [`AuditEvent::canonical_form`], through the general
     /// canonicaliser: the reference the fast form is tested against.
     #[cfg(test)]
@@ -174,8 +205,13 @@ impl AuditEvent {
     /// Written field by field (the keys in their canonical order) because it is on every
     /// write's path; a property test holds it to the general canonicaliser.
     pub fn canonical_form(&self) -> String {
-        use canonical::{write_str, write_value};
-        let mut out = String::with_capacity(640);
+        self.canonical_form_with(&self.canonical_data())
+    }
+
+    /// [`AuditEvent::canonical_form`] around `data` already in canonical form.
+    fn canonical_form_with(&self, data: &str) -> String {
+        use canonical::write_str;
+        let mut out = String::with_capacity(384 + data.len());
         let opt = |out: &mut String, v: &Option<String>| match v {
             Some(s) => write_str(s, out),
             None => out.push_str("null"),
@@ -183,9 +219,9 @@ impl AuditEvent {
         out.push_str("{\"actor\":{\"id\":");
         write_str(&self.actor.id, &mut out);
         out.push_str(",\"kind\":");
-        write_str(crate::store::engine::enum_text(&self.actor.kind).as_str(), &mut out);
+        write_str(self.actor.kind.as_str(), &mut out);
         out.push_str("},\"data\":");
-        write_value(&self.data, &mut out);
+        out.push_str(data);
         out.push_str(",\"event_type\":");
         write_str(&self.event_type, &mut out);
         out.push_str(",\"id\":");
@@ -199,11 +235,11 @@ impl AuditEvent {
         out.push_str(",\"resource\":");
         opt(&mut out, &self.resource);
         out.push_str(",\"seq\":");
-        write_value(&serde_json::Value::from(self.seq), &mut out);
+        canonical::write_value(&serde_json::Value::from(self.seq), &mut out);
         out.push_str(",\"ts\":");
         write_str(&self.ts, &mut out);
         out.push_str(",\"via\":");
-        write_str(crate::store::engine::enum_text(&self.via).as_str(), &mut out);
+        write_str(self.via.as_str(), &mut out);
         out.push_str(",\"workspace_id\":");
         write_str(&self.workspace_id, &mut out);
         out.push('}');
@@ -212,6 +248,12 @@ impl AuditEvent {
 
     /// Builds the next event of a chain whose head is `(prev_seq, prev_hash)`.
     pub fn seal(draft: EventDraft, workspace_id: &str, prev_seq: i64, prev_hash: &str, ts: String) -> Self {
+        Self::seal_with_data(draft, workspace_id, prev_seq, prev_hash, ts).0
+    }
+
+    /// [`AuditEvent::seal`], also giving `data`'s canonical form (see
+    /// [`AuditEvent::canonical_data`]), computed once for the hash and the store.
+    pub fn seal_with_data(draft: EventDraft, workspace_id: &str, prev_seq: i64, prev_hash: &str, ts: String) -> (Self, String) {
         let mut e = AuditEvent {
             seq: prev_seq + 1,
             id: crate::ids::new_id(crate::ids::IdKind::Event),
@@ -227,8 +269,9 @@ impl AuditEvent {
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
         };
-        e.hash = e.compute_hash();
-        e
+        let data = e.canonical_data();
+        e.hash = canonical::sha256_hex(e.canonical_form_with(&data).as_bytes());
+        (e, data)
     }
 }
 

@@ -5,6 +5,8 @@
 //! event, and (the writer being single, or rows being locked on PostgreSQL) no two
 //! changes to one approval interleave. The rules themselves are in `crate::approval`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
@@ -294,6 +296,52 @@ fn refusal_error(r: &Refusal) -> Error {
     Error::new(kind, r.code(), r.message())
 }
 
+/// What one run of `record_action`'s write job did.
+enum Recorded {
+    /// The same key and request were seen before: the first answer.
+    Replay(Box<ActionOutcome>),
+    /// The action, already built (to keep it with its idempotency key).
+    Built(Submitted),
+    /// What was written; the caller builds the action from it and the request.
+    Written(Written, Option<String>),
+}
+
+/// What `record_action` wrote beyond the request itself.
+struct Written {
+    id: String,
+    status: ActionStatus,
+    required: u8,
+    approval_id: Option<String>,
+    result: Option<Value>,
+    /// When: created and updated.
+    at: String,
+}
+
+impl Written {
+    fn action(self, new: NewAction, via: Via) -> Action {
+        Action {
+            id: self.id,
+            tool: new.tool,
+            status: self.status,
+            payload: new.payload_value,
+            payload_sha256: new.payload_sha256,
+            resource: new.resource,
+            current: new.current_value,
+            reason: new.reason,
+            confidence: new.confidence,
+            requester_id: new.requester_id,
+            agent_token_id: new.agent_token_id,
+            via,
+            approval_id: self.approval_id,
+            required_approvals: self.required,
+            decision: new.decision,
+            result: self.result,
+            created_at: self.at.clone(),
+            updated_at: self.at,
+        }
+    }
+}
+
 /// The receipt the `record` connector returns.
 pub fn record_receipt(action_id: &str, at: &str) -> Value {
     json!({"connector": "record", "recorded": true, "receipt": format!("rcpt_{}", action_id.trim_start_matches("act_")), "recorded_at": at})
@@ -309,10 +357,16 @@ fn save_idempotent_response(tx: &mut WriteTx<'_>, ws: &str, action_id: &str, res
 impl Actions for SqlStore {
     async fn record_action(&self, ws: &WorkspaceId, by: &Origin, new: NewAction) -> Result<Submitted> {
         let (ws, by) = (ws.clone(), by.clone());
-        self.engine
+        // What can be prepared before the write is, so the one writer thread does less.
+        let decision_text = serde_json::to_string(&new.decision).map_err(|e| Error::internal(e.to_string()))?;
+        let new = Arc::new(new);
+        let job_new = new.clone();
+        let via = by.via;
+        let done = self
+            .engine
             .write(move |tx| {
-                // A job may run again (see `store::engine`): each run starts from the request.
-                let new = new.clone();
+                // A job may run again (see `store::engine`): it only reads the request.
+                let new = &*job_new;
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
                 if let Some(k) = &new.idempotency {
@@ -328,7 +382,7 @@ impl Actions for SqlStore {
                             ));
                         }
                         return match row.opt_json::<ActionOutcome>(1)? {
-                            Some(first) => Ok(Submitted::Replay(Box::new(first))),
+                            Some(first) => Ok(Recorded::Replay(Box::new(first))),
                             None => Err(Error::conflict(
                                 "idempotency_key_in_use",
                                 "a request with this Idempotency-Key is still running; retry when it has finished",
@@ -350,7 +404,6 @@ impl Actions for SqlStore {
                     Outcome::Blocked { .. } => (ActionStatus::Blocked, 0, None),
                 };
                 let result = (status == ActionStatus::Executed).then(|| record_receipt(&id, &now_ts));
-                let decision_text = serde_json::to_string(&new.decision).map_err(|e| Error::internal(e.to_string()))?;
                 tx.execute(
                     "INSERT INTO actions (id, workspace_id, tool, status, payload, payload_sha256, resource, current, reason, confidence, \
                      requester_id, agent_token_id, via, approval_id, required_approvals, decision, result, created_at, updated_at) \
@@ -460,44 +513,37 @@ impl Actions for SqlStore {
                     }
                     _ => {}
                 }
-                // Built from what was written rather than read back: this is the hot path.
-                let action = Action {
-                    id: id.clone(),
-                    tool: new.tool,
-                    status,
-                    payload: new.payload_value,
-                    payload_sha256: new.payload_sha256,
-                    resource: new.resource,
-                    current: new.current_value,
-                    reason: new.reason,
-                    confidence: new.confidence,
-                    requester_id: new.requester_id,
-                    agent_token_id: new.agent_token_id,
-                    via: by.via,
-                    approval_id: approval.as_ref().map(|(a, _)| a.clone()),
-                    required_approvals: required,
-                    decision: new.decision,
-                    result,
-                    created_at: now_ts.clone(),
-                    updated_at: now_ts.clone(),
-                };
+                let written = Written { id, status, required, approval_id: approval.as_ref().map(|(a, _)| a.clone()), result, at: now_ts };
                 let expires_at = approval.map(|(_, e)| e);
                 if let Some(k) = &new.idempotency {
+                    // The first answer is kept with the key, in the same transaction.
+                    let action = written.action(new.clone(), via);
                     let response = (action.status != ActionStatus::Executing).then(|| ActionOutcome::of(&action, expires_at.clone()));
                     let inserted = tx.execute(
                         "INSERT INTO idempotency_keys (workspace_id, principal, key, request_sha256, action_id, response, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                          ON CONFLICT (workspace_id, principal, key) DO NOTHING",
-                        params![w, &k.principal, &k.key, &k.request_sha256, &id, response.map(|r| serde_json::to_string(&r).unwrap_or_default()), &now_ts],
+                        params![w, &k.principal, &k.key, &k.request_sha256, &action.id, response.map(|r| serde_json::to_string(&r).unwrap_or_default()), &action.created_at],
                     )?;
                     if inserted == 0 {
                         // Another replica committed the same key after the check above (one
                         // writer, SQLite, cannot): run again, and answer as that first call did.
                         return Err(tx.retry_later().into());
                     }
+                    return Ok(Recorded::Built(Submitted::New { action: Box::new(action), expires_at }));
                 }
-                Ok(Submitted::New { action: Box::new(action), expires_at })
+                Ok(Recorded::Written(written, expires_at))
             })
-            .await
+            .await?;
+        Ok(match done {
+            Recorded::Replay(first) => Submitted::Replay(first),
+            Recorded::Built(submitted) => submitted,
+            // Built from what was written rather than read back: this is the hot path. The
+            // job is done with the request by now, so it is moved, not copied.
+            Recorded::Written(written, expires_at) => {
+                let new = Arc::try_unwrap(new).unwrap_or_else(|shared| (*shared).clone());
+                Submitted::New { action: Box::new(written.action(new, via)), expires_at }
+            }
+        })
     }
 
     async fn finish_execution(&self, ws: &WorkspaceId, by: &Origin, action_id: &str, result: Value, ok: bool) -> Result<Action> {

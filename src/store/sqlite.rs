@@ -7,6 +7,7 @@
 //! checkpoints) uses `synchronous = FULL`. Speed comes from group commit, not from
 //! relaxing durability.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::ValueRef;
@@ -64,7 +65,7 @@ impl SqliteConnector {
         if !read_only {
             conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};")).map_err(map_err)?;
         }
-        Ok(SqliteConn { conn })
+        Ok(SqliteConn { conn, bindings: HashMap::new() })
     }
 }
 
@@ -155,7 +156,14 @@ fn presize_log(conn: &mut SqliteConn, wal: &Path) -> std::io::Result<()> {
 /// One SQLite connection.
 pub struct SqliteConn {
     conn: Connection,
+    /// Per statement, which value each of its parameters takes (see [`bindings`]): worked
+    /// out once, not by asking SQLite for every parameter's name on every execution.
+    bindings: HashMap<String, Box<[usize]>>,
 }
+
+/// Statements whose bindings are remembered; past this the memory is started afresh (the
+/// statements themselves are few and fixed; this only bounds a surprise).
+const MAX_BINDINGS: usize = 1024;
 
 fn map_err(e: rusqlite::Error) -> DbError {
     match &e {
@@ -164,16 +172,49 @@ fn map_err(e: rusqlite::Error) -> DbError {
     }
 }
 
-fn bind(stmt: &mut rusqlite::CachedStatement<'_>, params: &[Value]) -> Result<(), DbError> {
-    // Parameters are written `$1`, `$2`…, which SQLite treats as names; bind each by the
-    // number in its name so the SQL can use them in any order, as PostgreSQL allows.
-    for i in 1..=stmt.parameter_count() {
-        let n: usize = stmt
-            .parameter_name(i)
-            .and_then(|name| name.strip_prefix('$'))
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| DbError::Unavailable(format!("parameter {i} is not written $N")))?;
-        let v = params.get(n - 1).ok_or_else(|| DbError::Unavailable(format!("no value for parameter ${n}")))?;
+/// For each of a statement's parameters in SQLite's order, the index of its value.
+///
+/// Parameters are written `$1`, `$2`…, which SQLite treats as names; each is bound by the
+/// number in its name, so the SQL can use them in any order and more than once, as
+/// PostgreSQL allows.
+fn bindings(stmt: &rusqlite::Statement<'_>) -> Result<Box<[usize]>, DbError> {
+    (1..=stmt.parameter_count())
+        .map(|i| {
+            stmt.parameter_name(i)
+                .and_then(|name| name.strip_prefix('$'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n >= 1)
+                .map(|n| n - 1)
+                .ok_or_else(|| DbError::Unavailable(format!("parameter {i} is not written $N")))
+        })
+        .collect()
+}
+
+/// Prepares `sql` (cached) and binds `params` to it.
+fn prepare<'c>(
+    conn: &'c Connection,
+    known: &mut HashMap<String, Box<[usize]>>,
+    sql: &str,
+    params: &[Value],
+) -> Result<rusqlite::CachedStatement<'c>, DbError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
+    let order = match known.get(sql) {
+        Some(order) => order,
+        None => {
+            if known.len() >= MAX_BINDINGS {
+                known.clear();
+            }
+            known.entry(sql.to_string()).or_insert(bindings(&stmt)?)
+        }
+    };
+    bind(&mut stmt, order, params)?;
+    Ok(stmt)
+}
+
+fn bind(stmt: &mut rusqlite::CachedStatement<'_>, order: &[usize], params: &[Value]) -> Result<(), DbError> {
+    for (i, n) in order.iter().enumerate() {
+        let i = i + 1;
+        let v = params.get(*n).ok_or_else(|| DbError::Unavailable(format!("no value for parameter ${}", n + 1)))?;
         let r = match v {
             Value::Null => stmt.raw_bind_parameter(i, rusqlite::types::Null),
             Value::Int(x) => stmt.raw_bind_parameter(i, x),
@@ -198,14 +239,12 @@ fn read_value(v: ValueRef<'_>) -> Value {
 
 impl Conn for SqliteConn {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(map_err)?;
-        bind(&mut stmt, params)?;
+        let mut stmt = prepare(&self.conn, &mut self.bindings, sql, params)?;
         stmt.raw_execute().map(|n| n as u64).map_err(map_err)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(map_err)?;
-        bind(&mut stmt, params)?;
+        let mut stmt = prepare(&self.conn, &mut self.bindings, sql, params)?;
         let width = stmt.column_count();
         let mut rows = stmt.raw_query();
         let mut out = Vec::new();
