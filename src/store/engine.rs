@@ -548,6 +548,13 @@ struct Committed {
 }
 
 impl Committed {
+    /// Answers every caller that its write may not have been kept (its sync failed).
+    fn fail(self) {
+        for finish in self.finishes {
+            finish(Err(unsynced()));
+        }
+    }
+
     /// Tells the live stream, then each caller.
     fn tell(self, hook: &std::sync::RwLock<Option<CommitHook>>) {
         if self.outcome.is_ok()
@@ -637,15 +644,6 @@ impl Publisher {
         if let Some((tx, thread)) = self.syncer {
             drop(tx);
             let _ = thread.join();
-        }
-    }
-}
-
-impl Committed {
-    /// Answers every caller that its write may not have been kept.
-    fn fail(self) {
-        for finish in self.finishes {
-            finish(Err(unsynced()));
         }
     }
 }
