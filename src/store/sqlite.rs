@@ -266,3 +266,55 @@ impl Conn for SqliteConn {
         Dialect::Sqlite
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_len(wal: &Path) -> u64 {
+        std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+    }
+
+    #[test]
+    fn the_log_is_written_ahead_of_use_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let connector = SqliteConnector::new(&db);
+        connector.open_writer().unwrap().batch("CREATE TABLE t (x BIGINT)").unwrap();
+        let mut reader = connector.open_reader().unwrap();
+        let PipelinedWriter { conn: mut writer, sync_file } = connector.open_pipelined_writer().unwrap().expect("SQLite pipelines");
+        assert_eq!(sync_file, dir.path().join("s.db-wal"));
+        assert_eq!(log_len(&sync_file), LOG_RESERVE, "the log is reserved when the writer opens");
+        for i in 0..500 {
+            writer.batch("BEGIN IMMEDIATE").unwrap();
+            writer.execute("INSERT INTO t VALUES ($1)", &[Value::Int(i)]).unwrap();
+            writer.batch("COMMIT").unwrap();
+        }
+        // Frames went into the reserved space: the file did not grow.
+        assert_eq!(log_len(&sync_file), LOG_RESERVE);
+        let count = |c: &mut dyn Conn| c.query("SELECT count(*), sum(x) FROM t", &[]).unwrap()[0].clone();
+        let seen = count(&mut *reader);
+        assert_eq!((seen.int(0).unwrap(), seen.int(1).unwrap()), (500, 499 * 500 / 2));
+        // A second writer on a log already that long adds nothing to it.
+        drop(connector.open_pipelined_writer().unwrap());
+        assert_eq!(log_len(&sync_file), LOG_RESERVE);
+        // Everything is there when the database is opened afresh.
+        drop((writer, reader));
+        let mut again = SqliteConnector::new(&db).open_reader().unwrap();
+        let seen = count(&mut *again);
+        assert_eq!((seen.int(0).unwrap(), seen.int(1).unwrap()), (500, 499 * 500 / 2));
+    }
+
+    #[test]
+    fn parameters_bind_by_their_number_in_any_order_and_more_than_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = SqliteConnector::new(dir.path().join("p.db")).open_writer().unwrap();
+        for _ in 0..2 {
+            // The second time from the remembered bindings.
+            let row = conn.query("SELECT $2, $1, $2 || $1", &[Value::from("a"), Value::from("b")]).unwrap().remove(0);
+            assert_eq!((row.text(0).unwrap(), row.text(1).unwrap(), row.text(2).unwrap()), ("b".into(), "a".into(), "ba".into()));
+        }
+        assert!(conn.query("SELECT $1, $3", &[Value::Int(1), Value::Int(2)]).is_err(), "a missing value is an error");
+        assert!(conn.query("SELECT ?", &[Value::Int(1)]).is_err(), "only $N parameters are accepted");
+    }
+}
