@@ -48,7 +48,7 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Re-seal every connector secret under a new master key.
+    /// Re-seal every connector and webhook secret under a new master key.
     ///
     /// Run it with the server stopped. Then make the new key the server's (replace
     /// master.key, or point --master-key-file or COUNTERSIGN_MASTER_KEY at it) and
@@ -63,7 +63,7 @@ pub enum Command {
         /// The new key (from `generate-master-key`).
         #[arg(long)]
         new_key_file: PathBuf,
-        /// The key in use now. Default: COUNTERSIGN_MASTER_KEY, else master.key in the data directory.
+        /// The key in use now. Without it: COUNTERSIGN_MASTER_KEY, else master.key in the data directory.
         #[arg(long)]
         old_key_file: Option<PathBuf>,
     },

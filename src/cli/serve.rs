@@ -33,9 +33,9 @@ pub struct Args {
     /// How long a sign-in lasts, in hours.
     #[arg(long, default_value_t = 12)]
     session_hours: u64,
-    /// The master key that seals connector secrets (base64 of 32 bytes). Default:
-    /// `master.key` in the data directory. The environment variable
-    /// COUNTERSIGN_MASTER_KEY, when set, takes precedence over any file.
+    /// The master key that seals connector and webhook secrets (a file holding base64 of
+    /// 32 bytes). Without it: the environment variable COUNTERSIGN_MASTER_KEY (the base64
+    /// itself), else `master.key` in the data directory.
     #[arg(long)]
     master_key_file: Option<PathBuf>,
     /// A previous master key, to open secrets sealed before a rotation.
@@ -86,14 +86,15 @@ pub fn load_keys(
     file: Option<&std::path::Path>,
     previous: Option<&std::path::Path>,
 ) -> Result<MasterKeys, String> {
-    let current = match std::env::var(vault::ENV_KEY) {
-        Ok(text) if !text.trim().is_empty() => MasterKeys::from_base64(&text).map_err(|e| format!("{}: {e}", vault::ENV_KEY))?,
-        _ => {
-            let path = file.map(std::path::Path::to_path_buf).unwrap_or_else(|| data_dir.join("master.key"));
+    // What is named on the command line wins, then the environment, then the default file.
+    let current = match (file, std::env::var(vault::ENV_KEY)) {
+        (Some(path), _) if path.exists() => MasterKeys::from_file(path)?,
+        (Some(path), _) => return Err(format!("the master key file {} does not exist", path.display())),
+        (None, Ok(text)) if !text.trim().is_empty() => MasterKeys::from_base64(&text).map_err(|e| format!("{}: {e}", vault::ENV_KEY))?,
+        (None, _) => {
+            let path = data_dir.join("master.key");
             if path.exists() {
                 MasterKeys::from_file(&path)?
-            } else if file.is_some() {
-                return Err(format!("the master key file {} does not exist", path.display()));
             } else {
                 tracing::warn!("no master key ({} or {}): tools cannot have secret headers", vault::ENV_KEY, path.display());
                 MasterKeys::none()

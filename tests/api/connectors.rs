@@ -241,11 +241,18 @@ async fn master_key_rotation_keeps_secrets_working() {
 
     let new_key = server.dir.join("new.key");
     assert!(bin_command(None).args(["admin", "generate-master-key", "--out"]).arg(&new_key).status().unwrap().success());
+    // A key left in the environment (some other one) does not override the old key named
+    // on the command line.
+    let stray = server.dir.join("stray.key");
+    assert!(bin_command(None).args(["admin", "generate-master-key", "--out"]).arg(&stray).status().unwrap().success());
     let rotated = bin_command(server.db.as_ref())
         .args(["admin", "rotate-master-key", "--data-dir"])
         .arg(&server.dir)
         .arg("--new-key-file")
         .arg(&new_key)
+        .arg("--old-key-file")
+        .arg(server.dir.join("master.key"))
+        .env("COUNTERSIGN_MASTER_KEY", std::fs::read_to_string(&stray).unwrap().trim())
         .output()
         .unwrap();
     assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
