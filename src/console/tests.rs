@@ -909,6 +909,22 @@ fn a_viewer_sees_publish_disabled_and_is_told_why() {
     assert!(a.take_effects().is_empty());
     let screen = render(&a).to_string();
     assert!(screen.contains("You cannot publish the constitution: your role (viewer)"), "{screen}");
+    // Read whole at 80 columns: wrapped above the footer, not cut at the edge.
+    let text = a.toast.as_ref().expect("a toast").text.clone();
+    assert!(text.len() > 80, "{text}");
+    let shown: Vec<&str> = screen.lines().map(|l| l.trim_matches('"').trim()).collect();
+    let joined = shown.join(" ");
+    assert!(joined.contains(&text), "the whole refusal is on screen:\n{screen}");
+}
+
+#[test]
+fn long_messages_wrap_between_words_within_three_lines() {
+    use super::widgets::wrap;
+    assert_eq!(wrap("grants none of `constitution:publish`.", 20, 3), ["grants none of", "`constitution:publis", "h`."]);
+    assert_eq!(wrap("a b c d e f", 3, 2), ["a b", "c …"]);
+    assert_eq!(wrap("abcdef ghi", 3, 2), ["abc", "de…"]);
+    assert_eq!(wrap("  ", 10, 3), Vec::<String>::new());
+    assert_eq!(wrap("fits", 10, 3), ["fits"]);
 }
 
 #[test]

@@ -22,12 +22,13 @@ pub fn draw(f: &mut Frame, app: &App) {
         return;
     }
     let banners = banner_lines(app);
+    let toast_lines = toast_lines(app, area.width);
     let [header, banner, tabs, body, toast, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(banners.len() as u16),
         Constraint::Length(1),
         Constraint::Fill(1),
-        Constraint::Length(1),
+        Constraint::Length(toast_lines.len().max(1) as u16),
         Constraint::Length(1),
     ])
     .areas(area);
@@ -41,7 +42,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Access => screens::access::draw(f, body, app),
         Screen::Simulate => screens::simulate::draw(f, body, app),
     }
-    draw_toast(f, toast, app);
+    f.render_widget(Paragraph::new(toast_lines), toast);
     draw_footer(f, footer, app);
     if let Some(d) = &app.dialog {
         d.draw(f, body, &app.theme);
@@ -127,15 +128,17 @@ fn draw_tabs(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn draw_toast(f: &mut Frame, area: Rect, app: &App) {
-    if let Some(Input::Palette { error: Some(e), .. }) = &app.input {
-        f.render_widget(Paragraph::new(Line::styled(e.clone(), app.theme.danger)), area);
-        return;
-    }
-    if let Some(toast) = &app.toast {
-        let style = if toast.error { app.theme.danger } else { app.theme.ok };
-        f.render_widget(Paragraph::new(Line::styled(super::widgets::clip(&toast.text, area.width as usize), style)), area);
-    }
+/// The message above the footer (a palette error, else the toast), wrapped to the width:
+/// up to three lines, taken from the screen above, so a long refusal is read whole rather
+/// than cut at the edge of an 80-column terminal.
+fn toast_lines(app: &App, width: u16) -> Vec<Line<'static>> {
+    let (text, style) = match (&app.input, &app.toast) {
+        (Some(Input::Palette { error: Some(e), .. }), _) => (e.as_str(), app.theme.danger),
+        (_, Some(toast)) => (toast.text.as_str(), if toast.error { app.theme.danger } else { app.theme.ok }),
+        _ => return Vec::new(),
+    };
+    let text = super::widgets::printable(text);
+    super::widgets::wrap(&text, width as usize, 3).into_iter().map(|l| Line::styled(l, style)).collect()
 }
 
 fn draw_footer(f: &mut Frame, area: Rect, app: &App) {

@@ -39,6 +39,48 @@ pub fn clip(s: &str, n: usize) -> String {
     out
 }
 
+/// `s` in lines of at most `width` characters, broken between words where it can be (a
+/// word longer than a line is cut), at most `max` lines: the last one ends in `…` if
+/// anything was left over.
+pub fn wrap(s: &str, width: usize, max: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in s.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        loop {
+            let used = line.chars().count();
+            let room = if used == 0 { width } else { width.saturating_sub(used + 1) };
+            if word.len() <= room {
+                if used > 0 {
+                    line.push(' ');
+                }
+                line.extend(word.iter());
+                break;
+            }
+            if used == 0 {
+                // Longer than a whole line: cut it.
+                line.extend(word.drain(..width));
+            }
+            lines.push(std::mem::take(&mut line));
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    if lines.len() > max.max(1) {
+        lines.truncate(max.max(1));
+        let last = lines.last_mut().expect("at least one line");
+        if last.chars().count() + 2 <= width {
+            last.push_str(" …");
+        } else {
+            last.pop();
+            last.push('…');
+        }
+    }
+    lines
+}
+
 /// Removes control characters, which could repaint the terminal: a line break shows as
 /// `↵`, anything else as `␣`.
 pub fn printable(s: &str) -> String {
