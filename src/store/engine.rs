@@ -105,6 +105,47 @@ pub struct Engine {
     epoch: Arc<AtomicU64>,
     /// Tells the listener thread to stop.
     stopping: Arc<AtomicBool>,
+    /// With a pipelined writer: how far the log is on disk, so that reads wait for it.
+    durability: Option<Arc<Durability>>,
+}
+
+/// How far a pipelined writer's log is on disk (see [`Publisher`]).
+///
+/// A committed batch is visible to readers before the syncer has made it durable. So that
+/// nobody — not even a reader — learns of a write that a power cut could still take back
+/// (a signed checkpoint of a head that then vanishes would look like tampering), a read
+/// is answered only once every batch committed before it finished is synced: usually at
+/// once, at most one sync later.
+struct Durability {
+    /// Batches committed, counted just before each COMMIT: a reader that saw a batch
+    /// counts it when it looks afterwards.
+    committed: AtomicU64,
+    synced: tokio::sync::watch::Sender<Synced>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Synced {
+    /// Batches made durable (every batch counted in `committed` is, in order, eventually).
+    batches: u64,
+    /// A sync failed: nothing committed after the last good one is known to be on disk.
+    failed: bool,
+}
+
+impl Durability {
+    fn new() -> Self {
+        Durability { committed: AtomicU64::new(0), synced: tokio::sync::watch::Sender::new(Synced::default()) }
+    }
+
+    /// Waits until the first `batches` batches are on disk.
+    async fn reached(&self, batches: u64) -> Result<()> {
+        let now = *self.synced.borrow();
+        let now = if now.batches >= batches || now.failed {
+            now
+        } else {
+            *self.synced.subscribe().wait_for(|s| s.batches >= batches || s.failed).await.map_err(|_| stopped())?
+        };
+        if now.batches >= batches { Ok(()) } else { Err(unsynced()) }
+    }
 }
 
 impl Engine {
@@ -114,6 +155,7 @@ impl Engine {
             Some(w) => (w.conn, Some(w.sync_file)),
             None => (connector.open_writer()?, None),
         };
+        let durability = sync_file.as_ref().map(|_| Arc::new(Durability::new()));
         let writer_housekeeping = connector.writer_housekeeping();
         let (wtx, wrx) = crossbeam_channel::unbounded();
         let (rtx, rrx) = crossbeam_channel::unbounded();
@@ -129,12 +171,13 @@ impl Engine {
         // follows it and finds little left to do.
         let maintained = Arc::new(AtomicBool::new(false));
         {
-            let (hook, epoch, replica, maintained) = (hook.clone(), epoch.clone(), replica.clone(), maintained.clone());
+            let (hook, epoch, replica, maintained, durability) =
+                (hook.clone(), epoch.clone(), replica.clone(), maintained.clone(), durability.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name("store-writer".into())
                     .spawn(move || {
-                        let publish = Publisher::start(sync_file, hook);
+                        let publish = Publisher::start(sync_file.zip(durability), hook);
                         let housekeeping = writer_housekeeping.map(|h| (h, maintained));
                         writer_loop(writer_conn, wrx, clock, publish, epoch, replica, housekeeping)
                     })
@@ -182,6 +225,7 @@ impl Engine {
             dialect,
             epoch,
             stopping,
+            durability,
         })
     }
 
@@ -268,12 +312,20 @@ impl Engine {
         T: Send + 'static,
         F: FnOnce(&mut dyn Conn) -> Result<T> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let (tx, rx) = oneshot::channel::<(Result<T>, u64)>();
+        let durability = self.durability.clone();
         let job: ReadFn = Box::new(move |conn: &mut dyn Conn| {
-            let _ = tx.send(f(conn));
+            let out = f(conn);
+            // Looked at after the read: it counts every batch the read could have seen.
+            let seen = durability.map_or(0, |d| d.committed.load(Ordering::SeqCst));
+            let _ = tx.send((out, seen));
         });
         self.readers.send(ReadMsg::Job(job, in_tx)).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        let (out, seen) = rx.await.map_err(|_| stopped())?;
+        if let Some(d) = &self.durability {
+            d.reached(seen).await?;
+        }
+        out
     }
 
     /// Finishes the work already queued, then stops the threads.
@@ -531,6 +583,7 @@ fn writer_loop(
                 recv(publish.synced()) -> _ => {}
             }
         }
+        publish.committing();
         let (again, committed) = open.commit(&mut *conn, &epoch, &replica);
         carried = again;
         publish.send(committed);
@@ -575,13 +628,11 @@ impl Committed {
 /// Where it does not (SQLite's pipelined writer), a syncer thread `fdatasync`s the log and
 /// then tells everyone about every batch committed before the sync began: the writer runs
 /// the next batch meanwhile, and several batches can share one sync. Nobody — caller, live
-/// stream, webhook worker — hears of a write before it is on disk. (Another request's read
-/// can see it up to one sync earlier, as in any write-ahead log with group commit; a write
-/// that depends on what it read is acknowledged only after its own sync, which covers the
-/// earlier batch, since the log is written in order.)
+/// stream, webhook worker — hears of a write before it is on disk, and reads wait for it
+/// too ([`Durability`]).
 struct Publisher {
     hook: Arc<std::sync::RwLock<Option<CommitHook>>>,
-    syncer: Option<(Sender<Committed>, JoinHandle<()>)>,
+    syncer: Option<(Sender<Committed>, JoinHandle<()>, Arc<Durability>)>,
     /// Batches sent to the syncer and not yet told.
     in_flight: Arc<AtomicUsize>,
     /// A token after each sync round (perhaps stale: check `in_flight` again).
@@ -593,21 +644,28 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn start(sync_file: Option<std::path::PathBuf>, hook: Arc<std::sync::RwLock<Option<CommitHook>>>) -> Publisher {
+    fn start(sync: Option<(std::path::PathBuf, Arc<Durability>)>, hook: Arc<std::sync::RwLock<Option<CommitHook>>>) -> Publisher {
         let failed = Arc::new(AtomicBool::new(false));
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let (synced_tx, synced) = match sync_file {
+        let (synced_tx, synced) = match sync {
             Some(_) => {
                 let (tx, rx) = crossbeam_channel::bounded(1);
                 (Some(tx), rx)
             }
             None => (None, crossbeam_channel::never()),
         };
-        let syncer = sync_file.zip(synced_tx).map(|(path, synced_tx)| {
+        let syncer = sync.zip(synced_tx).map(|((path, durability), synced_tx)| {
             let (tx, rx) = crossbeam_channel::unbounded();
-            let syncer = Syncer { path, hook: hook.clone(), failed: failed.clone(), in_flight: in_flight.clone(), synced: synced_tx };
+            let syncer = Syncer {
+                path,
+                hook: hook.clone(),
+                failed: failed.clone(),
+                in_flight: in_flight.clone(),
+                synced: synced_tx,
+                durability: durability.clone(),
+            };
             let thread = std::thread::Builder::new().name("store-syncer".into()).spawn(move || syncer.run(rx)).expect("spawn store syncer");
-            (tx, thread)
+            (tx, thread, durability)
         });
         Publisher { hook, syncer, in_flight, synced, failed }
     }
@@ -626,13 +684,21 @@ impl Publisher {
         &self.synced
     }
 
+    /// Counts a batch about to commit (see [`Durability`]); every one counted is sent.
+    fn committing(&self) {
+        if let Some((_, _, d)) = &self.syncer {
+            d.committed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     fn send(&self, committed: Committed) {
         match &self.syncer {
             None => committed.tell(&self.hook),
-            Some((tx, _)) => {
+            Some((tx, _, d)) => {
                 self.in_flight.fetch_add(1, Ordering::SeqCst);
                 if let Err(crossbeam_channel::SendError(c)) = tx.send(committed) {
                     self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    d.synced.send_modify(|s| s.failed = true);
                     c.fail();
                 }
             }
@@ -641,7 +707,7 @@ impl Publisher {
 
     /// Waits until every batch sent has been told.
     fn finish(self) {
-        if let Some((tx, thread)) = self.syncer {
+        if let Some((tx, thread, _)) = self.syncer {
             drop(tx);
             let _ = thread.join();
         }
@@ -664,6 +730,7 @@ struct Syncer {
     failed: Arc<AtomicBool>,
     in_flight: Arc<AtomicUsize>,
     synced: Sender<()>,
+    durability: Arc<Durability>,
 }
 
 impl Syncer {
@@ -677,8 +744,12 @@ impl Syncer {
             batches.extend(rx.try_iter());
             let n = batches.len();
             match self.sync(&mut file) {
-                Ok(()) => batches.into_iter().for_each(|b| b.tell(&self.hook)),
+                Ok(()) => {
+                    self.durability.synced.send_modify(|s| s.batches += n as u64);
+                    batches.into_iter().for_each(|b| b.tell(&self.hook));
+                }
                 Err(e) => {
+                    self.durability.synced.send_modify(|s| s.failed = true);
                     if !self.failed.swap(true, Ordering::SeqCst) {
                         tracing::error!(error = %e, file = %self.path.display(), "could not sync the store's write-ahead log; no more writes are taken until the server is restarted");
                     }
@@ -1078,13 +1149,13 @@ mod tests {
         }
     }
 
-    fn count(engine: &Engine) -> i64 {
+    fn count(engine: &Engine) -> Result<i64> {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(engine.read(|c| Ok(c.query("SELECT count(*) FROM t", &[])?[0].int(0)?))).unwrap()
+        rt.block_on(engine.read(|c| Ok(c.query("SELECT count(*) FROM t", &[])?[0].int(0)?)))
     }
 
     #[test]
-    fn every_answer_waits_for_the_sync_and_a_failed_sync_stops_all_writes() {
+    fn answers_and_reads_wait_for_the_sync_and_a_failed_sync_stops_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("s.db");
         SqliteConnector::new(&db).open_writer().unwrap().batch("CREATE TABLE t (x BIGINT)").unwrap();
@@ -1094,19 +1165,25 @@ mod tests {
         // The real log: written, synced, answered.
         let engine = Engine::start(&SqliteConnector::new(&db), Clock::system()).unwrap();
         assert_eq!(insert(&engine).unwrap(), 1);
-        assert_eq!(count(&engine), 1);
+        assert_eq!(count(&engine).unwrap(), 1);
         engine.close();
 
-        // A log that cannot be synced: the write is committed (a reader sees it) but the
-        // caller is told it may not have been kept, and nothing more is written.
+        // A log that cannot be synced: the write is committed, but its caller is told it
+        // may not have been kept; a read that could see it is refused rather than show a
+        // write a power cut could take back; and nothing more is written.
         let engine = Engine::start(&UnsyncableLog(SqliteConnector::new(&db), dir.path().join("gone")), Clock::system()).unwrap();
         let e = insert(&engine).unwrap_err();
         assert_eq!((e.status(), e.code), (503, "store_unavailable"));
         assert!(e.message.contains("could not confirm the write on disk"), "{}", e.message);
-        assert_eq!(count(&engine), 2);
+        let e = count(&engine).unwrap_err();
+        assert_eq!((e.status(), e.code), (503, "store_unavailable"));
         let e = insert(&engine).unwrap_err();
         assert_eq!((e.status(), e.code), (503, "store_unavailable"));
-        assert_eq!(count(&engine), 2, "a write went through after a failed sync");
+        engine.close();
+        // What was acknowledged before is all there; the unconfirmed write happened to
+        // reach the file (this was no power cut), the refused one did not.
+        let engine = Engine::start(&SqliteConnector::new(&db), Clock::system()).unwrap();
+        assert_eq!(count(&engine).unwrap(), 2, "a write went through after a failed sync");
         engine.close();
     }
 }
