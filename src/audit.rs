@@ -440,6 +440,17 @@ mod tests {
         assert_eq!(verify(&c).unwrap_err().seq, 6);
     }
 
+    #[test]
+    fn stored_names_are_the_names_serde_writes() {
+        use crate::store::engine::enum_text;
+        for k in [ActorKind::User, ActorKind::Agent, ActorKind::System] {
+            assert_eq!(k.as_str(), enum_text(&k));
+        }
+        for v in [Via::Console, Via::Api, Via::Agent, Via::System] {
+            assert_eq!(v.as_str(), enum_text(&v));
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn the_fast_canonical_form_matches_the_reference(

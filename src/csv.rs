@@ -37,17 +37,15 @@ pub const AUDIT_HEADER: [&str; 14] = [
 
 /// One audit event as a CSV record.
 pub fn audit_row(e: &crate::audit::AuditEvent) -> String {
-    let kind = crate::store::engine::enum_text(&e.actor.kind);
-    let via = crate::store::engine::enum_text(&e.via);
     row(&[
         e.seq.to_string(),
         e.id.clone(),
         e.ts.clone(),
         e.workspace_id.clone(),
         e.event_type.clone(),
-        kind,
+        e.actor.kind.as_str().to_string(),
         e.actor.id.clone(),
-        via,
+        e.via.as_str().to_string(),
         e.resource.clone().unwrap_or_default(),
         e.payload_sha256.clone().unwrap_or_default(),
         e.outcome.clone(),

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::db::{Conn, DbError, Row};
-use super::engine::{WriteTx, enum_text};
+use super::engine::WriteTx;
 use super::{Origin, SqlStore, WorkspaceId};
 use crate::approval::{self, Decided, Refusal, State, Verdict};
 use crate::audit::{Actor, EventDraft, Via, outcome};
@@ -421,7 +421,7 @@ impl Actions for SqlStore {
                         new.confidence,
                         &new.requester_id,
                         new.agent_token_id.clone(),
-                        enum_text(&by.via),
+                        by.via.as_str(),
                         approval.as_ref().map(|(a, _)| a.clone()),
                         required as i64,
                         &decision_text,

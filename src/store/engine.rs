@@ -35,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -134,6 +134,11 @@ struct Synced {
 impl Durability {
     fn new() -> Self {
         Durability { committed: AtomicU64::new(0), synced: tokio::sync::watch::Sender::new(Synced::default()) }
+    }
+
+    /// Records that a sync failed; true the first time.
+    fn fail(&self) -> bool {
+        self.synced.send_if_modified(|s| !std::mem::replace(&mut s.failed, true))
     }
 
     /// Waits until the first `batches` batches are on disk.
@@ -633,50 +638,35 @@ impl Committed {
 struct Publisher {
     hook: Arc<std::sync::RwLock<Option<CommitHook>>>,
     syncer: Option<(Sender<Committed>, JoinHandle<()>, Arc<Durability>)>,
-    /// Batches sent to the syncer and not yet told.
-    in_flight: Arc<AtomicUsize>,
-    /// A token after each sync round (perhaps stale: check `in_flight` again).
+    /// A token after each sync round (perhaps stale: ask [`Publisher::syncing`] again).
     synced: Receiver<()>,
-    /// A sync failed: what was committed may not be on disk, so nothing more is written
-    /// until the server restarts (after a failed fsync the kernel may have dropped the
-    /// pages; trying again could report success for data that is gone).
-    failed: Arc<AtomicBool>,
 }
 
 impl Publisher {
     fn start(sync: Option<(std::path::PathBuf, Arc<Durability>)>, hook: Arc<std::sync::RwLock<Option<CommitHook>>>) -> Publisher {
-        let failed = Arc::new(AtomicBool::new(false));
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let (synced_tx, synced) = match sync {
-            Some(_) => {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                (Some(tx), rx)
-            }
-            None => (None, crossbeam_channel::never()),
+        let Some((path, durability)) = sync else {
+            return Publisher { hook, syncer: None, synced: crossbeam_channel::never() };
         };
-        let syncer = sync.zip(synced_tx).map(|((path, durability), synced_tx)| {
-            let (tx, rx) = crossbeam_channel::unbounded();
-            let syncer = Syncer {
-                path,
-                hook: hook.clone(),
-                failed: failed.clone(),
-                in_flight: in_flight.clone(),
-                synced: synced_tx,
-                durability: durability.clone(),
-            };
-            let thread = std::thread::Builder::new().name("store-syncer".into()).spawn(move || syncer.run(rx)).expect("spawn store syncer");
-            (tx, thread, durability)
-        });
-        Publisher { hook, syncer, in_flight, synced, failed }
+        let (synced_tx, synced) = crossbeam_channel::bounded(1);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let syncer = Syncer { path, hook: hook.clone(), synced: synced_tx, durability: durability.clone() };
+        let thread = std::thread::Builder::new().name("store-syncer".into()).spawn(move || syncer.run(rx)).expect("spawn store syncer");
+        Publisher { hook, syncer: Some((tx, thread, durability)), synced }
     }
 
+    /// A sync failed: what was committed may not be on disk, so nothing more is written
+    /// until the server restarts (after a failed fsync the kernel may have dropped the
+    /// pages; trying again could report success for data that is gone).
     fn failed(&self) -> bool {
-        self.failed.load(Ordering::SeqCst)
+        self.syncer.as_ref().is_some_and(|(_, _, d)| d.synced.borrow().failed)
     }
 
     /// Whether a committed batch is still waiting for its sync.
     fn syncing(&self) -> bool {
-        self.in_flight.load(Ordering::SeqCst) > 0
+        self.syncer.as_ref().is_some_and(|(_, _, d)| {
+            let s = *d.synced.borrow();
+            !s.failed && s.batches < d.committed.load(Ordering::SeqCst)
+        })
     }
 
     /// Receives a token after each sync round.
@@ -695,10 +685,8 @@ impl Publisher {
         match &self.syncer {
             None => committed.tell(&self.hook),
             Some((tx, _, d)) => {
-                self.in_flight.fetch_add(1, Ordering::SeqCst);
                 if let Err(crossbeam_channel::SendError(c)) = tx.send(committed) {
-                    self.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    d.synced.send_modify(|s| s.failed = true);
+                    d.fail();
                     c.fail();
                 }
             }
@@ -727,8 +715,6 @@ struct Syncer {
     /// The write-ahead log.
     path: std::path::PathBuf,
     hook: Arc<std::sync::RwLock<Option<CommitHook>>>,
-    failed: Arc<AtomicBool>,
-    in_flight: Arc<AtomicUsize>,
     synced: Sender<()>,
     durability: Arc<Durability>,
 }
@@ -742,27 +728,24 @@ impl Syncer {
             // Everything committed before this sync begins shares it.
             let mut batches = vec![first];
             batches.extend(rx.try_iter());
-            let n = batches.len();
             match self.sync(&mut file) {
                 Ok(()) => {
-                    self.durability.synced.send_modify(|s| s.batches += n as u64);
+                    self.durability.synced.send_modify(|s| s.batches += batches.len() as u64);
                     batches.into_iter().for_each(|b| b.tell(&self.hook));
                 }
                 Err(e) => {
-                    self.durability.synced.send_modify(|s| s.failed = true);
-                    if !self.failed.swap(true, Ordering::SeqCst) {
+                    if self.durability.fail() {
                         tracing::error!(error = %e, file = %self.path.display(), "could not sync the store's write-ahead log; no more writes are taken until the server is restarted");
                     }
                     batches.into_iter().for_each(Committed::fail);
                 }
             }
-            self.in_flight.fetch_sub(n, Ordering::SeqCst);
             let _ = self.synced.try_send(());
         }
     }
 
     fn sync(&self, file: &mut Option<std::fs::File>) -> std::io::Result<()> {
-        if self.failed.load(Ordering::SeqCst) {
+        if self.durability.synced.borrow().failed {
             return Err(std::io::Error::other("an earlier sync failed"));
         }
         if file.is_none() {

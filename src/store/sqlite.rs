@@ -126,7 +126,9 @@ const LOG_RESERVE: u64 = 32 << 20;
 /// Why: while the log file grows, every fdatasync also commits the file system's journal
 /// (a new size, new blocks), which makes the syncs of a fresh store — and of every store
 /// just after a restart, since SQLite removes the log on a clean close — several times
-/// slower (p99 at 2,000 decisions/s: 9–11 ms growing, 7.5–8 ms reserved). Zeros are never
+/// slower (p99 at 2,000 decisions/s: 8–11 ms growing, 7.5–8 ms reserved). Written, not
+/// `set_len` or fallocate: those leave holes or unwritten extents, and the first write into
+/// each block would still change the file's metadata. Zeros are never
 /// a valid frame (each frame carries the log's salt and a running checksum), so SQLite reads
 /// them as the end of the log, exactly like the stale frames it leaves past the end after
 /// every restart. Only appended, and under the write lock, so no other connection is

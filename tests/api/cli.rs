@@ -56,27 +56,9 @@ async fn admin_init_then_serve_then_sign_in_then_a_clean_stop() {
     assert_eq!(init(db.as_ref(), dir, "initech", "ops@initech.test", "").0, 2);
     assert_eq!(init(db.as_ref(), dir, "initech", "ops@initech.test", "short\n").0, 2);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = bin_command(db.as_ref())
-        .args(["serve", "--data-dir", dir, "--listen", &listen, "--log-format", "json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run serve");
-    let mut served = Served(Some(child));
-    let base = format!("http://{listen}");
+    // Its log is kept (piped) and read after it stops.
+    let (mut served, base) = serve(db.as_ref(), dir, Stdio::piped()).await;
     let http = http();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the server did not come up on {listen}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
     for (email, ws) in [("ops@acme.test", "acme"), ("ops@globex.test", "globex")] {
         let r = http.post(format!("{base}/v1/sessions")).json(&json!({"email": email, "password": PASSWORD})).send().await.unwrap();
         assert_eq!(r.status(), 201);
@@ -112,14 +94,14 @@ async fn admin_init_then_serve_then_sign_in_then_a_clean_stop() {
     assert_eq!(out.lines().filter(|l| l.contains(": ok, ")).count(), 2, "{out}");
 }
 
-/// Starts `serve` on a free port and waits until it answers.
-async fn serve(db: Option<&TestDb>, dir: &str) -> (Served, String) {
+/// Starts `serve` on a free port, its log going to `stderr`, and waits until it answers.
+async fn serve(db: Option<&TestDb>, dir: &str, stderr: Stdio) -> (Served, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
     let child = bin_command(db)
         .args(["serve", "--data-dir", dir, "--listen", &listen, "--log-format", "json"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("run serve");
     let served = Served(Some(child));
@@ -148,7 +130,7 @@ async fn every_acknowledged_decision_survives_a_kill_mid_stream() {
     let dir = dir.to_str().unwrap();
     let (code, out, err) = init(db.as_ref(), dir, "acme", "ops@acme.test", &format!("{PASSWORD}\n"));
     assert_eq!(code, 0, "{out}{err}");
-    let (mut served, base) = serve(db.as_ref(), dir).await;
+    let (mut served, base) = serve(db.as_ref(), dir, Stdio::null()).await;
     let http = http();
     let session: serde_json::Value = http
         .post(format!("{base}/v1/sessions"))
@@ -211,7 +193,7 @@ async fn every_acknowledged_decision_survives_a_kill_mid_stream() {
     assert!(acknowledged.len() >= 300);
 
     // Back up on the same data: every acknowledged decision is there, executed.
-    let (mut served, base) = serve(db.as_ref(), dir).await;
+    let (mut served, base) = serve(db.as_ref(), dir, Stdio::null()).await;
     for id in &acknowledged {
         let r = http.get(format!("{base}/v1/actions/{id}")).bearer_auth(&owner).send().await.unwrap();
         assert_eq!(r.status(), 200, "acknowledged {id} was lost in the crash");

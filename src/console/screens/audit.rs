@@ -396,7 +396,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             let time = e.ts.get(11..19).unwrap_or("").to_string();
             let actor = match app.names.get(&*e.actor_id) {
                 Some(name) => clip(name, if wide { 30 } else { 20 }),
-                None => format!("{}:{}", crate::store::engine::enum_text(&e.actor_kind), clip(&e.actor_id, if wide { 30 } else { 14 })),
+                None => format!("{}:{}", e.actor_kind.as_str(), clip(&e.actor_id, if wide { 30 } else { 14 })),
             };
             let mut cells = vec![
                 Cell::from(Span::styled(e.seq.to_string(), t.muted)),
