@@ -353,8 +353,48 @@ pub trait Connector: Send + Sync {
 /// A writer whose COMMIT does not sync (see [`Connector::open_pipelined_writer`]).
 pub struct PipelinedWriter {
     pub conn: Box<dyn Conn>,
-    /// What to `fdatasync` before a committed batch is durable: the write-ahead log.
-    pub sync_file: std::path::PathBuf,
+    /// What makes its committed batches durable.
+    pub log: Box<dyn LogSync>,
+}
+
+/// Makes a pipelined writer's committed batches durable. Called on the engine's syncer
+/// thread, never on the writer's.
+pub trait LogSync: Send {
+    /// Returns once everything committed before the call is on disk.
+    fn sync(&mut self) -> std::io::Result<()>;
+    /// What is synced, for the operator's log when a sync fails.
+    fn name(&self) -> String;
+}
+
+/// `fdatasync` of one file (SQLite's write-ahead log).
+pub struct SyncFile {
+    path: std::path::PathBuf,
+    /// Opened at the first sync: the log exists from the writer's first commit, and the
+    /// writer's connection keeps it from being removed while the engine runs.
+    file: Option<std::fs::File>,
+}
+
+impl SyncFile {
+    pub fn new(path: impl Into<std::path::PathBuf>) -> SyncFile {
+        SyncFile { path: path.into(), file: None }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl LogSync for SyncFile {
+    fn sync(&mut self) -> std::io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(std::fs::File::open(&self.path)?);
+        }
+        self.file.as_ref().expect("opened above").sync_data()
+    }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
 }
 
 /// Commit announcements from other processes sharing the store.

@@ -156,11 +156,11 @@ impl Durability {
 impl Engine {
     /// Opens the connections and starts the threads.
     pub fn start(connector: &dyn Connector, clock: Clock) -> Result<Engine, DbError> {
-        let (writer_conn, sync_file) = match connector.open_pipelined_writer()? {
-            Some(w) => (w.conn, Some(w.sync_file)),
+        let (writer_conn, log) = match connector.open_pipelined_writer()? {
+            Some(w) => (w.conn, Some(w.log)),
             None => (connector.open_writer()?, None),
         };
-        let durability = sync_file.as_ref().map(|_| Arc::new(Durability::new()));
+        let durability = log.as_ref().map(|_| Arc::new(Durability::new()));
         let writer_housekeeping = connector.writer_housekeeping();
         let (wtx, wrx) = crossbeam_channel::unbounded();
         let (rtx, rrx) = crossbeam_channel::unbounded();
@@ -182,7 +182,7 @@ impl Engine {
                 std::thread::Builder::new()
                     .name("store-writer".into())
                     .spawn(move || {
-                        let publish = Publisher::start(sync_file.zip(durability), hook);
+                        let publish = Publisher::start(log.zip(durability), hook);
                         let housekeeping = writer_housekeeping.map(|h| (h, maintained));
                         writer_loop(writer_conn, wrx, clock, publish, epoch, replica, housekeeping)
                     })
@@ -643,13 +643,13 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn start(sync: Option<(std::path::PathBuf, Arc<Durability>)>, hook: Arc<std::sync::RwLock<Option<CommitHook>>>) -> Publisher {
-        let Some((path, durability)) = sync else {
+    fn start(sync: Option<(Box<dyn super::db::LogSync>, Arc<Durability>)>, hook: Arc<std::sync::RwLock<Option<CommitHook>>>) -> Publisher {
+        let Some((log, durability)) = sync else {
             return Publisher { hook, syncer: None, synced: crossbeam_channel::never() };
         };
         let (synced_tx, synced) = crossbeam_channel::bounded(1);
         let (tx, rx) = crossbeam_channel::unbounded();
-        let syncer = Syncer { path, hook: hook.clone(), synced: synced_tx, durability: durability.clone() };
+        let syncer = Syncer { log, hook: hook.clone(), synced: synced_tx, durability: durability.clone() };
         let thread = std::thread::Builder::new().name("store-syncer".into()).spawn(move || syncer.run(rx)).expect("spawn store syncer");
         Publisher { hook, syncer: Some((tx, thread, durability)), synced }
     }
@@ -712,30 +712,27 @@ fn unsynced() -> Error {
 
 /// The syncer thread's side of a [`Publisher`].
 struct Syncer {
-    /// The write-ahead log.
-    path: std::path::PathBuf,
+    /// What makes committed batches durable (SQLite's write-ahead log).
+    log: Box<dyn super::db::LogSync>,
     hook: Arc<std::sync::RwLock<Option<CommitHook>>>,
     synced: Sender<()>,
     durability: Arc<Durability>,
 }
 
 impl Syncer {
-    fn run(self, rx: Receiver<Committed>) {
-        // Opened at the first batch: the log exists from the writer's first commit, and the
-        // writer's connection keeps it from being removed while the engine runs.
-        let mut file: Option<std::fs::File> = None;
+    fn run(mut self, rx: Receiver<Committed>) {
         while let Ok(first) = rx.recv() {
             // Everything committed before this sync begins shares it.
             let mut batches = vec![first];
             batches.extend(rx.try_iter());
-            match self.sync(&mut file) {
+            match self.sync() {
                 Ok(()) => {
                     self.durability.synced.send_modify(|s| s.batches += batches.len() as u64);
                     batches.into_iter().for_each(|b| b.tell(&self.hook));
                 }
                 Err(e) => {
                     if self.durability.fail() {
-                        tracing::error!(error = %e, file = %self.path.display(), "could not sync the store's write-ahead log; no more writes are taken until the server is restarted");
+                        tracing::error!(error = %e, file = %self.log.name(), "could not sync the store's write-ahead log; no more writes are taken until the server is restarted");
                     }
                     batches.into_iter().for_each(Committed::fail);
                 }
@@ -744,14 +741,11 @@ impl Syncer {
         }
     }
 
-    fn sync(&self, file: &mut Option<std::fs::File>) -> std::io::Result<()> {
+    fn sync(&mut self) -> std::io::Result<()> {
         if self.durability.synced.borrow().failed {
             return Err(std::io::Error::other("an earlier sync failed"));
         }
-        if file.is_none() {
-            *file = Some(std::fs::File::open(&self.path)?);
-        }
-        file.as_ref().expect("opened above").sync_data()
+        self.log.sync()
     }
 }
 
@@ -1107,7 +1101,7 @@ fn in_read_tx<T>(conn: &mut dyn Conn, f: impl FnOnce(&mut dyn Conn) -> Result<T,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::db::PipelinedWriter;
+    use crate::store::db::{LogSync, PipelinedWriter, SyncFile};
     use crate::store::sqlite::SqliteConnector;
 
     /// SQLite's pipelined writer, but syncing a file that is not there: every sync fails.
@@ -1125,16 +1119,97 @@ mod tests {
         }
         fn open_pipelined_writer(&self) -> Result<Option<PipelinedWriter>, DbError> {
             let w = self.0.open_pipelined_writer()?.expect("SQLite pipelines");
-            Ok(Some(PipelinedWriter { conn: w.conn, sync_file: self.1.clone() }))
+            Ok(Some(PipelinedWriter { conn: w.conn, log: Box::new(SyncFile::new(&self.1)) }))
         }
         fn dialect(&self) -> Dialect {
             Dialect::Sqlite
         }
     }
 
+    /// SQLite's pipelined writer, with every sync of its log held until the test lets it go.
+    struct HeldLog {
+        connector: SqliteConnector,
+        /// Told when a sync begins; the sync then waits for a token (or the sender's drop).
+        held: std::sync::Mutex<Option<(Sender<()>, Receiver<()>)>>,
+    }
+
+    struct HeldSync {
+        log: Box<dyn LogSync>,
+        entered: Sender<()>,
+        release: Receiver<()>,
+    }
+
+    impl LogSync for HeldSync {
+        fn sync(&mut self) -> std::io::Result<()> {
+            let _ = self.entered.send(());
+            let _ = self.release.recv();
+            self.log.sync()
+        }
+        fn name(&self) -> String {
+            self.log.name()
+        }
+    }
+
+    impl Connector for HeldLog {
+        fn open_writer(&self) -> Result<Box<dyn Conn>, DbError> {
+            self.connector.open_writer()
+        }
+        fn open_reader(&self) -> Result<Box<dyn Conn>, DbError> {
+            self.connector.open_reader()
+        }
+        fn readers(&self) -> usize {
+            2
+        }
+        fn open_pipelined_writer(&self) -> Result<Option<PipelinedWriter>, DbError> {
+            let w = self.connector.open_pipelined_writer()?.expect("SQLite pipelines");
+            let (entered, release) = self.held.lock().unwrap().take().expect("one writer");
+            Ok(Some(PipelinedWriter { conn: w.conn, log: Box::new(HeldSync { log: w.log, entered, release }) }))
+        }
+        fn dialect(&self) -> Dialect {
+            Dialect::Sqlite
+        }
+    }
+
+    /// Runs `f` on a thread of its own; its answer arrives on the receiver.
+    fn in_thread(engine: &Arc<Engine>, f: impl FnOnce(&Engine) -> Result<i64> + Send + 'static) -> Receiver<Result<i64>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let engine = engine.clone();
+        std::thread::spawn(move || tx.send(f(&engine)));
+        rx
+    }
+
     fn count(engine: &Engine) -> Result<i64> {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(engine.read(|c| Ok(c.query("SELECT count(*) FROM t", &[])?[0].int(0)?)))
+    }
+
+    #[test]
+    fn a_committed_write_is_neither_answered_nor_read_before_its_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        SqliteConnector::new(&db).open_writer().unwrap().batch("CREATE TABLE t (x BIGINT)").unwrap();
+        let (entered_tx, entered) = crossbeam_channel::unbounded();
+        let (release, release_rx) = crossbeam_channel::unbounded();
+        let held = HeldLog { connector: SqliteConnector::new(&db), held: std::sync::Mutex::new(Some((entered_tx, release_rx))) };
+        let engine = Arc::new(Engine::start(&held, Clock::system()).unwrap());
+        let written = in_thread(&engine, |engine| {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(engine.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (1)", &[])?))).map(|n| n as i64)
+        });
+        // The row is committed (SQLite shows it to readers from now on) and its sync has
+        // begun, held. A read that did not wait for the sync would count it within
+        // microseconds: it must still be waiting after 300 ms, like the write's caller.
+        entered.recv_timeout(Duration::from_secs(10)).expect("the write reached its sync");
+        let read = in_thread(&engine, count);
+        let early = read.recv_timeout(Duration::from_millis(300));
+        assert!(early.is_err(), "a read answered while the write it could see was not yet on disk: {early:?}");
+        assert!(written.try_recv().is_err(), "the write was answered before it was on disk");
+        // Once the log is synced, both are answered, and the read sees the row.
+        release.send(()).unwrap();
+        drop(release);
+        assert_eq!(written.recv_timeout(Duration::from_secs(10)).unwrap().unwrap(), 1);
+        assert_eq!(read.recv_timeout(Duration::from_secs(10)).unwrap().unwrap(), 1);
+        engine.close();
     }
 
     #[test]

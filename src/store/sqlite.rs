@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use super::db::{Conn, Connector, DbError, Dialect, PipelinedWriter, Row, Value};
+use super::db::{Conn, Connector, DbError, Dialect, PipelinedWriter, Row, SyncFile, Value};
 use super::migrate::Migration;
 
 /// The schema, in order. Never edit a shipped migration: add the next one.
@@ -92,7 +92,7 @@ impl Connector for SqliteConnector {
         if let Err(e) = presize_log(&mut conn, &wal) {
             tracing::warn!(error = %e, file = %wal.display(), "could not reserve space for the write-ahead log; it grows as it is written");
         }
-        Ok(Some(PipelinedWriter { conn: Box::new(conn), sync_file: wal }))
+        Ok(Some(PipelinedWriter { conn: Box::new(conn), log: Box::new(SyncFile::new(wal)) }))
     }
     fn maintenance(&self) -> Result<Option<super::db::Maintenance>, DbError> {
         // A PASSIVE checkpoint copies what it can without waiting on, or blocking, the
@@ -284,8 +284,9 @@ mod tests {
         let connector = SqliteConnector::new(&db);
         connector.open_writer().unwrap().batch("CREATE TABLE t (x BIGINT)").unwrap();
         let mut reader = connector.open_reader().unwrap();
-        let PipelinedWriter { conn: mut writer, sync_file } = connector.open_pipelined_writer().unwrap().expect("SQLite pipelines");
-        assert_eq!(sync_file, dir.path().join("s.db-wal"));
+        let PipelinedWriter { conn: mut writer, log } = connector.open_pipelined_writer().unwrap().expect("SQLite pipelines");
+        let sync_file = dir.path().join("s.db-wal");
+        assert_eq!(log.name(), sync_file.display().to_string(), "commits are made durable by syncing the log");
         assert_eq!(log_len(&sync_file), LOG_RESERVE, "the log is reserved when the writer opens");
         for i in 0..500 {
             writer.batch("BEGIN IMMEDIATE").unwrap();
