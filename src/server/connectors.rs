@@ -18,6 +18,13 @@ use crate::vault::{self, MasterKeys};
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Receiver timeout when the tool sets none.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// The receiver timeouts a tool may set.
+pub const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=30_000;
+/// How long after an action starts `executing` its call is known to be over: the longest
+/// timeout, and as long again for reading the tool beforehand and recording the result
+/// after. An action still `executing` by then was cut off by a server that stopped
+/// mid-call; the sweeper records it as failed, outcome unknown (`execution_interrupted`).
+pub const INTERRUPTED_AFTER: chrono::Duration = chrono::Duration::milliseconds(2 * *TIMEOUT_MS.end() as i64);
 
 /// Calls the tool's `http` connector with the action's payload. Returns what to record
 /// and whether the call succeeded (a 2xx answer).

@@ -78,6 +78,10 @@ pub struct Inner {
     /// When each token's `last_used_at` was last written, to write it at most once a minute.
     token_touches: Mutex<HashMap<String, DateTime<Utc>>>,
     pub shutdown: CancellationToken,
+    /// Connector calls in flight. Each runs in a task of its own, so a client that gives
+    /// up cannot cut a call off half-way (its result would go unrecorded); shutdown waits
+    /// for them.
+    pub executions: tokio_util::task::TaskTracker,
     /// Opens and seals connector secrets.
     pub keys: MasterKeys,
     /// The client connectors call receivers with.
@@ -146,6 +150,7 @@ impl AppState {
             password_slots: tokio::sync::Semaphore::new(2),
             token_touches: Mutex::default(),
             shutdown: CancellationToken::new(),
+            executions: tokio_util::task::TaskTracker::new(),
             keys,
             http,
             auth_cache: cache::EpochCache::new(10_000),
@@ -223,17 +228,31 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting connections, lets in-flight requests finish, stops background
-    /// tasks, and closes the store after its queued writes are durable.
+    /// Stops accepting connections, lets in-flight requests and connector calls finish,
+    /// stops background tasks, and closes the store after its queued writes are durable.
     pub async fn shutdown(self) -> std::io::Result<()> {
         self.state.shutdown.cancel();
         let served = self.task.await.unwrap_or(Ok(()));
+        self.state.executions.close();
+        self.state.executions.wait().await;
         for b in self.background {
             let _ = b.await;
         }
         let store = self.state.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         served
+    }
+
+    /// Stops at once, as a crash would as far as the store can tell: no new connections,
+    /// no background work, and the store closed without waiting for anything, so what is
+    /// still running can record nothing more. (For tests of what a restart finds.)
+    pub async fn abort(self) {
+        self.task.abort();
+        for b in &self.background {
+            b.abort();
+        }
+        let store = self.state.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }
 
     /// Waits until the server stops (after the shutdown token is cancelled).
@@ -253,36 +272,51 @@ pub async fn start(listener: TcpListener, state: AppState) -> std::io::Result<Ru
         tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(async move { token.cancelled().await }).await });
     let background = vec![
         tokio::spawn(prune_sign_in_failures(state.clone())),
-        tokio::spawn(sweep_expired_approvals(state.clone())),
+        tokio::spawn(sweep(state.clone())),
         tokio::spawn(webhooks::run(state.clone())),
         tokio::spawn(checkpoints::schedule(state.clone())),
     ];
     Ok(Running { addr, state, task, background })
 }
 
-/// How often open approvals are checked for expiry.
+/// How often open approvals are checked for expiry, and connector calls for interruption.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How many of either one write of the sweeper handles.
+const SWEEP_BATCH: usize = 200;
 
-/// Records the expiry of every approval whose time has come: an event, not only a
-/// computed state. (Deciding or executing an expired approval also records it, first.)
-async fn sweep_expired_approvals(state: AppState) {
+/// Records as events, not only as computed states: the expiry of every approval whose
+/// time has come (deciding or executing an expired approval also records it, first), and
+/// every connector call that was cut off by a server stopping mid-call — an action that
+/// has been `executing` for longer than any call can last ([`connectors::INTERRUPTED_AFTER`]).
+async fn sweep(state: AppState) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
             _ = tick.tick() => {
-                // Drain in batches so a backlog never holds the writer for long.
-                loop {
-                    match state.store.expire_due(200).await {
-                        Ok(200) => continue,
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not expire approvals");
-                            break;
-                        }
-                    }
-                }
+                drain("expire approvals", || state.store.expire_due(SWEEP_BATCH as i64)).await;
+                let started_before = format_ts(state.clock.now() - connectors::INTERRUPTED_AFTER);
+                drain("record interrupted connector calls", || state.store.fail_interrupted(&started_before, SWEEP_BATCH as i64)).await;
+            }
+        }
+    }
+}
+
+/// Runs `step` until it handles less than a full batch, so a backlog is cleared in
+/// batches and never holds the writer for long.
+async fn drain<F, Fut>(what: &str, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::error::Result<usize>>,
+{
+    loop {
+        match step().await {
+            Ok(SWEEP_BATCH) => continue,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not {what}");
+                break;
             }
         }
     }

@@ -74,6 +74,11 @@ pub trait Actions {
     async fn record_action(&self, ws: &WorkspaceId, by: &Origin, new: NewAction) -> Result<Submitted>;
     /// Records what a connector that ran after commit returned.
     async fn finish_execution(&self, ws: &WorkspaceId, by: &Origin, action_id: &str, result: Value, ok: bool) -> Result<Action>;
+    /// Records as failed, in every workspace, each action still `executing` that started
+    /// before `started_before`: its connector call was cut off (the server stopped
+    /// mid-call), so whether it took effect is unknown. Never runs anything again.
+    /// Returns how many.
+    async fn fail_interrupted(&self, started_before: &str, limit: i64) -> Result<usize>;
     async fn get_action(&self, ws: &WorkspaceId, id: &str) -> Result<Action>;
     async fn list_actions(&self, ws: &WorkspaceId, filter: ActionFilter) -> Result<Vec<Action>>;
     /// Consumes an approved action's approval and runs (record) or starts (http) it.
@@ -262,6 +267,33 @@ fn set_action_status(tx: &mut WriteTx<'_>, ws: &str, id: &str, status: ActionSta
         params![ws, id, status.as_str(), &now],
     )?;
     Ok(())
+}
+
+/// Records how an `executing` action's connector call ended: its status and result, an
+/// `action.executed` or `action.failed` event, and the answer kept for its idempotency
+/// key. `None` if the action is not executing (its end is already recorded).
+fn finish(tx: &mut WriteTx<'_>, ws: &str, action_id: &str, result: &Value, ok: bool, actor: &Actor, via: Via) -> Result<Option<Action>> {
+    let status = if ok { ActionStatus::Executed } else { ActionStatus::Failed };
+    let now = tx.now_ts();
+    let n = tx.execute(
+        "UPDATE actions SET status = $3, result = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2 AND status = 'executing'",
+        params![ws, action_id, status.as_str(), result.to_string(), &now],
+    )?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let action = read_action(&mut *tx, ws, action_id)?;
+    let (event, out) = if ok { ("action.executed", outcome::SUCCESS) } else { ("action.failed", outcome::FAILURE) };
+    tx.append(
+        ws,
+        EventDraft::new(event, actor.clone(), via)
+            .resource(action_id.to_string())
+            .payload_sha256(action.payload_sha256.clone())
+            .outcome(out)
+            .data(json!({"action_id": action_id, "tool": action.tool, "connector": "http", "result": result})),
+    )?;
+    save_idempotent_response(tx, ws, action_id, &ActionOutcome::of(&action, None))?;
+    Ok(Some(action))
 }
 
 /// Records an approval's expiry (state, action, event), once.
@@ -552,27 +584,36 @@ impl Actions for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                let status = if ok { ActionStatus::Executed } else { ActionStatus::Failed };
-                let now = tx.now_ts();
-                let n = tx.execute(
-                    "UPDATE actions SET status = $3, result = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2 AND status = 'executing'",
-                    params![w, &action_id, status.as_str(), result.to_string(), &now],
+                finish(tx, w, &action_id, &result, ok, &by.actor, by.via)?
+                    .ok_or_else(|| Error::conflict("not_executing", "the action is not running"))
+            })
+            .await
+    }
+
+    async fn fail_interrupted(&self, started_before: &str, limit: i64) -> Result<usize> {
+        let before = started_before.to_string();
+        self.engine
+            .write(move |tx| {
+                // Every workspace's; each is then recorded fenced to its own.
+                tx.set_all_workspaces()?;
+                let due = tx.query(
+                    "SELECT workspace_id, id FROM actions WHERE status = 'executing' AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+                    params![&before, limit],
                 )?;
-                if n == 0 {
-                    return Err(Error::conflict("not_executing", "the action is not running"));
+                let result = json!({
+                    "connector": "http",
+                    "code": "execution_interrupted",
+                    "error": "the server stopped while this call was in flight, so whether it took effect is unknown; \
+                              check the receiving system before submitting it again",
+                });
+                let mut count = 0;
+                for row in &due {
+                    let (w, id) = (row.text(0)?, row.text(1)?);
+                    tx.set_workspace(&w)?;
+                    // `None`: another replica recorded it first.
+                    count += finish(tx, &w, &id, &result, false, &Actor::system("execution-sweeper"), Via::System)?.is_some() as usize;
                 }
-                let action = read_action(&mut *tx, w, &action_id)?;
-                let (event, out) = if ok { ("action.executed", outcome::SUCCESS) } else { ("action.failed", outcome::FAILURE) };
-                tx.append(
-                    w,
-                    EventDraft::new(event, by.actor.clone(), by.via)
-                        .resource(action_id.clone())
-                        .payload_sha256(action.payload_sha256.clone())
-                        .outcome(out)
-                        .data(json!({"action_id": action_id, "tool": action.tool, "connector": "http", "result": result})),
-                )?;
-                save_idempotent_response(tx, w, &action_id, &ActionOutcome::of(&action, None))?;
-                Ok(action)
+                Ok(count)
             })
             .await
     }

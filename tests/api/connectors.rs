@@ -38,6 +38,131 @@ async fn receiver() -> (String, Received) {
     (url, got)
 }
 
+/// A tool's receiving end that holds every call until the test lets one answer (200).
+struct Held {
+    url: String,
+    /// Each call's action id, as it arrives.
+    arrived: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// One permit lets one held call answer.
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+async fn held_receiver() -> Held {
+    type Gate = (tokio::sync::mpsc::UnboundedSender<String>, Arc<tokio::sync::Semaphore>);
+    async fn hold(State((arrived, release)): State<Gate>, headers: HeaderMap) -> (StatusCode, String) {
+        let id = headers.get("countersign-action-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let _ = arrived.send(id);
+        release.acquire().await.expect("the gate stays open").forget();
+        (StatusCode::OK, "{\"sent\":true}".into())
+    }
+    let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let app = axum::Router::new().route("/{*path}", post(hold)).with_state((tx, release.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/send", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Held { url, arrived, release }
+}
+
+impl Held {
+    async fn next_call(&mut self) -> String {
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.arrived.recv())
+            .await
+            .expect("the connector called")
+            .expect("receiver running")
+    }
+}
+
+/// Submits with an `Idempotency-Key`.
+async fn submit_once(api: &Api, key: &str, payload: Value) -> Resp {
+    let body = json!({"tool": "email.send", "payload": payload}).to_string().into_bytes();
+    api.send(reqwest::Method::POST, "/v1/actions", Some(body), &[("idempotency-key", key)]).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connector_call_finishes_and_is_recorded_after_its_client_gives_up() {
+    let mut held = held_receiver().await;
+    let server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    let spec = json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": held.url, "timeout_ms": 30000}});
+    ws.tool("email.send", spec).await;
+    // An agent whose HTTP client waits 300 ms, calling a tool whose receiver takes longer.
+    let impatient = reqwest::Client::builder().timeout(std::time::Duration::from_millis(300)).build().unwrap();
+    let payload = json!({"to": ["a@example.com"], "subject": "renewal"});
+    let call = impatient
+        .post(format!("{}/v1/actions", server.base))
+        .bearer_auth(ws.owner.token.as_deref().unwrap())
+        .header("idempotency-key", "send-1")
+        .json(&json!({"tool": "email.send", "payload": payload}))
+        .send();
+    let (gave_up, id) = tokio::join!(call, held.next_call());
+    assert!(gave_up.expect_err("the client gave up").is_timeout());
+    let path = format!("/v1/actions/{id}");
+    assert_eq!(ws.owner.get(&path).await.body["status"], "executing", "the call is still in flight");
+    submit_once(&ws.owner, "send-1", payload.clone()).await.assert_error(409, "idempotency_key_in_use");
+
+    // The receiver answers: the call was not cut off with the client; its result is kept.
+    held.release.add_permits(1);
+    let action = TestServer::eventually(&ws.owner, &path, "recording the call's result", |a| a["status"] != "executing").await;
+    assert_eq!(action["status"], "executed", "{action}");
+    assert_eq!(action["result"]["status"], 200, "{action}");
+    assert_eq!(action["result"]["body"]["sent"], true, "{action}");
+    let again = submit_once(&ws.owner, "send-1", payload).await;
+    assert_eq!((again.status, again.body["status"].as_str()), (201, Some("executed")), "{}", again.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(event_types(&ws.owner).await.iter().filter(|t| *t == "action.executed").count(), 1);
+    assert!(held.arrived.try_recv().is_err(), "the receiver was called once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_cut_off_by_a_crash_is_recorded_failed_and_never_run_again() {
+    let mut held = held_receiver().await;
+    let mut server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    let spec = json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": held.url, "timeout_ms": 30000}});
+    ws.tool("email.send", spec).await;
+    let payload = json!({"to": ["a@example.com"], "subject": "renewal"});
+    let first = reqwest::Client::new()
+        .post(format!("{}/v1/actions", server.base))
+        .bearer_auth(ws.owner.token.as_deref().unwrap())
+        .header("idempotency-key", "send-1")
+        .json(&json!({"tool": "email.send", "payload": payload}))
+        .send();
+    let first = tokio::spawn(first);
+    let id = held.next_call().await;
+    // The server dies while the receiver is acting on the call; nothing can record how
+    // it ended, and the agent hears no success.
+    server.crash().await;
+    held.release.add_permits(1);
+    if let Ok(r) = first.await.unwrap() {
+        assert!(!r.status().is_success(), "{} {}", r.status(), r.text().await.unwrap_or_default());
+    }
+
+    server.restart().await;
+    let owner = ws.owner.at(&server.base);
+    let path = format!("/v1/actions/{id}");
+    assert_eq!(owner.get(&path).await.body["status"], "executing");
+    submit_once(&owner, "send-1", payload.clone()).await.assert_error(409, "idempotency_key_in_use");
+
+    // Once no call could still be running, the sweeper records it as failed, outcome
+    // unknown: never run again, and never left `executing`.
+    server.clock.advance(chrono::Duration::seconds(61));
+    let action = TestServer::eventually(&owner, &path, "recording the interrupted call", |a| a["status"] != "executing").await;
+    assert_eq!(action["status"], "failed", "{action}");
+    assert_eq!(action["result"]["code"], "execution_interrupted", "{action}");
+    assert!(action["result"]["error"].as_str().unwrap().contains("whether it took effect is unknown"), "{action}");
+    let events = owner.all_events().await;
+    let failed: Vec<&Value> = events.iter().filter(|e| e["event_type"] == "action.failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["actor"], json!({"kind": "system", "id": "execution-sweeper"}));
+    assert_eq!(failed[0]["resource"], id.as_str());
+    let again = submit_once(&owner, "send-1", payload).await;
+    assert_eq!((again.status, again.body["status"].as_str()), (201, Some("failed")), "{}", again.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert!(held.arrived.try_recv().is_err(), "the receiver was called once");
+    assert_eq!(owner.verify().await["ok"], true);
+}
+
 /// The real `countersign serve`, with its log captured.
 struct Binary {
     child: Child,

@@ -198,6 +198,28 @@ impl TestServer {
         self.running.take().expect("running")
     }
 
+    /// Stops the server as a crash would, as far as its store can tell
+    /// (`server::Running::abort`). [`TestServer::restart`] then starts a new one.
+    pub async fn crash(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.abort().await;
+        }
+    }
+
+    /// Polls `GET path` as `api` until `done` holds of the body, for up to ten seconds
+    /// (what background work — a sweeper, a connector call — is given to finish).
+    pub async fn eventually(api: &Api, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let r = api.get(path).await;
+            if done(&r.body) {
+                return r.body;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what} did not happen: {}", r.body);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");

@@ -354,10 +354,19 @@ fn would_be(o: &Outcome) -> String {
 
 /// Runs an `executing` action's connector (after its decision is durable) and records
 /// the result.
+///
+/// In a task of its own: a request's handler is dropped when its client gives up or
+/// disconnects, and a call cut off there — perhaps after the receiver acted on it — would
+/// leave the action `executing` with nothing recorded. The task runs to the end whatever
+/// the client does (shutdown waits for it); the client that stayed gets the answer.
 async fn run_connector(state: &AppState, caller: &Caller, tool: &crate::model::Tool, action: Action) -> Result<Action> {
-    let sealed = state.store.get_tool_sealed(&caller.workspace, &tool.name).await?.ok_or_else(|| Error::not_found("tool", &tool.name))?;
-    let (result, ok) = connectors::run_http(&state.http, &state.keys, &caller.workspace, &sealed, &action).await;
-    state.store.finish_execution(&caller.workspace, &caller.origin(), &action.id, result, ok).await
+    let (state, ws, origin, name) = (state.clone(), caller.workspace.clone(), caller.origin(), tool.name.clone());
+    let call = state.clone().executions.spawn(async move {
+        let sealed = state.store.get_tool_sealed(&ws, &name).await?.ok_or_else(|| Error::not_found("tool", &name))?;
+        let (result, ok) = connectors::run_http(&state.http, &state.keys, &ws, &sealed, &action).await;
+        state.store.finish_execution(&ws, &origin, &action.id, result, ok).await
+    });
+    call.await.map_err(|e| Error::internal(format!("the connector call's task ended abnormally: {e}")))?
 }
 
 #[derive(Deserialize, ToSchema)]

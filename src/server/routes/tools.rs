@@ -15,6 +15,7 @@ use crate::model::{Connector, Tool};
 use crate::names;
 use crate::server::AppState;
 use crate::server::auth::{Auth, need};
+use crate::server::connectors;
 use crate::server::error::ErrorBody;
 use crate::server::extract::Body;
 use crate::store::{ToolDef, WorkspaceId};
@@ -85,9 +86,12 @@ fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Conne
         ));
     }
     if let Some(t) = timeout_ms
-        && !(100..=30_000).contains(&t)
+        && !connectors::TIMEOUT_MS.contains(&t)
     {
-        return Err(Error::unprocessable("invalid_timeout", "connector.timeout_ms must be between 100 and 30000"));
+        return Err(Error::unprocessable(
+            "invalid_timeout",
+            format!("connector.timeout_ms must be between {} and {}", connectors::TIMEOUT_MS.start(), connectors::TIMEOUT_MS.end()),
+        ));
     }
     if headers.len() + secret_headers.as_ref().map_or(0, BTreeMap::len) > MAX_HEADERS {
         return Err(Error::unprocessable("invalid_header", format!("a connector has at most {MAX_HEADERS} headers")));
