@@ -33,6 +33,10 @@ pub struct Args {
     /// How long a sign-in lasts, in hours.
     #[arg(long, default_value_t = 12)]
     session_hours: u64,
+    /// How long a finished webhook delivery (delivered, or given up) stays in the
+    /// delivery log, in days. The events themselves stay in the audit log.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    webhook_delivery_days: u64,
     /// The master key that seals connector and webhook secrets (a file holding base64 of
     /// 32 bytes). Without it: the environment variable COUNTERSIGN_MASTER_KEY (the base64
     /// itself), else `master.key` in the data directory.
@@ -146,7 +150,11 @@ pub fn run(args: Args) -> u8 {
     let where_ = store::describe(Some(&args.data_dir), args.database_url.as_deref());
     let rt = super::runtime();
     rt.block_on(async move {
-        let config = ServerConfig { session_ttl: Duration::from_secs(args.session_hours.max(1) * 3600), ..ServerConfig::default() };
+        let config = ServerConfig {
+            session_ttl: Duration::from_secs(args.session_hours.max(1) * 3600),
+            webhook_delivery_retention: Duration::from_secs(args.webhook_delivery_days * 24 * 3600),
+            ..ServerConfig::default()
+        };
         let keys = match load_keys(&args.data_dir, args.master_key_file.as_deref(), args.previous_master_key_file.as_deref()) {
             Ok(k) => k,
             Err(e) => return fail(exit::FAILURE, e),

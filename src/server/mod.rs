@@ -47,6 +47,12 @@ pub struct ServerConfig {
     pub webhook_timeout: Duration,
     /// How often each workspace's audit chain head is signed (only when it has moved).
     pub checkpoint_interval: Duration,
+    /// How long a finished webhook delivery (delivered, or given up) stays in the
+    /// delivery log.
+    pub webhook_delivery_retention: Duration,
+    /// How often what is kept only for a while (failed sign-ins, finished deliveries) is
+    /// looked at and forgotten when its time is up.
+    pub prune_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +66,8 @@ impl Default for ServerConfig {
             webhook_poll_interval: webhooks::POLL_INTERVAL,
             webhook_timeout: webhooks::TIMEOUT,
             checkpoint_interval: checkpoints::INTERVAL,
+            webhook_delivery_retention: webhooks::RETENTION,
+            prune_interval: Duration::from_secs(300),
         }
     }
 }
@@ -271,7 +279,7 @@ pub async fn start(listener: TcpListener, state: AppState) -> std::io::Result<Ru
     let task =
         tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(async move { token.cancelled().await }).await });
     let background = vec![
-        tokio::spawn(prune_sign_in_failures(state.clone())),
+        tokio::spawn(prune(state.clone())),
         tokio::spawn(sweep(state.clone())),
         tokio::spawn(webhooks::run(state.clone())),
         tokio::spawn(checkpoints::schedule(state.clone())),
@@ -283,6 +291,8 @@ pub async fn start(listener: TcpListener, state: AppState) -> std::io::Result<Ru
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// How many of either one write of the sweeper handles.
 const SWEEP_BATCH: usize = 200;
+/// How many old deliveries one write forgets.
+const PRUNE_BATCH: usize = 1000;
 
 /// Records as events, not only as computed states: the expiry of every approval whose
 /// time has come (deciding or executing an expired approval also records it, first), and
@@ -295,24 +305,24 @@ async fn sweep(state: AppState) {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
             _ = tick.tick() => {
-                drain("expire approvals", || state.store.expire_due(SWEEP_BATCH as i64)).await;
+                drain("expire approvals", SWEEP_BATCH, |n| state.store.expire_due(n)).await;
                 let started_before = format_ts(state.clock.now() - connectors::INTERRUPTED_AFTER);
-                drain("record interrupted connector calls", || state.store.fail_interrupted(&started_before, SWEEP_BATCH as i64)).await;
+                drain("record interrupted connector calls", SWEEP_BATCH, |n| state.store.fail_interrupted(&started_before, n)).await;
             }
         }
     }
 }
 
-/// Runs `step` until it handles less than a full batch, so a backlog is cleared in
-/// batches and never holds the writer for long.
-async fn drain<F, Fut>(what: &str, mut step: F)
+/// Runs `step` (given at most how many to handle) until it handles less than a full
+/// batch, so a backlog is cleared in batches and never holds the writer for long.
+async fn drain<F, Fut>(what: &str, batch: usize, mut step: F)
 where
-    F: FnMut() -> Fut,
+    F: FnMut(i64) -> Fut,
     Fut: std::future::Future<Output = crate::error::Result<usize>>,
 {
     loop {
-        match step().await {
-            Ok(SWEEP_BATCH) => continue,
+        match step(batch as i64).await {
+            Ok(n) if n >= batch => continue,
             Ok(_) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "could not {what}");
@@ -322,9 +332,11 @@ where
     }
 }
 
-/// Forgets failed sign-ins once they are older than the rate-limit window.
-async fn prune_sign_in_failures(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(300));
+/// Forgets what is kept only for a while: failed sign-ins once they are older than the
+/// rate-limit window, finished webhook deliveries once older than their retention.
+async fn prune(state: AppState) {
+    let mut tick = tokio::time::interval(state.config.prune_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
@@ -333,6 +345,10 @@ async fn prune_sign_in_failures(state: AppState) {
                 let before = format_ts(state.clock.now() - window);
                 if let Err(e) = state.store.prune_sign_in_failures(&before).await {
                     tracing::warn!(error = %e, "could not prune old sign-in failures");
+                }
+                let kept = chrono::Duration::from_std(state.config.webhook_delivery_retention).ok();
+                if let Some(before) = kept.and_then(|k| state.clock.now().checked_sub_signed(k)).map(format_ts) {
+                    drain("forget old webhook deliveries", PRUNE_BATCH, |n| state.store.prune_deliveries(&before, n)).await;
                 }
             }
         }

@@ -35,6 +35,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a receiver's answer is read (and then dropped).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// How long a finished delivery stays in the delivery log by default: well past the
+/// longest retry schedule (about 32 hours), long enough to look into a month's problems.
+pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How long a claim holds a delivery: well beyond the attempt's timeout.
 fn lease(timeout: Duration) -> chrono::Duration {

@@ -45,6 +45,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "audit checkpoints", sql: include_str!("migrations/postgres/0004_checkpoints.sql") },
     Migration { version: 5, name: "constitution", sql: include_str!("migrations/postgres/0005_constitution.sql") },
     Migration { version: 6, name: "interrupted executions", sql: include_str!("migrations/postgres/0006_interrupted_executions.sql") },
+    Migration { version: 7, name: "delivery retention", sql: include_str!("migrations/postgres/0007_delivery_retention.sql") },
 ];
 
 /// The channel replicas announce their commits on.

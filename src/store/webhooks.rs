@@ -186,6 +186,11 @@ pub trait Webhooks {
     async fn release_deliveries(&self, claims: Vec<ClaimedDelivery>) -> Result<()>;
     /// Sets the function told whenever a committed write made deliveries due.
     fn on_deliveries_queued(&self, hook: super::engine::DeliveryHook);
+    /// Forgets up to `limit` finished deliveries (delivered, or given up) last changed
+    /// before `before`, in any workspace: the delivery log is kept for a while, not
+    /// forever (the events stay in the audit log). Outstanding deliveries are never
+    /// forgotten. Returns how many.
+    async fn prune_deliveries(&self, before: &str, limit: i64) -> Result<usize>;
 
     // --- master-key rotation ----------------------------------------------------------
 
@@ -717,6 +722,36 @@ impl Webhooks for SqlStore {
                 }
                 tx.deliveries_queued();
                 Ok(())
+            })
+            .await
+    }
+
+    async fn prune_deliveries(&self, before: &str, limit: i64) -> Result<usize> {
+        let before = before.to_string();
+        self.engine
+            .write(move |tx| {
+                // Found across workspaces; deleted fenced to each one's own (PostgreSQL's
+                // row-level security lets no write cross workspaces).
+                tx.set_all_workspaces()?;
+                let due = tx.query(
+                    "SELECT workspace_id, id FROM webhook_deliveries WHERE next_attempt_at IS NULL AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+                    params![&before, limit],
+                )?;
+                let mut by_workspace: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+                for row in &due {
+                    by_workspace.entry(row.text(0)?).or_default().push(row.text(1)?);
+                }
+                let mut gone = 0;
+                for (w, ids) in by_workspace {
+                    tx.set_workspace(&w)?;
+                    for id in ids {
+                        gone += tx.execute(
+                            "DELETE FROM webhook_deliveries WHERE workspace_id = $1 AND id = $2 AND next_attempt_at IS NULL",
+                            params![&w, &id],
+                        )? as usize;
+                    }
+                }
+                Ok(gone)
             })
             .await
     }

@@ -750,3 +750,46 @@ async fn master_key_rotation_keeps_webhook_secrets() {
     let got = received(&rx, 1).await;
     assert!(signed_with(&rotated, &got[0]) && signed_with(&secret, &got[0]), "both secrets still sign: {}", got[0].signature);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finished_deliveries_are_forgotten_after_their_retention_and_outstanding_ones_never() {
+    use countersign::store::Webhooks;
+    let config = ServerConfig { prune_interval: Duration::from_millis(50), session_ttl: Duration::from_secs(60 * 24 * 3600), ..fast() };
+    assert_eq!(config.webhook_delivery_retention, Duration::from_secs(30 * 24 * 3600), "kept 30 days by default");
+    let server = TestServer::start_with(config).await;
+    let ws = server.workspace("acme").await;
+    let ok = Receiver::start(Reply::Status(200)).await;
+    let failing = Receiver::start(Reply::Status(500)).await;
+    let (done_hook, _) = subscribe(&ws.owner, &ok.url, &["killswitch.*"]).await;
+    let (retry_hook, _) = subscribe(&ws.owner, &failing.url, &["killswitch.*"]).await;
+    switch(&ws.owner, true).await;
+    let old = delivery_where(&ws.owner, &done_hook, "the first delivery", |d| d["status"] == "delivered").await;
+    delivery_where(&ws.owner, &retry_hook, "a failed first attempt", |d| d["status"] == "retrying").await;
+
+    // An outstanding delivery is never forgotten, however old: even with every finished
+    // delivery due to go, only the delivered one goes.
+    let everything = countersign::clock::format_ts(server.clock.now() + chrono::Duration::days(1));
+    assert_eq!(server.store.prune_deliveries(&everything, 1000).await.unwrap(), 1);
+    assert!(deliveries(&ws.owner, &done_hook).await.is_empty());
+    let outstanding = deliveries(&ws.owner, &retry_hook).await;
+    assert_eq!((outstanding.len(), &outstanding[0]["status"]), (1, &json!("retrying")));
+
+    // Thirty-one days on, the server forgets a delivery that finished then by itself, and
+    // keeps one that finished just now. The events stay in the audit log.
+    switch(&ws.owner, false).await;
+    let second = delivery_where(&ws.owner, &done_hook, "the second delivery", |d| d["status"] == "delivered").await;
+    server.clock.advance(chrono::Duration::days(31));
+    switch(&ws.owner, true).await;
+    let third =
+        delivery_where(&ws.owner, &done_hook, "the third delivery", |d| d["status"] == "delivered" && d["id"] != second["id"]).await;
+    eventually("the month-old delivery to be forgotten", || async {
+        let ids: Vec<Value> = deliveries(&ws.owner, &done_hook).await.iter().map(|d| d["id"].clone()).collect();
+        (!ids.contains(&second["id"])).then_some(ids)
+    })
+    .await
+    .iter()
+    .for_each(|id| assert_eq!(id, &third["id"], "only the recent delivery is left"));
+    let events = event_types(&ws.owner).await;
+    assert_eq!(events.iter().filter(|t| t.starts_with("killswitch.")).count(), 3, "{events:?}");
+    assert_ne!(old["id"], third["id"]);
+}
