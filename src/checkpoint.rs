@@ -246,6 +246,45 @@ pub fn generate_key_file(path: &Path) -> std::io::Result<()> {
     crate::vault::write_private(path, format!("{}\n", B64.encode(seed)).as_bytes())
 }
 
+/// What [`rotate_key_file`] did.
+pub struct Rotation {
+    /// The key retired: its private half is gone, its public half kept.
+    pub old: PublicKeyInfo,
+    /// Where the old public key was written, to verify what it signed.
+    pub old_public_key_file: std::path::PathBuf,
+    pub new: PublicKeyInfo,
+}
+
+/// Replaces the signing key at `path` with a fresh one.
+///
+/// The new key is written beside it (0600, synced) and renamed over it, so the file holds
+/// one whole key or the other whatever happens. The old private key is not kept — nothing
+/// more may be signed with it — but its public key is written to
+/// `signing-key-<key_id>.pub` beside it: the checkpoints it signed still verify.
+pub fn rotate_key_file(path: &Path) -> Result<Rotation, String> {
+    let old = Signer::from_file(path)?.public_key();
+    let fresh = std::path::PathBuf::from({
+        let mut name = path.as_os_str().to_owned();
+        name.push(".new");
+        name
+    });
+    // A rotation that died half-way leaves this; it was never in use.
+    let _ = std::fs::remove_file(&fresh);
+    generate_key_file(&fresh).map_err(|e| format!("cannot write a new signing key to {}: {e}", fresh.display()))?;
+    let old_public_key_file = path.with_file_name(format!("signing-key-{}.pub", old.key_id));
+    std::fs::write(&old_public_key_file, format!("{}\n", old.public_key))
+        .map_err(|e| format!("cannot keep the old public key in {}: {e}", old_public_key_file.display()))?;
+    std::fs::rename(&fresh, path).map_err(|e| format!("cannot put the new signing key in place at {}: {e}", path.display()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        // The rename is durable once the directory is.
+        let _ = d.sync_all();
+    }
+    let new = Signer::from_file(path)?.public_key();
+    Ok(Rotation { old, old_public_key_file, new })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,20 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Replace the key that signs audit checkpoints with a fresh one.
+    ///
+    /// The old private key is destroyed; its public key is kept beside the key file as
+    /// `signing-key-<key_id>.pub` (and printed), so checkpoints it signed still verify.
+    /// The server signs with the new key once restarted (every replica, with this same
+    /// key file). See docs/OPERATIONS.md.
+    RotateSigningKey {
+        /// The data directory whose `signing.key` is replaced.
+        #[arg(long, env = "COUNTERSIGN_DATA_DIR", required_unless_present = "signing_key_file")]
+        data_dir: Option<PathBuf>,
+        /// The key file to replace, when the server is given one with --signing-key-file.
+        #[arg(long)]
+        signing_key_file: Option<PathBuf>,
+    },
     /// Re-seal every connector and webhook secret under a new master key.
     ///
     /// Run it with the server stopped. Then make the new key the server's (replace
@@ -102,6 +116,38 @@ pub fn run(cmd: Command) -> u8 {
             }
             Err(e) => fail(exit::FAILURE, format!("cannot write {}: {e}", out.display())),
         },
+        Command::RotateSigningKey { data_dir, signing_key_file } => {
+            let path = match (signing_key_file, data_dir) {
+                (Some(file), _) => file,
+                (None, Some(dir)) => dir.join("signing.key"),
+                (None, None) => return fail(exit::USAGE, "give --data-dir or --signing-key-file"),
+            };
+            if !path.exists() {
+                return fail(
+                    exit::FAILURE,
+                    format!("there is no signing key at {} to rotate (`serve` makes one when it first starts)", path.display()),
+                );
+            }
+            match crate::checkpoint::rotate_key_file(&path) {
+                Ok(r) => {
+                    println!(
+                        "Retired signing key {}. Its private key is gone; its public key is kept in {}:",
+                        r.old.key_id,
+                        r.old_public_key_file.display()
+                    );
+                    println!("  {}", r.old.public_key);
+                    println!(
+                        "Checkpoints it signed verify with `countersign audit verify --checkpoint FILE --public-key {}`.",
+                        r.old.public_key
+                    );
+                    println!("New signing key {} in {}, public key:", r.new.key_id, path.display());
+                    println!("  {}", r.new.public_key);
+                    println!("Restart the server (every replica, with this key file) to sign with it; until then the old key signs.");
+                    exit::OK
+                }
+                Err(e) => fail(exit::FAILURE, e),
+            }
+        }
         Command::RotateMasterKey { data_dir, database_url, new_key_file, old_key_file } => {
             rotate(&data_dir, database_url.as_deref(), &new_key_file, old_key_file.as_deref())
         }

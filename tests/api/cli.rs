@@ -210,3 +210,71 @@ async fn every_acknowledged_decision_survives_a_kill_mid_stream() {
     let o = bin_command(db.as_ref()).args(["audit", "verify", "--data-dir", dir]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
+
+/// An operator rotates the checkpoint signing key: checkpoints signed before verify with
+/// the retired public key the command keeps, the restarted server signs with the new key,
+/// and nothing can sign with the old one any more.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_signing_key_is_rotated_and_old_checkpoints_still_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = fresh_db();
+    let dir = tmp.path().join("data");
+    let dir = dir.to_str().unwrap();
+    assert_eq!(init(db.as_ref(), dir, "acme", "ops@acme.test", &format!("{PASSWORD}\n")).0, 0);
+    let key_file = tmp.path().join("data/signing.key");
+    let run = |args: &[&str]| {
+        let o = bin_command(db.as_ref()).args(args).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    // A checkpoint signed by the first key, kept as a file.
+    let checkpoint = |base: String| async move {
+        let http = http();
+        let r =
+            http.post(format!("{base}/v1/sessions")).json(&json!({"email": "ops@acme.test", "password": PASSWORD})).send().await.unwrap();
+        let token = r.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+        let get = |path: &str| http.get(format!("{base}{path}")).bearer_auth(&token).send();
+        let c: serde_json::Value = get("/v1/audit/checkpoints/latest").await.unwrap().json().await.unwrap();
+        let k: serde_json::Value = get("/v1/audit/public-key").await.unwrap().json().await.unwrap();
+        (c, k)
+    };
+    let (served, base) = serve(db.as_ref(), dir, Stdio::null()).await;
+    let (before, old_key) = checkpoint(base).await;
+    assert_eq!(before["key_id"], old_key["key_id"]);
+    drop(served);
+    let before_file = tmp.path().join("before.json");
+    std::fs::write(&before_file, before.to_string()).unwrap();
+
+    let (code, out, err) = run(&["admin", "rotate-signing-key", "--data-dir", dir]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let old_id = old_key["key_id"].as_str().unwrap();
+    let old_public = old_key["public_key"].as_str().unwrap();
+    assert!(out.contains(&format!("Retired signing key {old_id}")) && out.contains(old_public), "{out}");
+    let kept = tmp.path().join(format!("data/signing-key-{old_id}.pub"));
+    assert_eq!(std::fs::read_to_string(&kept).unwrap().trim(), old_public, "the retired public key is kept");
+    assert!(!tmp.path().join("data/signing.key.new").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let new_key = countersign::checkpoint::Signer::from_file(&key_file).unwrap().public_key();
+    assert_ne!(new_key.key_id, old_id);
+    assert!(out.contains(&new_key.key_id) && out.contains(&new_key.public_key), "{out}");
+
+    // The restarted server signs with the new key; the old checkpoint verifies with the
+    // retired key, and not with the new one.
+    let (served, base) = serve(db.as_ref(), dir, Stdio::null()).await;
+    let (after, served_key) = checkpoint(base).await;
+    drop(served);
+    assert_eq!((after["key_id"].as_str(), served_key["key_id"].as_str()), (Some(new_key.key_id.as_str()), Some(new_key.key_id.as_str())));
+    let before_file = before_file.to_str().unwrap();
+    let (code, out, err) = run(&["audit", "verify", "--data-dir", dir, "--checkpoint", before_file, "--public-key", old_public]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = run(&["audit", "verify", "--data-dir", dir, "--checkpoint", before_file, "--public-key", &new_key.public_key]);
+    assert_ne!(code, Some(0), "an old checkpoint verified with the new key: {out}{err}");
+
+    // Nothing to rotate where there is no key.
+    let (code, _, err) = run(&["admin", "rotate-signing-key", "--signing-key-file", tmp.path().join("none.key").to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("there is no signing key at"), "{err}");
+}
