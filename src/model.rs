@@ -148,7 +148,8 @@ pub enum Connector {
         #[serde(default)]
         headers: BTreeMap<String, String>,
         /// Headers whose values are secret: encrypted at rest, never returned, never
-        /// logged. On update, leave this out to keep the stored values.
+        /// logged. On update, leave this out to keep the stored values (refused if the
+        /// URL's scheme, host or port changed: secrets never follow a tool elsewhere).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret_headers: Option<BTreeMap<String, String>>,
         /// Milliseconds to wait for the receiver, 100 to 30000 (default 10000).

@@ -291,6 +291,37 @@ async fn secrets_reach_the_tool_and_nowhere_else() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn stored_secrets_never_follow_a_tool_to_another_receiver() {
+    let ((ours, got_ours), (theirs, got_theirs)) = (receiver().await, receiver().await);
+    let server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    let http = |url: String, secrets: Option<Value>| {
+        let mut c = json!({"type": "http", "url": url});
+        if let Some(s) = secrets {
+            c["secret_headers"] = s;
+        }
+        json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": c})
+    };
+    ws.tool("email.send", http(format!("{ours}/ok"), Some(json!({"Authorization": SECRET})))).await;
+    // Another path on the same receiver keeps them.
+    ws.owner.put("/v1/tools/email.send", http(format!("{ours}/v2/send"), None)).await.assert_status(200);
+    submit(&ws.owner, "email.send", json!({"n": 1})).await;
+    assert_eq!(got_ours.0.lock().unwrap().last().unwrap().1["authorization"], SECRET);
+
+    // Another receiver must be given its own, or none; the tool is left as it was.
+    let moved = ws.owner.put("/v1/tools/email.send", http(format!("{theirs}/ok"), None)).await;
+    moved.assert_error(422, "secret_headers_required");
+    assert!(moved.body["error"]["message"].as_str().unwrap().contains("another receiver"), "{}", moved.body);
+    assert_eq!(ws.owner.get("/v1/tools/email.send").await.body["connector"]["url"], format!("{ours}/v2/send"));
+    ws.owner.put("/v1/tools/email.send", http(format!("{theirs}/ok"), Some(json!({})))).await.assert_status(200);
+    let r = submit(&ws.owner, "email.send", json!({"n": 2})).await;
+    assert_eq!(r.body["status"], "executed", "{}", r.body);
+    let got = got_theirs.0.lock().unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].1.get("authorization").is_none(), "a stored secret followed the tool to another receiver");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn receiver_failures_and_timeouts_are_recorded_as_failed() {
     let (url, _got) = receiver().await;
     let server = TestServer::start().await;

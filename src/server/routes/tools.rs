@@ -115,13 +115,30 @@ fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Conne
             }
             Some(out)
         }
-        // Left out: keep what is stored.
+        // Left out: keep what is stored — but only for the same receiver. Credentials
+        // must never follow a tool to another host: whoever may manage tools could
+        // otherwise point it at a server of theirs and collect them.
         None => match existing {
-            Some(Connector::Http { secret_headers, .. }) => secret_headers.clone(),
+            Some(Connector::Http { url: before, secret_headers: Some(kept), .. }) if !kept.is_empty() => {
+                if !same_origin(before, &parsed) {
+                    return Err(Error::unprocessable(
+                        "secret_headers_required",
+                        "the connector now points at another receiver (scheme, host or port changed), and stored secret headers \
+                         never follow it there: send connector.secret_headers again for the new receiver ({} to have none)",
+                    ));
+                }
+                Some(kept.clone())
+            }
             _ => None,
         },
     };
     Ok(Connector::Http { url: parsed.to_string(), headers, secret_headers: sealed, timeout_ms })
+}
+
+/// Whether a stored connector URL and a new one reach the same receiver: scheme, host
+/// and port (the default port counts as given).
+fn same_origin(stored: &str, new: &reqwest::Url) -> bool {
+    reqwest::Url::parse(stored).is_ok_and(|old| old.origin() == new.origin())
 }
 
 /// Creates or replaces a tool (audited with before and after; secrets masked).
