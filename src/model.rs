@@ -140,7 +140,9 @@ use crate::gate::{Citation, Policy, Stage, ToolKind};
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Connector {
     /// Records the call and returns a receipt; runs nothing. For demos and tests.
-    Record,
+    /// (Braced, not a unit variant: serde refuses unknown fields only in a struct
+    /// variant, and `{"type": "record", "url": …}` must not be taken silently.)
+    Record {},
     /// POSTs the payload as JSON to `url`.
     Http {
         url: String,
@@ -164,7 +166,7 @@ pub const MASK: &str = "********";
 impl Connector {
     pub fn type_name(&self) -> &'static str {
         match self {
-            Connector::Record => "record",
+            Connector::Record {} => "record",
             Connector::Http { .. } => "http",
         }
     }
@@ -172,7 +174,7 @@ impl Connector {
     /// The same connector with every secret value replaced by [`MASK`].
     pub fn masked(&self) -> Connector {
         match self {
-            Connector::Record => Connector::Record,
+            Connector::Record {} => Connector::Record {},
             Connector::Http { url, headers, secret_headers, timeout_ms } => Connector::Http {
                 url: url.clone(),
                 headers: headers.clone(),

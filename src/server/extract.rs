@@ -59,6 +59,12 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     if let Err(e) = std::str::from_utf8(bytes) {
         return Err(Error::bad_request("invalid_utf8", format!("the body is not valid UTF-8 (bad byte at offset {})", e.valid_up_to())));
     }
+    // Every body is an object. serde would take an array for a struct, field by field
+    // in order (`["write", false, "auto", …]`), which nobody means and the API does not
+    // promise.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(Error::unprocessable("invalid_field", "the body must be a JSON object: `{…}`"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     match parsed {
@@ -85,13 +91,32 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
                     return Err(json_error(j));
                 }
                 let path = e.path().to_string();
-                let what = strip_position(&inner.to_string());
+                let what = without_strings(&strip_position(&inner.to_string()));
                 let message = if path == "." || path.is_empty() { what } else { format!("{path}: {what}") };
                 Err(Error::unprocessable("invalid_field", message))
             } else {
                 Err(json_error(canonical::check_json_text(bytes).err().unwrap_or_else(|| JsonError::from_serde(inner))))
             }
         }
+    }
+}
+
+/// serde names a wrongly typed string by its value (`invalid type: string "Bearer …",
+/// expected a map`); the value may be a secret sent in the wrong place, and an error
+/// message is shown and logged. Say only what kind of value it was.
+fn without_strings(s: &str) -> String {
+    let Some(start) = s.find("string \"") else { return s.to_string() };
+    let value = &s[start + "string \"".len()..];
+    // The value is written escaped (`{:?}`): its end is the first unescaped quote.
+    let mut escaped = false;
+    let end = value.char_indices().find(|&(_, c)| {
+        let at_end = c == '"' && !escaped;
+        escaped = c == '\\' && !escaped;
+        at_end
+    });
+    match end {
+        Some((i, _)) => format!("{}a string{}", &s[..start], without_strings(&value[i + 1..])),
+        None => format!("{}a string", &s[..start]),
     }
 }
 
@@ -128,4 +153,18 @@ fn serde_urlencoded_parse<T: DeserializeOwned>(q: &str) -> Result<T, Error> {
     )
     .map(|axum::extract::Query(v)| v)
     .map_err(|e| Error::bad_request("invalid_query", format!("the query string is not valid: {}", e.body_text())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_strings;
+
+    #[test]
+    fn strings_in_messages_are_named_not_repeated() {
+        assert_eq!(without_strings(r#"invalid type: string "Bearer sk_1", expected a map"#), "invalid type: a string, expected a map");
+        // Escaped quotes and backslashes inside the value do not end it early.
+        assert_eq!(without_strings(r#"invalid type: string "a\"b\\", expected a map"#), "invalid type: a string, expected a map");
+        assert_eq!(without_strings(r#"x: string "1" and string "2""#), "x: a string and a string");
+        assert_eq!(without_strings("missing field `email`"), "missing field `email`");
+    }
 }

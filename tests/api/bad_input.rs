@@ -64,6 +64,40 @@ async fn wrong_types_are_422_naming_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_array_is_never_taken_for_an_object_field_by_field() {
+    let p = Probe::new().await;
+    // serde would read a struct from an array, in field order: a member, made from this.
+    let r = p.send(format!(r#"["new@bad.test", "{PASSWORD}", "viewer"]"#).as_bytes()).await;
+    r.assert_error(422, "invalid_field");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("JSON object"), "{}", r.text);
+    let kill = p.ws.owner.put("/v1/killswitches/workspace", json!([true, "by position"])).await;
+    kill.assert_error(422, "invalid_field");
+    assert_eq!(p.ws.owner.get("/v1/killswitches").await.body["workspace"]["engaged"], false, "the switch was engaged");
+    p.unchanged().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_sent_in_the_wrong_place_is_not_repeated_in_the_error() {
+    let p = Probe::new().await;
+    // A secret pasted as a string where a map belongs: the message says what kind of value
+    // it was, never the value (messages are shown and logged).
+    let tool = json!({"kind": "write", "irreversible": false, "policy": "auto",
+        "connector": {"type": "http", "url": "https://example.com/hook", "secret_headers": "Authorization: Bearer sk_live_LEAKME"}});
+    let r = p.ws.owner.put("/v1/tools/email.send", tool).await;
+    r.assert_error(422, "invalid_field");
+    assert!(!r.text.contains("LEAKME"), "{}", r.text);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("a string"), "{}", r.text);
+    let r = p.send(br#"{"email": "new@bad.test", "password": {"x": 1}, "role": "viewer \"quoted\" sk_live_LEAKME"}"#).await;
+    r.assert_error(422, "invalid_field");
+    // A `record` connector takes nothing but its type.
+    let record =
+        json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "record", "url": "https://example.com"}});
+    p.ws.owner.put("/v1/tools/email.send", record).await.assert_error(422, "invalid_field");
+    p.ws.owner.get("/v1/tools/email.send").await.assert_error(404, "not_found");
+    p.unchanged().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unknown_fields_are_422() {
     let p = Probe::new().await;
     let r = p.send(&member_json(r#", "is_owner": true"#)).await;

@@ -523,3 +523,19 @@ async fn a_store_that_cannot_be_written_refuses_every_call_and_runs_nothing() {
     assert_eq!(ws.owner.get("/v1/audit/verify").await.body["ok"], true);
     assert_eq!(submit(&agent, "crm.read", json!({"q": 1})).await.body["status"], "executed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reason_carries_text_and_line_breaks_but_no_escape_sequences() {
+    let s = scene().await;
+    let before = s.ws.owner.all_events().await.len();
+    // What an approver reads in a terminal must not be able to rewrite their screen.
+    for reason in ["ok\u{1b}]0;pwned\u{7}\u{1b}[2J", "nul\u{0}byte", "del\u{7f}", "c1\u{9b}31m"] {
+        let r = s.agent.post("/v1/actions", json!({"tool": "email.send", "payload": {"to": ["a@example.com"]}, "reason": reason})).await;
+        r.assert_error(422, "invalid_reason");
+    }
+    assert_eq!(s.ws.owner.all_events().await.len(), before, "a refused request left an event");
+    let fine = "Renewal reminder.\n\tCustomer asked on Monday — «urgent».";
+    let r = s.agent.post("/v1/actions", json!({"tool": "email.send", "payload": {"to": ["a@example.com"]}, "reason": fine})).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (201, Some("pending_approval")), "{}", r.body);
+    assert_eq!(s.admin.get(&format!("/v1/actions/{}", r.body["id"].as_str().unwrap())).await.body["reason"], fine);
+}

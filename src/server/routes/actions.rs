@@ -63,8 +63,17 @@ fn check_fields(req: &SubmitAction) -> Result<()> {
     {
         return Err(Error::unprocessable("invalid_confidence", "confidence must be between 0 and 1"));
     }
-    if req.reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
-        return Err(Error::unprocessable("invalid_reason", format!("reason is at most {MAX_REASON_CHARS} characters")));
+    // Written by the agent, read by approvers (in a terminal, in a CSV): line breaks and
+    // tabs are text, any other control character could be an escape sequence.
+    if req
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS || r.chars().any(|c| c.is_control() && c != '\n' && c != '\t'))
+    {
+        return Err(Error::unprocessable(
+            "invalid_reason",
+            format!("reason is at most {MAX_REASON_CHARS} characters, without control characters other than line breaks and tabs"),
+        ));
     }
     if let Some(r) = &req.resource
         && (r.is_empty() || r.chars().count() > MAX_RESOURCE_CHARS || r.chars().any(char::is_control))
@@ -259,7 +268,7 @@ pub async fn submit(
     }
     let Some(tool) = ctx.tool else { return Err(Error::internal("the tool vanished while deciding")) };
 
-    let record_now = matches!(tool.connector, Connector::Record);
+    let record_now = matches!(tool.connector, Connector::Record {});
     let new = NewAction {
         tool: tool.name.clone(),
         payload: pinned.canonical,
@@ -407,7 +416,7 @@ pub async fn execute(
         action_id: id,
         payload_sha256: pinned.sha256,
         is_agent: caller.is_agent(),
-        record_now: matches!(tool.connector, Connector::Record),
+        record_now: matches!(tool.connector, Connector::Record {}),
     };
     let action = state.store.execute_approved(&caller.workspace, &caller.origin(), req).await??;
     let action = if action.status == ActionStatus::Executing { run_connector(&state, &caller, &tool, action).await? } else { action };

@@ -375,7 +375,7 @@ pub const TOOL_HEADER: [&str; 14] = [
 
 fn tool_row(t: &Tool) -> String {
     let (url, headers, secret_names, timeout) = match &t.connector {
-        Connector::Record => (String::new(), String::new(), String::new(), String::new()),
+        Connector::Record {} => (String::new(), String::new(), String::new(), String::new()),
         Connector::Http { url, headers, secret_headers, timeout_ms } => {
             // Plain headers are configuration the API shows; secret headers by name only.
             let mut plain = String::new();

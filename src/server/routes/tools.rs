@@ -73,7 +73,7 @@ fn check_header(name: &str, value: &str, secret: bool) -> Result<()> {
 /// connector, whose sealed secrets are kept when the request leaves `secret_headers` out.
 fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Connector, existing: Option<&Connector>) -> Result<Connector> {
     let Connector::Http { url, headers, secret_headers, timeout_ms } = sent else {
-        return Ok(Connector::Record);
+        return Ok(Connector::Record {});
     };
     let parsed = reqwest::Url::parse(&url).map_err(|e| Error::unprocessable("invalid_url", format!("connector.url is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
