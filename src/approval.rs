@@ -112,7 +112,10 @@ impl Refusal {
                 format!("the approval has {approvals} of {required} approvals; it cannot run yet")
             }
             Refusal::Denied => "the approval was denied".into(),
-            Refusal::Consumed => "the approval has already been used: each approval runs its action exactly once".into(),
+            Refusal::Consumed => {
+                "the approval has already been used: each approval runs its action exactly once (its result is on GET /v1/actions/{id})"
+                    .into()
+            }
         }
     }
 }

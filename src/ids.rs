@@ -86,7 +86,8 @@ impl fmt::Display for MalformedId {
         let shown: String = self.given.chars().filter(|c| c.is_ascii_graphic()).take(40).collect();
         write!(
             f,
-            "`{shown}` is not a {} id; {} ids look like {}_01JB9Y6Z3K8Q4W2N7R5T0V1X2Y",
+            "`{shown}` is not {} {} id; {} ids look like {}_01JB9Y6Z3K8Q4W2N7R5T0V1X2Y",
+            if self.kind.noun().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" },
             self.kind.noun(),
             self.kind.noun(),
             self.kind.prefix()

@@ -107,6 +107,19 @@ pub struct ExecuteRequest {
     pub payload_sha256: String,
     pub is_agent: bool,
     pub record_now: bool,
+    /// What the gate asks of the action now, under the tool and rules in force at
+    /// execution: an approval given under laxer rules does not carry it through stricter
+    /// ones.
+    pub now: Standing,
+}
+
+/// What the gate asks of an approved action at the moment it would run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Standing {
+    /// It would need this many approvals if submitted now (0: it would run at once).
+    Needs(u8),
+    /// It would be refused now.
+    Refused { code: &'static str, message: String },
 }
 
 #[async_trait]
@@ -665,7 +678,10 @@ impl Actions for SqlStore {
                 tx.set_workspace(w)?;
                 let action = read_action(&mut *tx, w, &req.action_id)?;
                 let Some(approval_id) = action.approval_id.clone() else {
-                    return Err(Error::conflict("no_approval", "this action did not need an approval; it was decided when it was submitted"));
+                    return Err(Error::conflict(
+                        "no_approval",
+                        format!("this action has no approval to execute: it was decided when it was submitted ({})", action.status.as_str()),
+                    ));
                 };
                 let lock = tx.dialect().for_update_of("a");
                 let stored = read_approval(&mut *tx, w, &approval_id, &lock)?;
@@ -712,6 +728,20 @@ impl Actions for SqlStore {
                         let e = refusal_error(&r);
                         return refuse(tx, r.code(), r.message(), e.kind);
                     }
+                }
+                // Otherwise it could run, but the rules may have tightened since it was approved
+                // (checked last, so a stale, pending or drifted request hears that first).
+                match &req.now {
+                    Standing::Refused { code, message } => return refuse(tx, code, message.clone(), Kind::Conflict),
+                    Standing::Needs(needed) if *needed > stored.required => {
+                        let message = format!(
+                            "this action now needs {needed} approvals (the tool's policy or the rules in force changed since it was approved) and has {} \
+                             — submit it again to ask for them; the approval was not used",
+                            stored.required
+                        );
+                        return refuse(tx, "approval_insufficient", message, Kind::Conflict);
+                    }
+                    Standing::Needs(_) => {}
                 }
                 let now_ts = format_ts(now);
                 let n = tx.execute(

@@ -539,3 +539,55 @@ async fn a_reason_carries_text_and_line_breaks_but_no_escape_sequences() {
     assert_eq!((r.status, r.body["status"].as_str()), (201, Some("pending_approval")), "{}", r.body);
     assert_eq!(s.admin.get(&format!("/v1/actions/{}", r.body["id"].as_str().unwrap())).await.body["reason"], fine);
 }
+
+/// Submits `email.send` as the agent and has the admin approve it; returns the action.
+async fn approved_email(s: &Scene, to: &str) -> (String, Value) {
+    let payload = json!({"to": [to]});
+    let r = submit(&s.agent, "email.send", payload.clone()).await;
+    assert_eq!(r.body["status"], "pending_approval", "{}", r.body);
+    let d = approve(&s.admin, r.body["approval_id"].as_str().unwrap(), r.body["payload_sha256"].as_str().unwrap()).await;
+    assert_eq!(d.body["state"], "approved", "{}", d.body);
+    (r.body["id"].as_str().unwrap().to_string(), payload)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_does_not_carry_an_action_through_rules_tightened_since() {
+    let s = scene().await;
+    let (denied_id, denied_payload) = approved_email(&s, "a@example.com").await;
+    let (dual_id, dual_payload) = approved_email(&s, "b@example.com").await;
+
+    // A rule now denies it: the approval is not used, and says why.
+    let rule = json!({"id": "no-mail", "title": "No mail during the audit", "when": "tool == 'email.send' && 'a@example.com' in payload.to", "effect": "deny"});
+    s.ws.owner.post("/v1/constitution/versions", json!({"rules": [rule]})).await.assert_status(201);
+    let r = execute(&s.agent, &denied_id, denied_payload.clone()).await;
+    r.assert_error(409, "constitution_denied");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("no-mail"), "{}", r.body);
+    assert_eq!(s.admin.get(&format!("/v1/actions/{denied_id}")).await.body["status"], "approved", "still approved, not run");
+
+    // The tool now needs two people; one approval is not enough.
+    let tool = json!({"kind": "write", "irreversible": false, "policy": "approve-dual", "connector": {"type": "record"}});
+    s.ws.owner.put("/v1/tools/email.send", tool).await.assert_status(200);
+    let r = execute(&s.agent, &dual_id, dual_payload.clone()).await;
+    r.assert_error(409, "approval_insufficient");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("needs 2 approvals"), "{}", r.body);
+    assert_eq!(count(&s.ws.owner, "action.execution_refused").await, 2, "each refusal is audited");
+
+    // Back to one: the unused approval runs it, once.
+    s.ws.record_tool("email.send", "write", "approve", false).await;
+    let r = execute(&s.agent, &dual_id, dual_payload).await;
+    assert_eq!(r.body["status"], "executed", "{}", r.body);
+    assert_eq!(count(&s.ws.owner, "action.executed").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_the_agent_token_withdraws_what_it_asked_for() {
+    let s = scene().await;
+    let (id, payload) = approved_email(&s, "a@example.com").await;
+    s.dev.delete(&format!("/v1/tokens/{}", s.agent_id)).await.assert_status(200);
+    // Not even its owner, signed in, may run what the revoked token asked for.
+    let r = execute(&s.dev, &id, payload).await;
+    r.assert_error(409, "requester_token_revoked");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("revoked"), "{}", r.body);
+    assert_eq!(count(&s.ws.owner, "action.executed").await, 0);
+    assert_eq!(count(&s.ws.owner, "action.execution_refused").await, 1);
+}

@@ -11,7 +11,7 @@ use crate::canonical;
 use crate::error::{Error, Result};
 use crate::gate::{self, ConstitutionVerdict, Outcome, ToolKind, ToolRules};
 use crate::ids::{self, IdKind};
-use crate::model::{Action, ActionOutcome, ActionStatus, Connector, DecisionRecord};
+use crate::model::{Action, ActionOutcome, ActionStatus, Connector, DecisionRecord, TokenState};
 use crate::names;
 use crate::permissions::Permission;
 use crate::server::AppState;
@@ -21,7 +21,7 @@ use crate::server::error::ErrorBody;
 use crate::server::extract::{Body, Query, RawBody};
 use crate::server::routes::constitution::in_force;
 use crate::simulation::{self, Draft, OwnedFacts};
-use crate::store::{ActionFilter, ExecuteRequest, IdempotencyKey, NewAction, Submitted};
+use crate::store::{ActionFilter, ExecuteRequest, IdempotencyKey, NewAction, Standing, Submitted};
 
 /// Limits on what an action may carry besides its payload (see docs/API.md).
 pub const MAX_REASON_CHARS: usize = 2000;
@@ -393,7 +393,7 @@ pub struct Execute {
     (status = 200, body = ActionOutcome),
     (status = 403, body = ErrorBody),
     (status = 404, body = ErrorBody),
-    (status = 409, description = "payload_hash_mismatch, approval_pending, approval_denied, approval_consumed, or a kill switch", body = ErrorBody),
+    (status = 409, description = "payload_hash_mismatch, approval_pending, approval_denied, approval_consumed, a kill switch, or the rules tightened since the approval (constitution_denied, approval_insufficient, requester_token_revoked)", body = ErrorBody),
     (status = 410, description = "approval_expired", body = ErrorBody),
 ))]
 pub async fn execute(
@@ -412,15 +412,83 @@ pub async fn execute(
         return Err(Error::forbidden("tool_not_in_scope", format!("this token's tool patterns do not include `{}`", action.tool)));
     }
     let tool = state.store.get_tool_sealed(&caller.workspace, &action.tool).await?.ok_or_else(|| Error::not_found("tool", &action.tool))?;
+    let now = standing(&state, &caller, &action, &tool).await?;
     let req = ExecuteRequest {
         action_id: id,
         payload_sha256: pinned.sha256,
         is_agent: caller.is_agent(),
         record_now: matches!(tool.connector, Connector::Record {}),
+        now,
     };
     let action = state.store.execute_approved(&caller.workspace, &caller.origin(), req).await??;
     let action = if action.status == ActionStatus::Executing { run_connector(&state, &caller, &tool, action).await? } else { action };
     Ok(Json(ActionOutcome::of(&action, None)))
+}
+
+/// What the gate would decide of an approved `action` if its requester submitted it now,
+/// under the tool and the constitution in force: stricter rules since the approval refuse
+/// the execution (`store::Standing`). Kill switches and agent-write control are checked
+/// where the approval is consumed, in the same transaction. The agent token that asked
+/// must still be able to act: revoking it withdraws what it asked for.
+async fn standing(state: &AppState, caller: &Caller, action: &Action, tool: &crate::model::Tool) -> Result<Standing> {
+    let agent = match &action.agent_token_id {
+        None => None,
+        Some(id) => match &caller.kind {
+            CallerKind::Agent { token_id, token_name, .. } if token_id == id => {
+                Some((id.clone(), token_name.clone(), caller.member_id.clone()))
+            }
+            _ => {
+                let token = state.store.get_token(&caller.workspace, id).await?;
+                if token.state != TokenState::Active {
+                    let message = format!(
+                        "the agent token `{}` that requested this action has been {} since, which withdraws what it asked for; the approval was not used",
+                        token.name,
+                        if token.state == TokenState::Revoked { "revoked" } else { "expired" }
+                    );
+                    return Ok(Standing::Refused { code: "requester_token_revoked", message });
+                }
+                Some((token.id, token.name, caller.member_id.clone()))
+            }
+        },
+    };
+    let rules = tool_rules(tool);
+    let constitution = in_force(state, &caller.workspace, caller.epoch).await?;
+    let verdict = if constitution.is_empty() {
+        ConstitutionVerdict { version: constitution.version(), citations: Vec::new() }
+    } else {
+        let large = serde_json::to_vec(&action.payload).map_or(true, |b| b.len() > INLINE_EVALUATION_BYTES);
+        let facts = OwnedFacts {
+            tool: rules.name.clone(),
+            payload: action.payload.clone(),
+            resource: action.resource.clone(),
+            agent: agent.clone(),
+            requester: (caller.member_id.clone(), caller.member_email.clone(), caller.role.clone()),
+            confidence: action.confidence,
+            now: state.clock.now(),
+        };
+        evaluate(constitution, facts, large).await?.0
+    };
+    let decision = gate::decide(&gate::Input {
+        principal: &principal_label(caller),
+        is_agent: agent.is_some(),
+        in_scope: true,
+        workspace_switch: None,
+        tool_switch: None,
+        agent_writes_enabled: true,
+        tool: &rules,
+        confidence: action.confidence,
+        constitution: &verdict,
+    });
+    Ok(match decision.outcome {
+        Outcome::Execute => Standing::Needs(0),
+        Outcome::NeedsApproval { required } => Standing::Needs(required),
+        Outcome::Denied { message, .. } | Outcome::Blocked { message, .. } => Standing::Refused {
+            code: "constitution_denied",
+            message: format!(
+                "the rules in force changed since this action was approved and now refuse it ({message}); the approval was not used"
+            ),
+        },
+    })
 }
 
 /// Whether the caller may see this action: anyone with `actions:read`, or its requester.
