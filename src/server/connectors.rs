@@ -26,6 +26,17 @@ pub const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=30_000;
 /// mid-call; the sweeper records it as failed, outcome unknown (`execution_interrupted`).
 pub const INTERRUPTED_AFTER: chrono::Duration = chrono::Duration::milliseconds(2 * *TIMEOUT_MS.end() as i64);
 
+/// The innermost cause of an error ("Connection refused (os error 111)"), which says
+/// more than the outer ones ("error sending request"). Never the URL.
+fn root_cause(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 /// Calls the tool's `http` connector with the action's payload. Returns what to record
 /// and whether the call succeeded (a 2xx answer).
 pub async fn run_http(client: &reqwest::Client, keys: &MasterKeys, ws: &WorkspaceId, tool: &Tool, action: &Action) -> (Value, bool) {
@@ -63,8 +74,22 @@ pub async fn run_http(client: &reqwest::Client, keys: &MasterKeys, ws: &Workspac
     let resp = match req.body(body).send().await {
         Ok(r) => r,
         Err(e) => {
-            let what = if e.is_timeout() { format!("no answer within {} ms", timeout.as_millis()) } else { e.without_url().to_string() };
-            return (json!({"connector": "http", "error": what, "url": redacted(url)}), false);
+            // Say what an operator needs to decide whether to submit again: a call that
+            // timed out may have been acted on; one that never connected was not.
+            let (code, what) = if e.is_timeout() {
+                (
+                    "timeout",
+                    format!(
+                        "no answer within {} ms; the receiver may still have acted on the call, so check there before submitting it again",
+                        timeout.as_millis()
+                    ),
+                )
+            } else if e.is_connect() {
+                ("unreachable", format!("could not connect to the receiver ({}); the call was not delivered", root_cause(e)))
+            } else {
+                ("request_failed", format!("the call failed ({})", root_cause(e)))
+            };
+            return (json!({"connector": "http", "code": code, "error": what, "url": redacted(url)}), false);
         }
     };
     let status = resp.status();

@@ -336,9 +336,24 @@ async fn receiver_failures_and_timeouts_are_recorded_as_failed() {
     assert_eq!(failed.body["result"]["body"]["error"], "mailbox full");
     let slow = submit(&ws.owner, "mail.slow", json!({"x": 1})).await;
     assert_eq!(slow.body["status"], "failed");
-    assert!(slow.body["result"]["error"].as_str().unwrap().contains("no answer within 200 ms"), "{}", slow.body);
+    assert_eq!(slow.body["result"]["code"], "timeout");
+    let said = slow.body["result"]["error"].as_str().unwrap();
+    assert!(said.contains("no answer within 200 ms") && said.contains("may still have acted"), "{}", slow.body);
+    // Nothing listens there: the call was never delivered, and the record says so.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let spec = json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": format!("http://{closed}/hook")}});
+    ws.tool("mail.gone", spec).await;
+    let gone = submit(&ws.owner, "mail.gone", json!({"x": 1})).await;
+    assert_eq!(
+        (gone.body["status"].as_str(), gone.body["result"]["code"].as_str()),
+        (Some("failed"), Some("unreachable")),
+        "{}",
+        gone.body
+    );
+    let said = gone.body["result"]["error"].as_str().unwrap();
+    assert!(said.contains("could not connect") && said.contains("refused") && said.contains("not delivered"), "{}", gone.body);
     let types = event_types(&ws.owner).await;
-    assert_eq!(types.iter().filter(|t| *t == "action.failed").count(), 2);
+    assert_eq!(types.iter().filter(|t| *t == "action.failed").count(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
