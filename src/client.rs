@@ -71,6 +71,15 @@ pub enum StreamItem {
     },
 }
 
+/// A kill switch as a change left it (`PUT /v1/killswitches/…`).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct SwitchSet {
+    #[serde(flatten)]
+    pub switch: KillSwitch,
+    /// `false`: it already was as asked, and keeps the reason it was set with.
+    pub changed: bool,
+}
+
 impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:8750`). `via` is `console` or `api`.
     pub fn new(base: &str, token: Option<String>, via: &'static str) -> Client {
@@ -209,7 +218,7 @@ impl Client {
     }
 
     /// Engages or lifts a switch: `tool` None is the workspace's.
-    pub async fn set_killswitch(&self, tool: Option<&str>, engaged: bool, reason: &str) -> Result<KillSwitch, ClientError> {
+    pub async fn set_killswitch(&self, tool: Option<&str>, engaged: bool, reason: &str) -> Result<SwitchSet, ClientError> {
         let path = match tool {
             None => "/v1/killswitches/workspace".to_string(),
             Some(t) => format!("/v1/killswitches/tools/{t}"),

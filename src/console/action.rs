@@ -13,7 +13,7 @@ use crossterm::event::KeyEvent;
 use crate::approval::Verdict;
 use crate::audit::{AuditEvent, VerifyReport};
 use crate::client::ClientError;
-use crate::model::{Approval, KillSwitch, KillSwitches, Tool};
+use crate::model::{Approval, KillSwitches, Tool};
 use crate::server::routes::sessions::{Me, SignedIn};
 
 // Actions travel one at a time through a channel; their size does not matter.
@@ -44,7 +44,7 @@ pub enum NetMsg {
     SwitchSet {
         tool: Option<String>,
         engaged: bool,
-        result: Result<KillSwitch, ClientError>,
+        result: Result<crate::client::SwitchSet, ClientError>,
     },
     Verified(Result<VerifyReport, ClientError>),
     /// A page of events older than what the tail holds.

@@ -304,22 +304,29 @@ impl KillSwitchStore for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                tx.config_changed();
                 let key = target.key();
                 let sql = format!(
                     "SELECT target, engaged, reason, changed_by, changed_at FROM killswitches WHERE workspace_id = $1 AND target = $2{}",
                     tx.dialect().for_update()
                 );
                 let current = tx.query_opt(&sql, params![w, &key])?.map(|r| switch_from_row(&r)).transpose()?;
-                if let Some(c) = &current
-                    && c.engaged == engaged
-                {
-                    return Ok((c.clone(), false));
+                // Already as asked (two responders at once, say): nothing changes, but the
+                // attempt and its reason are recorded — they are part of the incident.
+                let unchanged = match &current {
+                    Some(c) if c.engaged == engaged => Some(c.clone()),
+                    None if !engaged => Some(KillSwitch { target: target.label(), engaged: false, reason: None, changed_by: None, changed_at: None }),
+                    _ => None,
+                };
+                if let Some(as_is) = unchanged {
+                    tx.append(
+                        w,
+                        EventDraft::new("killswitch.unchanged", by.actor.clone(), by.via)
+                            .resource(format!("killswitch:{}", target.label()))
+                            .data(json!({"target": target.label(), "engaged": engaged, "reason": reason, "set_by": as_is.changed_by, "set_reason": as_is.reason})),
+                    )?;
+                    return Ok((as_is, false));
                 }
-                if current.is_none() && !engaged {
-                    let idle = KillSwitch { target: target.label(), engaged: false, reason: None, changed_by: None, changed_at: None };
-                    return Ok((idle, false));
-                }
+                tx.config_changed();
                 let now = tx.now_ts();
                 tx.execute(
                     "INSERT INTO killswitches (workspace_id, target, engaged, reason, changed_by, changed_at) VALUES ($1, $2, $3, $4, $5, $6) \

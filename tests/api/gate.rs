@@ -317,7 +317,17 @@ async fn kill_switches_block_the_next_call_and_consumption_until_lifted() {
     let no_reason = s.admin.put("/v1/killswitches/workspace", json!({"engaged": true, "reason": "  "})).await;
     assert_eq!((no_reason.status, no_reason.code()), (422, "reason_required"));
     let on = s.admin.put("/v1/killswitches/workspace", json!({"engaged": true, "reason": "incident 42"})).await;
-    assert_eq!(on.body["engaged"], true, "{}", on.body);
+    assert_eq!((&on.body["engaged"], &on.body["changed"]), (&json!(true), &json!(true)), "{}", on.body);
+    // A second responder hits it too: nothing changes, and their reason is recorded.
+    let again = s.ws.owner.put("/v1/killswitches/workspace", json!({"engaged": true, "reason": "also seeing fraud"})).await;
+    assert_eq!(
+        (&again.body["engaged"], &again.body["changed"], &again.body["reason"]),
+        (&json!(true), &json!(false), &json!("incident 42"))
+    );
+    let noted =
+        s.ws.owner.all_events().await.into_iter().rfind(|e| e["event_type"] == "killswitch.unchanged").expect("the attempt is audited");
+    assert_eq!((&noted["data"]["reason"], &noted["data"]["set_reason"]), (&json!("also seeing fraud"), &json!("incident 42")));
+    assert_eq!(noted["actor"]["id"], s.ws.owner_id.as_str());
 
     let blocked = submit(&s.agent, "crm.read", json!({"q": 1})).await;
     assert_eq!(blocked.body["status"], "blocked");

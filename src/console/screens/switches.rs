@@ -5,7 +5,7 @@ use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 
-use crate::client::ClientError;
+use crate::client::{ClientError, SwitchSet};
 use crate::console::app::App;
 use crate::console::dialogs::{Dialog, Reason, ReasonFor};
 use crate::console::keys::Command;
@@ -66,9 +66,14 @@ pub fn ask_lift(app: &mut App, target: Option<String>) {
     app.dialog = Some(Dialog::Reason(Box::new(Reason::new(ReasonFor::Lift { tool: target }))));
 }
 
-pub fn on_set(app: &mut App, tool: Option<String>, engaged: bool, r: Result<KillSwitch, ClientError>) {
+pub fn on_set(app: &mut App, tool: Option<String>, engaged: bool, r: Result<SwitchSet, ClientError>) {
     let what = tool.as_deref().map(|t| format!("`{t}`")).unwrap_or_else(|| "the workspace".into());
     match r {
+        Ok(s) if !s.changed && engaged => app.say(format!(
+            "{what} was already stopped ({}); your reason is on the audit log.",
+            s.switch.reason.as_deref().unwrap_or("no reason given")
+        )),
+        Ok(s) if !s.changed => app.say(format!("{what} was not stopped; your reason is on the audit log.")),
         Ok(_) if engaged => app.say(format!("Kill switch engaged: {what} is stopped.")),
         Ok(_) => app.say(format!("Kill switch lifted: {what} runs again.")),
         Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),

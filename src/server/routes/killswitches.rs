@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
@@ -29,7 +29,17 @@ pub async fn list(State(state): State<AppState>, caller: Auth<need::KillswitchRe
     Ok(Json(state.store.killswitches(&caller.workspace).await?))
 }
 
-async fn set(state: &AppState, caller: &Caller, target: SwitchTarget, req: SetSwitch) -> Result<Json<KillSwitch>> {
+/// A switch as a change request left it.
+#[derive(Serialize, ToSchema)]
+pub struct SwitchChange {
+    #[serde(flatten)]
+    pub switch: KillSwitch,
+    /// `false` when it already was as asked: nothing changed (its `reason` is still the
+    /// one it was set with), and the attempt is recorded as `killswitch.unchanged`.
+    pub changed: bool,
+}
+
+async fn set(state: &AppState, caller: &Caller, target: SwitchTarget, req: SetSwitch) -> Result<Json<SwitchChange>> {
     caller.require(if req.engaged { Permission::KillswitchEngage } else { Permission::KillswitchLift })?;
     let reason = req.reason.trim();
     if reason.is_empty() {
@@ -38,14 +48,14 @@ async fn set(state: &AppState, caller: &Caller, target: SwitchTarget, req: SetSw
     if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
         return Err(Error::unprocessable("invalid_reason", "a reason is at most 500 characters, without control characters"));
     }
-    let (switch, _) = state.store.set_killswitch(&caller.workspace, &caller.origin(), target, req.engaged, reason).await?;
-    Ok(Json(switch))
+    let (switch, changed) = state.store.set_killswitch(&caller.workspace, &caller.origin(), target, req.engaged, reason).await?;
+    Ok(Json(SwitchChange { switch, changed }))
 }
 
 /// Engages or lifts the workspace kill switch: while engaged, every gated call is blocked
 /// and no approval can be consumed.
 #[utoipa::path(put, path = "/v1/killswitches/workspace", tag = "killswitches", request_body = SetSwitch, responses(
-    (status = 200, body = KillSwitch),
+    (status = 200, body = SwitchChange),
     (status = 403, body = ErrorBody),
     (status = 422, body = ErrorBody),
 ))]
@@ -53,13 +63,13 @@ pub async fn set_workspace(
     State(state): State<AppState>,
     caller: Auth<need::Authenticated>,
     Body(req): Body<SetSwitch>,
-) -> Result<Json<KillSwitch>> {
+) -> Result<Json<SwitchChange>> {
     set(&state, &caller, SwitchTarget::Workspace, req).await
 }
 
 /// Engages or lifts one tool's kill switch.
 #[utoipa::path(put, path = "/v1/killswitches/tools/{name}", tag = "killswitches", request_body = SetSwitch, params(("name" = String, Path, description = "tool name")), responses(
-    (status = 200, body = KillSwitch),
+    (status = 200, body = SwitchChange),
     (status = 403, body = ErrorBody),
     (status = 404, body = ErrorBody),
     (status = 422, body = ErrorBody),
@@ -69,7 +79,7 @@ pub async fn set_tool(
     caller: Auth<need::Authenticated>,
     Path(name): Path<String>,
     Body(req): Body<SetSwitch>,
-) -> Result<Json<KillSwitch>> {
+) -> Result<Json<SwitchChange>> {
     caller.require(if req.engaged { Permission::KillswitchEngage } else { Permission::KillswitchLift })?;
     // A switch on a misspelt tool would protect nothing: it must name a real one.
     state.store.get_tool(&caller.workspace, &name).await?;
