@@ -105,6 +105,10 @@ pub struct ExecuteRequest {
     pub action_id: String,
     /// The hash of the payload the agent re-sent.
     pub payload_sha256: String,
+    /// The human asking (or owning the agent token asking): must be the requester.
+    pub member_id: String,
+    /// Whether the caller's tool patterns cover the action's tool.
+    pub in_scope: bool,
     pub is_agent: bool,
     pub record_now: bool,
     /// What the gate asks of the action now, under the tool and rules in force at
@@ -698,6 +702,16 @@ impl Actions for SqlStore {
                     )?;
                     Ok(Err(Error::new(kind, code, message)))
                 };
+                // Someone else's action, or a tool outside the token's patterns: refused
+                // and recorded (trying to run another's approved action is worth knowing).
+                if action.requester_id != req.member_id {
+                    let message = "only the requester, or an agent token they own, may execute this action".to_string();
+                    return refuse(tx, "not_your_action", message, Kind::Forbidden);
+                }
+                if !req.in_scope {
+                    let message = format!("this token's tool patterns do not include `{}`", action.tool);
+                    return refuse(tx, "tool_not_in_scope", message, Kind::Forbidden);
+                }
                 // Kill switches and agent-write control are checked here, in the same
                 // transaction as the consumption, so neither can be raced.
                 let switch = tx
@@ -840,11 +854,11 @@ impl Approvals for SqlStore {
                 let mut m = machine(&stored)?;
                 let now = tx.now();
                 match m.decide(&req.member_id, req.verdict, &req.payload_sha256, now) {
-                    Err(Refusal::Expired) => {
-                        record_expiry(tx, w, &stored, by.actor.clone(), by.via)?;
-                        Ok(Err(refusal_error(&Refusal::Expired)))
-                    }
                     Err(r) => {
+                        if r == Refusal::Expired {
+                            // The expiry first (once), then this attempt, like any refusal.
+                            record_expiry(tx, w, &stored, by.actor.clone(), by.via)?;
+                        }
                         tx.append(
                             w,
                             EventDraft::new("approval.decision_refused", by.actor.clone(), by.via)

@@ -254,6 +254,14 @@ async fn an_expired_approval_is_recorded_once_and_cannot_be_decided_or_used() {
     s.server.clock.advance(chrono::Duration::seconds(61));
     let late = approve(&s.admin, approval, &hash(&r)).await;
     assert_eq!((late.status, late.code()), (410, "approval_expired"));
+    let refused =
+        s.ws.owner
+            .all_events()
+            .await
+            .into_iter()
+            .rfind(|e| e["event_type"] == "approval.decision_refused")
+            .expect("the late decision is audited");
+    assert_eq!(refused["data"]["code"], "approval_expired");
     let ex = execute(&s.agent, action, payload).await;
     assert_eq!((ex.status, ex.code()), (410, "approval_expired"));
     let a = s.dev.get(&format!("/v1/actions/{action}")).await;
@@ -600,4 +608,34 @@ async fn revoking_the_agent_token_withdraws_what_it_asked_for() {
     assert!(r.body["error"]["message"].as_str().unwrap().contains("revoked"), "{}", r.body);
     assert_eq!(count(&s.ws.owner, "action.executed").await, 0);
     assert_eq!(count(&s.ws.owner, "action.execution_refused").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trying_to_run_someone_elses_approved_action_is_refused_and_recorded() {
+    let s = scene().await;
+    let (id, payload) = approved_email(&s, "a@example.com").await;
+    // The admin approved it, but did not ask for it.
+    let r = execute(&s.admin, &id, payload.clone()).await;
+    r.assert_error(403, "not_your_action");
+    // The requester's own token, limited to other tools.
+    let (_, secret) = Workspace::token(&s.dev, &["actions:submit"], &["crm.*"]).await;
+    let r = execute(&s.server.with_token(&secret), &id, payload.clone()).await;
+    r.assert_error(403, "tool_not_in_scope");
+    let codes: Vec<Value> =
+        s.ws.owner
+            .all_events()
+            .await
+            .into_iter()
+            .filter(|e| e["event_type"] == "action.execution_refused")
+            .map(|e| e["data"]["code"].clone())
+            .collect();
+    assert_eq!(codes, [json!("not_your_action"), json!("tool_not_in_scope")]);
+    assert_eq!(
+        s.admin
+            .get(&format!("/v1/approvals/{}", s.admin.get(&format!("/v1/actions/{id}")).await.body["approval_id"].as_str().unwrap()))
+            .await
+            .body["state"],
+        "approved"
+    );
+    assert_eq!(execute(&s.agent, &id, payload).await.body["status"], "executed", "the requester's agent still can");
 }

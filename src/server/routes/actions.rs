@@ -405,17 +405,13 @@ pub async fn execute(
     ids::parse(IdKind::Action, &id)?;
     let pinned = canonical::pin(&req.payload).map_err(|e| Error::unprocessable("unrepresentable_number", e.to_string()))?;
     let action = state.store.get_action(&caller.workspace, &id).await?;
-    if action.requester_id != caller.member_id {
-        return Err(Error::forbidden("not_your_action", "only the requester, or an agent token they own, may execute this action"));
-    }
-    if !caller.covers_tool(&action.tool) {
-        return Err(Error::forbidden("tool_not_in_scope", format!("this token's tool patterns do not include `{}`", action.tool)));
-    }
     let tool = state.store.get_tool_sealed(&caller.workspace, &action.tool).await?.ok_or_else(|| Error::not_found("tool", &action.tool))?;
     let now = standing(&state, &caller, &action, &tool).await?;
     let req = ExecuteRequest {
         action_id: id,
         payload_sha256: pinned.sha256,
+        member_id: caller.member_id.clone(),
+        in_scope: caller.covers_tool(&action.tool),
         is_agent: caller.is_agent(),
         record_now: matches!(tool.connector, Connector::Record {}),
         now,
