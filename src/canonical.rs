@@ -12,6 +12,10 @@
 //! - integers whose canonical form is a different integer (`9007199254740993` would
 //!   become `9007199254740992`): an account number must not change under the hash.
 //!
+//! - a name given twice in one object (`{"to": "a", "to": "b"}`): RFC 8785 takes I-JSON,
+//!   which allows each name once; a parser keeps one of the two, and which one is not
+//!   something a signature should depend on.
+//!
 //! Decimal fractions are rounded to the nearest double, as every JSON consumer does
 //! (`333333333.33333329` is `333333333.3333333`; RFC 8785's own example).
 
@@ -32,15 +36,18 @@ pub enum JsonError {
     TooDeep { max: usize, line: usize, column: usize },
     #[error("the number {literal} at line {line}, column {column} {problem}")]
     Number { literal: String, line: usize, column: usize, problem: String },
+    #[error("the name {name} appears twice in one object (line {line}, column {column}); RFC 8785 allows each name once")]
+    DuplicateName { name: String, line: usize, column: usize },
 }
 
 impl JsonError {
     /// The 1-based line and column of the problem.
     pub fn position(&self) -> (usize, usize) {
         match self {
-            JsonError::Syntax { line, column, .. } | JsonError::TooDeep { line, column, .. } | JsonError::Number { line, column, .. } => {
-                (*line, *column)
-            }
+            JsonError::Syntax { line, column, .. }
+            | JsonError::TooDeep { line, column, .. }
+            | JsonError::Number { line, column, .. }
+            | JsonError::DuplicateName { line, column, .. } => (*line, *column),
         }
     }
 
@@ -71,10 +78,12 @@ pub fn parse(text: &[u8]) -> Result<Value, JsonError> {
     }
 }
 
-/// Checks syntactically valid JSON text for the two things serde cannot see once it has
-/// parsed: nesting depth and the exact digits of every number.
+/// Checks syntactically valid JSON text for what serde cannot see once it has parsed:
+/// nesting depth, the exact digits of every number, and names given twice in an object.
 pub fn check_json_text(text: &[u8]) -> Result<(), JsonError> {
-    let mut depth = 0usize;
+    // One entry per open array or object; for an object, whether a name comes next and
+    // the names seen so far (as written; compared unescaped when either has an escape).
+    let mut open: Vec<Option<Names<'_>>> = Vec::new();
     let mut line = 1usize;
     let mut line_start = 0usize;
     let mut i = 0usize;
@@ -83,18 +92,33 @@ pub fn check_json_text(text: &[u8]) -> Result<(), JsonError> {
         match b {
             b'"' => {
                 // Skip the string, honouring escapes; strings hold no numbers.
+                let start = i;
                 i += 1;
                 while i < text.len() && text[i] != b'"' {
                     i += if text[i] == b'\\' { 2 } else { 1 };
                 }
+                if let Some(Some(names)) = open.last_mut()
+                    && std::mem::take(&mut names.name_next)
+                    && !names.insert(&text[start..=i.min(text.len() - 1)])
+                {
+                    let name = String::from_utf8_lossy(&text[start..=i.min(text.len() - 1)]).chars().take(80).collect();
+                    return Err(JsonError::DuplicateName { name, line, column: start - line_start + 1 });
+                }
             }
             b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_DEPTH {
+                open.push((b == b'{').then(Names::default));
+                if open.len() > MAX_DEPTH {
                     return Err(JsonError::TooDeep { max: MAX_DEPTH, line, column: i - line_start + 1 });
                 }
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
+            b']' | b'}' => {
+                open.pop();
+            }
+            b',' => {
+                if let Some(Some(names)) = open.last_mut() {
+                    names.name_next = true;
+                }
+            }
             b'\n' => {
                 line += 1;
                 line_start = i + 1;
@@ -115,6 +139,38 @@ pub fn check_json_text(text: &[u8]) -> Result<(), JsonError> {
         i += 1;
     }
     Ok(())
+}
+
+/// The names of one open object, while [`check_json_text`] scans it.
+struct Names<'a> {
+    name_next: bool,
+    /// Each name as written, quotes included.
+    seen: Vec<&'a [u8]>,
+    /// The same, unescaped, once the object is large or a name has an escape.
+    unescaped: Option<std::collections::HashSet<String>>,
+}
+
+impl Default for Names<'_> {
+    fn default() -> Self {
+        Names { name_next: true, seen: Vec::new(), unescaped: None }
+    }
+}
+
+impl<'a> Names<'a> {
+    /// Adds a name (a JSON string literal, quotes included); `false` if already there.
+    fn insert(&mut self, literal: &'a [u8]) -> bool {
+        // Small objects with plain names, the usual case: compare the bytes.
+        if self.unescaped.is_none() && self.seen.len() < 16 && !literal.contains(&b'\\') {
+            if self.seen.contains(&literal) {
+                return false;
+            }
+            self.seen.push(literal);
+            return true;
+        }
+        let unescape = |l: &[u8]| serde_json::from_slice::<String>(l).unwrap_or_else(|_| String::from_utf8_lossy(l).into_owned());
+        let set = self.unescaped.get_or_insert_with(|| self.seen.iter().map(|n| unescape(n)).collect());
+        set.insert(unescape(literal))
+    }
 }
 
 /// Checks one number literal; `Err` says what JCS would do to it.
@@ -420,6 +476,27 @@ mod tests {
         assert!(parse(ok.as_bytes()).is_ok());
         let err = parse(b"{\n  \"a\": 1,\n  \"b\": @\n}").unwrap_err();
         assert_eq!(err.position().0, 3);
+    }
+
+    #[test]
+    fn a_name_given_twice_in_one_object_is_refused_wherever_it_is() {
+        let dup = |text: &str| match parse(text.as_bytes()) {
+            Err(JsonError::DuplicateName { name, .. }) => Some(name),
+            Ok(_) => None,
+            Err(e) => panic!("{text}: {e}"),
+        };
+        assert_eq!(dup(r#"{"to": "a", "to": "b"}"#).as_deref(), Some(r#""to""#));
+        let err = parse(b"{\n  \"x\": {\"a\": 1,\n    \"a\": 2}}").unwrap_err();
+        assert_eq!(err.position(), (3, 5), "{err}");
+        // Written differently, the same name.
+        assert!(dup(r#"{"a": 1, "\u0061": 2}"#).is_some());
+        // Past the small-object path.
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\": {i}")).collect();
+        assert!(dup(&format!("{{{}, \"k7\": 0}}", many.join(", "))).is_some());
+        assert!(dup(&format!("{{{}}}", many.join(", "))).is_none());
+        // The same name in different objects, or as a value, or in an array, is fine.
+        assert!(dup(r#"{"a": {"a": "a"}, "b": [{"a": 1}, {"a": 2}], "c": "a"}"#).is_none());
+        assert!(dup(r#"[{"a": 1}, {"a": 1}]"#).is_none());
     }
 
     #[test]

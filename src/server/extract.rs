@@ -132,6 +132,7 @@ fn json_error(e: JsonError) -> Error {
         JsonError::Syntax { .. } => Error::bad_request("malformed_json", format!("the body is not valid JSON: {e}")),
         JsonError::TooDeep { .. } => Error::bad_request("nesting_too_deep", e.to_string()),
         JsonError::Number { .. } => Error::unprocessable("unrepresentable_number", e.to_string()),
+        JsonError::DuplicateName { .. } => Error::unprocessable("duplicate_name", e.to_string()),
     }
 }
 

@@ -219,3 +219,16 @@ async fn authentication_comes_before_the_body() {
     anon.raw("POST", "/v1/members", &member_json("")).await.assert_error(401, "missing_credentials");
     p.unchanged().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_given_twice_is_refused_not_collapsed() {
+    let p = Probe::new().await;
+    p.ws.record_tool("email.send", "write", "auto", false).await;
+    let before = p.ws.owner.all_events().await.len();
+    // Which `to` would the hash, the approver and the receiver each have seen?
+    let body = br#"{"tool": "email.send", "payload": {"to": "ops@example.com", "to": "attacker@example.com"}}"#;
+    let r = p.ws.owner.raw("POST", "/v1/actions", body).await;
+    r.assert_error(422, "duplicate_name");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains(r#""to" appears twice"#), "{}", r.text);
+    assert_eq!(p.ws.owner.all_events().await.len(), before, "nothing was recorded");
+}
