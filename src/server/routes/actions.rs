@@ -33,13 +33,14 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 pub struct SubmitAction {
     /// The tool to call, e.g. `email.send`.
     pub tool: String,
-    /// The exact call. Its RFC 8785 canonical form is hashed and pinned.
-    #[schema(value_type = Object)]
+    /// The exact call: any JSON value, usually an object of arguments. Its RFC 8785
+    /// canonical form is hashed and pinned.
+    #[schema(value_type = serde_json::Value)]
     pub payload: serde_json::Value,
     /// What it changes, e.g. `milestone:42`.
     pub resource: Option<String>,
     /// The resource's state before the change, shown to approvers as a diff.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub current: Option<serde_json::Value>,
     /// Why the agent wants this, for the approver.
     pub reason: Option<String>,
@@ -383,7 +384,7 @@ async fn run_connector(state: &AppState, caller: &Caller, tool: &crate::model::T
 pub struct Execute {
     /// The payload again, exactly as submitted (any key order or whitespace): it is
     /// re-hashed and must match the approved hash.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: serde_json::Value,
 }
 
