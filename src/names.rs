@@ -3,6 +3,20 @@
 
 /// Tool names are dotted lower-case words: `email.send`, `payments.charge`,
 /// `crm.contacts.read`. Words are `[a-z0-9_-]`, start with a letter, 1..=64 bytes in all.
+/// The refusal of a string that is not a tool name ([`valid_tool_name`]), showing it.
+pub fn check_tool_name(name: &str) -> Result<(), crate::error::Error> {
+    if valid_tool_name(name) {
+        return Ok(());
+    }
+    let shown: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    Err(crate::error::Error::unprocessable(
+        "invalid_tool_name",
+        format!(
+            "`{shown}` is not a tool name: tool names are dotted lower-case words such as `email.send` (a-z, 0-9, `_`, `-`; at most 64 bytes)"
+        ),
+    ))
+}
+
 pub fn valid_tool_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64

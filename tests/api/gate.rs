@@ -363,6 +363,8 @@ async fn kill_switches_block_the_next_call_and_consumption_until_lifted() {
     assert_eq!(count(&s.ws.owner, "killswitch.lifted").await, 2);
     let missing = s.admin.put("/v1/killswitches/tools/emial.send", json!({"engaged": true, "reason": "typo"})).await;
     assert_eq!(missing.status, 404);
+    let unnamed = s.admin.put("/v1/killswitches/tools/Email%20Send", json!({"engaged": true, "reason": "typo"})).await;
+    unnamed.assert_error(422, "invalid_tool_name");
 }
 
 #[tokio::test(flavor = "multi_thread")]

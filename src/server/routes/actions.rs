@@ -55,10 +55,7 @@ pub struct SubmitAction {
 }
 
 fn check_fields(req: &SubmitAction) -> Result<()> {
-    if !names::valid_tool_name(&req.tool) {
-        let shown: String = req.tool.chars().take(64).collect();
-        return Err(Error::unprocessable("invalid_tool_name", format!("`{shown}` is not a tool name; tool names look like `email.send`")));
-    }
+    names::check_tool_name(&req.tool)?;
     if let Some(c) = req.confidence
         && !(0.0..=1.0).contains(&c)
     {

@@ -81,6 +81,7 @@ pub async fn set_tool(
     Body(req): Body<SetSwitch>,
 ) -> Result<Json<SwitchChange>> {
     caller.require(if req.engaged { Permission::KillswitchEngage } else { Permission::KillswitchLift })?;
+    crate::names::check_tool_name(&name)?;
     // A switch on a misspelt tool would protect nothing: it must name a real one.
     state.store.get_tool(&caller.workspace, &name).await?;
     set(&state, &caller, SwitchTarget::Tool(name), req).await

@@ -154,12 +154,7 @@ pub async fn put_tool(
     Path(name): Path<String>,
     Body(req): Body<PutTool>,
 ) -> Result<(StatusCode, Json<Tool>)> {
-    if !names::valid_tool_name(&name) {
-        return Err(Error::unprocessable(
-            "invalid_tool_name",
-            "tool names are dotted lower-case words such as `email.send` (a-z, 0-9, `_`, `-`; at most 64 bytes)",
-        ));
-    }
+    names::check_tool_name(&name)?;
     if req.irreversible && req.policy == Policy::Auto {
         return Err(Error::unprocessable(
             "irreversible_requires_approval",
