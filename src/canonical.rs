@@ -74,7 +74,7 @@ pub fn parse(text: &[u8]) -> Result<Value, JsonError> {
             Ok(value)
         }
         // serde refuses `1e400` itself, as "number out of range"; our scan says more.
-        Err(e) => Err(check_json_text(text).err().unwrap_or_else(|| JsonError::from_serde(&e))),
+        Err(e) => Err(check_broken_json_text(text).unwrap_or_else(|| JsonError::from_serde(&e))),
     }
 }
 
@@ -139,6 +139,13 @@ pub fn check_json_text(text: &[u8]) -> Result<(), JsonError> {
         i += 1;
     }
     Ok(())
+}
+
+/// What [`check_json_text`] can say of text serde could not parse: a number or the depth
+/// (serde's own words for those are vaguer), never a repeated name — in broken text that
+/// would be a guess, and the syntax error is the news.
+pub fn check_broken_json_text(text: &[u8]) -> Option<JsonError> {
+    check_json_text(text).err().filter(|e| !matches!(e, JsonError::DuplicateName { .. }))
 }
 
 /// The names of one open object, while [`check_json_text`] scans it.
@@ -497,6 +504,8 @@ mod tests {
         // The same name in different objects, or as a value, or in an array, is fine.
         assert!(dup(r#"{"a": {"a": "a"}, "b": [{"a": 1}, {"a": 2}], "c": "a"}"#).is_none());
         assert!(dup(r#"[{"a": 1}, {"a": 1}]"#).is_none());
+        // Broken text is a syntax error, whatever names it repeats before it breaks.
+        assert!(matches!(parse(br#"{"a": 1, "a": "#), Err(JsonError::Syntax { .. })));
     }
 
     #[test]

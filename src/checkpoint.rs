@@ -272,8 +272,14 @@ pub fn rotate_key_file(path: &Path) -> Result<Rotation, String> {
     let _ = std::fs::remove_file(&fresh);
     generate_key_file(&fresh).map_err(|e| format!("cannot write a new signing key to {}: {e}", fresh.display()))?;
     let old_public_key_file = path.with_file_name(format!("signing-key-{}.pub", old.key_id));
-    std::fs::write(&old_public_key_file, format!("{}\n", old.public_key))
-        .map_err(|e| format!("cannot keep the old public key in {}: {e}", old_public_key_file.display()))?;
+    // Synced before the rename: once the old private key is gone, this is all that is left.
+    (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&old_public_key_file)?;
+        f.write_all(format!("{}\n", old.public_key).as_bytes())?;
+        f.sync_all()
+    })()
+    .map_err(|e| format!("cannot keep the old public key in {}: {e}", old_public_key_file.display()))?;
     std::fs::rename(&fresh, path).map_err(|e| format!("cannot put the new signing key in place at {}: {e}", path.display()))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && let Ok(d) = std::fs::File::open(dir)

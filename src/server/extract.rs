@@ -83,7 +83,7 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             if inner.is_data()
                 && let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
             {
-                return Err(json_error(canonical::check_json_text(bytes).err().unwrap_or_else(|| JsonError::from_serde(&syntax))));
+                return Err(json_error(canonical::check_broken_json_text(bytes).unwrap_or_else(|| JsonError::from_serde(&syntax))));
             }
             if inner.is_data() {
                 // Prefer our own number message if that is what went wrong.
@@ -95,16 +95,28 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
                 let message = if path == "." || path.is_empty() { what } else { format!("{path}: {what}") };
                 Err(Error::unprocessable("invalid_field", message))
             } else {
-                Err(json_error(canonical::check_json_text(bytes).err().unwrap_or_else(|| JsonError::from_serde(inner))))
+                Err(json_error(canonical::check_broken_json_text(bytes).unwrap_or_else(|| JsonError::from_serde(inner))))
             }
         }
     }
 }
 
 /// serde names a wrongly typed string by its value (`invalid type: string "Bearer …",
-/// expected a map`); the value may be a secret sent in the wrong place, and an error
-/// message is shown and logged. Say only what kind of value it was.
+/// expected a map`, `unknown variant `Bearer …``); the value may be a secret sent in the
+/// wrong place, and an error message is shown and logged. Say only what kind of value it
+/// was.
 fn without_strings(s: &str) -> String {
+    let s = without_quoted_strings(s);
+    match s.split_once("unknown variant `") {
+        Some((before, rest)) => match rest.split_once('`') {
+            Some((_, after)) => format!("{before}an unknown value{after}"),
+            None => format!("{before}an unknown value"),
+        },
+        None => s,
+    }
+}
+
+fn without_quoted_strings(s: &str) -> String {
     let Some(start) = s.find("string \"") else { return s.to_string() };
     let value = &s[start + "string \"".len()..];
     // The value is written escaped (`{:?}`): its end is the first unescaped quote.
@@ -115,7 +127,7 @@ fn without_strings(s: &str) -> String {
         at_end
     });
     match end {
-        Some((i, _)) => format!("{}a string{}", &s[..start], without_strings(&value[i + 1..])),
+        Some((i, _)) => format!("{}a string{}", &s[..start], without_quoted_strings(&value[i + 1..])),
         None => format!("{}a string", &s[..start]),
     }
 }
@@ -167,5 +179,9 @@ mod tests {
         assert_eq!(without_strings(r#"invalid type: string "a\"b\\", expected a map"#), "invalid type: a string, expected a map");
         assert_eq!(without_strings(r#"x: string "1" and string "2""#), "x: a string and a string");
         assert_eq!(without_strings("missing field `email`"), "missing field `email`");
+        assert_eq!(
+            without_strings("unknown variant `Bearer sk_1`, expected `record` or `http`"),
+            "an unknown value, expected `record` or `http`"
+        );
     }
 }

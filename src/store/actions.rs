@@ -115,6 +115,19 @@ pub struct ExecuteRequest {
     /// execution: an approval given under laxer rules does not carry it through stricter
     /// ones.
     pub now: Standing,
+    /// What `now` was worked out from (read just before the transaction). If it has
+    /// changed by the time the approval would be consumed, the execution is refused: sent
+    /// again, it is decided under what is in force then.
+    pub basis: Basis,
+}
+
+/// The configuration a [`Standing`] was decided under.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Basis {
+    /// The tool's `updated_at`.
+    pub tool_updated_at: String,
+    /// The constitution version in force, if any.
+    pub constitution_version: Option<i64>,
 }
 
 /// What the gate asks of an approved action at the moment it would run.
@@ -286,16 +299,27 @@ fn set_action_status(tx: &mut WriteTx<'_>, ws: &str, id: &str, status: ActionSta
     Ok(())
 }
 
+/// The result code of a call the sweeper found cut off.
+const INTERRUPTED: &str = "execution_interrupted";
+
 /// Records how an `executing` action's connector call ended: its status and result, an
 /// `action.executed` or `action.failed` event, and the answer kept for its idempotency
 /// key. `None` if the action is not executing (its end is already recorded).
+///
+/// A call's own answer may also replace the sweeper's "interrupted, outcome unknown" (see
+/// `fail_interrupted`) if it arrives after all — the log then shows both, in order — but
+/// the sweeper never overwrites an answer.
 fn finish(tx: &mut WriteTx<'_>, ws: &str, action_id: &str, result: &Value, ok: bool, actor: &Actor, via: Via) -> Result<Option<Action>> {
     let status = if ok { ActionStatus::Executed } else { ActionStatus::Failed };
     let now = tx.now_ts();
-    let n = tx.execute(
-        "UPDATE actions SET status = $3, result = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2 AND status = 'executing'",
-        params![ws, action_id, status.as_str(), result.to_string(), &now],
-    )?;
+    let swept = result.get("code").and_then(Value::as_str) == Some(INTERRUPTED);
+    let sql = if swept {
+        "UPDATE actions SET status = $3, result = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2 AND status = 'executing'"
+    } else {
+        "UPDATE actions SET status = $3, result = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2 \
+         AND (status = 'executing' OR (status = 'failed' AND result LIKE '%\"code\":\"execution_interrupted\"%'))"
+    };
+    let n = tx.execute(sql, params![ws, action_id, status.as_str(), result.to_string(), &now])?;
     if n == 0 {
         return Ok(None);
     }
@@ -609,6 +633,21 @@ impl Actions for SqlStore {
 
     async fn fail_interrupted(&self, started_before: &str, limit: i64) -> Result<usize> {
         let before = started_before.to_string();
+        // Looked for with a read first: the sweeper asks every second, and a write would
+        // cost a commit (and a sync) each time even when, as almost always, nothing is due.
+        let probe = before.clone();
+        let due = self
+            .engine
+            .read(move |conn| {
+                conn.set_all_workspaces()?;
+                Ok(conn
+                    .query_opt("SELECT 1 FROM actions WHERE status = 'executing' AND updated_at < $1 LIMIT 1", params![&probe])?
+                    .is_some())
+            })
+            .await?;
+        if !due {
+            return Ok(0);
+        }
         self.engine
             .write(move |tx| {
                 // Every workspace's; each is then recorded fenced to its own.
@@ -619,7 +658,7 @@ impl Actions for SqlStore {
                 )?;
                 let result = json!({
                     "connector": "http",
-                    "code": "execution_interrupted",
+                    "code": INTERRUPTED,
                     "error": "the server stopped while this call was in flight, so whether it took effect is unknown; \
                               check the receiving system before submitting it again",
                 });
@@ -745,6 +784,34 @@ impl Actions for SqlStore {
                 }
                 // Otherwise it could run, but the rules may have tightened since it was approved
                 // (checked last, so a stale, pending or drifted request hears that first).
+                // The agent token that asked must still be able to act: revoking it
+                // withdraws what it asked for.
+                if let Some(token) = &action.agent_token_id {
+                    let row = tx.query_opt("SELECT name, revoked_at, expires_at FROM tokens WHERE workspace_id = $1 AND id = $2", params![w, token])?;
+                    let (name, revoked, expires) = match row {
+                        Some(r) => (r.text(0)?, r.opt_text(1)?, r.opt_text(2)?),
+                        None => (token.clone(), Some(String::new()), None),
+                    };
+                    let expired = expires.is_some_and(|e| e <= format_ts(now));
+                    if revoked.is_some() || expired {
+                        let message = format!(
+                            "the agent token `{name}` that requested this action has been {} since, which withdraws what it asked for; the approval was not used",
+                            if revoked.is_some() { "revoked" } else { "expired" }
+                        );
+                        return refuse(tx, "requester_token_revoked", message, Kind::Conflict);
+                    }
+                }
+                let tool_now = tx.query_opt("SELECT updated_at FROM tools WHERE workspace_id = $1 AND name = $2", params![w, &action.tool])?;
+                let rules_now = tx.query_opt(
+                    "SELECT version FROM constitution_versions WHERE workspace_id = $1 ORDER BY version DESC LIMIT 1",
+                    params![w],
+                )?;
+                let tool_now = tool_now.map(|r| r.text(0)).transpose()?;
+                let rules_now = rules_now.map(|r| r.int(0)).transpose()?;
+                if tool_now.as_deref() != Some(req.basis.tool_updated_at.as_str()) || rules_now != req.basis.constitution_version {
+                    let message = "the tool or the rules in force changed while this execution was being checked; send it again to have it decided under them (the approval was not used)";
+                    return refuse(tx, "rules_changed", message.into(), Kind::Conflict);
+                }
                 match &req.now {
                     Standing::Refused { code, message } => return refuse(tx, code, message.clone(), Kind::Conflict),
                     Standing::Needs(needed) if *needed > stored.required => {
@@ -915,6 +982,19 @@ impl Approvals for SqlStore {
     }
 
     async fn expire_due(&self, limit: i64) -> Result<usize> {
+        // A read first, as in `fail_interrupted`: most seconds nothing is due.
+        let now = self.now_ts();
+        let due = self
+            .engine
+            .read(move |conn| {
+                conn.set_all_workspaces()?;
+                let sql = "SELECT 1 FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= $1 LIMIT 1";
+                Ok(conn.query_opt(sql, params![&now])?.is_some())
+            })
+            .await?;
+        if !due {
+            return Ok(0);
+        }
         self.engine
             .write(move |tx| {
                 let now = tx.now_ts();

@@ -87,8 +87,15 @@ async fn a_value_sent_in_the_wrong_place_is_not_repeated_in_the_error() {
     r.assert_error(422, "invalid_field");
     assert!(!r.text.contains("LEAKME"), "{}", r.text);
     assert!(r.body["error"]["message"].as_str().unwrap().contains("a string"), "{}", r.text);
-    let r = p.send(br#"{"email": "new@bad.test", "password": {"x": 1}, "role": "viewer \"quoted\" sk_live_LEAKME"}"#).await;
+    // A string where an enum belongs, and where a number belongs (with escaped quotes).
+    let tool = json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "Bearer sk_live_LEAKME"}});
+    let r = p.ws.owner.put("/v1/tools/email.send", tool).await;
     r.assert_error(422, "invalid_field");
+    assert!(!r.text.contains("LEAKME"), "{}", r.text);
+    let tool = json!({"kind": "write", "irreversible": false, "policy": "auto", "approval_ttl_seconds": "a \"quoted\" sk_live_LEAKME", "connector": {"type": "record"}});
+    let r = p.ws.owner.put("/v1/tools/email.send", tool).await;
+    r.assert_error(422, "invalid_field");
+    assert!(!r.text.contains("LEAKME") && r.text.contains("approval_ttl_seconds"), "{}", r.text);
     // A `record` connector takes nothing but its type.
     let record =
         json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "record", "url": "https://example.com"}});

@@ -163,6 +163,46 @@ async fn a_call_cut_off_by_a_crash_is_recorded_failed_and_never_run_again() {
     assert_eq!(owner.verify().await["ok"], true);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_that_comes_after_the_sweeper_gave_up_is_recorded_after_all() {
+    let mut held = held_receiver().await;
+    let server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    let spec = json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": held.url, "timeout_ms": 30000}});
+    ws.tool("email.send", spec).await;
+    let payload = json!({"to": ["a@example.com"]});
+    let agent = Api::new(&server.base, ws.owner.token.as_deref());
+    let first = tokio::spawn({
+        let payload = payload.clone();
+        async move { submit_once(&agent, "send-1", payload).await }
+    });
+    let id = held.next_call().await;
+    let path = format!("/v1/actions/{id}");
+    // A stall longer than any call can last (the clock moved): the sweeper calls it lost…
+    server.clock.advance(chrono::Duration::seconds(61));
+    TestServer::eventually(&ws.owner, &path, "the sweeper giving up on the call", |a| a["status"] == "failed").await;
+    // …then the receiver answers after all: that answer is what happened.
+    held.release.add_permits(1);
+    let r = first.await.unwrap();
+    assert_eq!((r.status, r.body["status"].as_str()), (201, Some("executed")), "{}", r.body);
+    assert_eq!(r.body["result"]["status"], 200);
+    let action = ws.owner.get(&path).await.body;
+    assert_eq!((action["status"].as_str(), &action["result"]["status"]), (Some("executed"), &json!(200)), "{action}");
+    let ends: Vec<(String, String)> = ws
+        .owner
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e["resource"] == id.as_str() && e["event_type"] != "action.requested")
+        .map(|e| (e["event_type"].as_str().unwrap().to_string(), e["actor"]["id"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert_eq!(ends[0], ("action.failed".to_string(), "execution-sweeper".to_string()));
+    assert_eq!(ends[1].0, "action.executed");
+    let again = submit_once(&ws.owner, "send-1", payload).await;
+    assert_eq!(again.body["status"], "executed", "{}", again.body);
+}
+
 /// The real `countersign serve`, with its log captured.
 struct Binary {
     child: Child,

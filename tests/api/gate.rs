@@ -641,3 +641,39 @@ async fn trying_to_run_someone_elses_approved_action_is_refused_and_recorded() {
     );
     assert_eq!(execute(&s.agent, &id, payload).await.body["status"], "executed", "the requester's agent still can");
 }
+
+/// The execute route decides the action again just before the consuming transaction; if
+/// the tool or the rules change in that instant, the transaction notices and refuses
+/// rather than consume under a decision made on stale rules. (Driven through the store:
+/// over HTTP the instant cannot be hit on purpose.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_between_the_re_decision_and_the_consumption_refuses_it() {
+    use countersign::store::{Actions, Basis, ExecuteRequest, Origin, Standing, WorkspaceId};
+    let s = scene().await;
+    let (id, payload) = approved_email(&s, "a@example.com").await;
+    let action = s.admin.get(&format!("/v1/actions/{id}")).await.body;
+    let tool = s.admin.get("/v1/tools/email.send").await.body;
+    let request = |tool_updated_at: &str, constitution_version: Option<i64>| ExecuteRequest {
+        action_id: id.clone(),
+        payload_sha256: action["payload_sha256"].as_str().unwrap().to_string(),
+        member_id: action["requester_id"].as_str().unwrap().to_string(),
+        in_scope: true,
+        is_agent: true,
+        record_now: true,
+        now: Standing::Needs(1),
+        basis: Basis { tool_updated_at: tool_updated_at.to_string(), constitution_version },
+    };
+    let (ws, by) = (
+        WorkspaceId::trusted(&s.ws.id),
+        Origin { actor: countersign::audit::Actor::agent(&s.agent_id), via: countersign::audit::Via::Agent },
+    );
+    for stale in [request("2026-01-01T00:00:00.000000Z", None), request(tool["updated_at"].as_str().unwrap(), Some(1))] {
+        let refused = s.server.store.execute_approved(&ws, &by, stale).await.unwrap().unwrap_err();
+        assert_eq!((refused.status(), refused.code), (409, "rules_changed"), "{}", refused.message);
+    }
+    assert_eq!(count(&s.ws.owner, "action.execution_refused").await, 2);
+    // Decided on what is in force, it runs; the approval was not used before.
+    let ran = s.server.store.execute_approved(&ws, &by, request(tool["updated_at"].as_str().unwrap(), None)).await.unwrap().unwrap();
+    assert_eq!(ran.status.as_str(), "executed");
+    assert_eq!(execute(&s.agent, &id, payload).await.code(), "approval_consumed");
+}

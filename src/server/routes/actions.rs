@@ -11,7 +11,7 @@ use crate::canonical;
 use crate::error::{Error, Result};
 use crate::gate::{self, ConstitutionVerdict, Outcome, ToolKind, ToolRules};
 use crate::ids::{self, IdKind};
-use crate::model::{Action, ActionOutcome, ActionStatus, Connector, DecisionRecord, TokenState};
+use crate::model::{Action, ActionOutcome, ActionStatus, Connector, DecisionRecord};
 use crate::names;
 use crate::permissions::Permission;
 use crate::server::AppState;
@@ -21,7 +21,7 @@ use crate::server::error::ErrorBody;
 use crate::server::extract::{Body, Query, RawBody};
 use crate::server::routes::constitution::in_force;
 use crate::simulation::{self, Draft, OwnedFacts};
-use crate::store::{ActionFilter, ExecuteRequest, IdempotencyKey, NewAction, Standing, Submitted};
+use crate::store::{ActionFilter, Basis, ExecuteRequest, IdempotencyKey, NewAction, Origin, Standing, Submitted, WorkspaceId};
 
 /// Limits on what an action may carry besides its payload (see docs/API.md).
 pub const MAX_REASON_CHARS: usize = 2000;
@@ -289,18 +289,26 @@ pub async fn submit(
         record_now,
         idempotency: idem,
     };
-    let origin = caller.origin();
-    match state.store.record_action(&caller.workspace, &origin, new).await? {
+    // A call through an `http` connector: the write that starts it and the call run in a
+    // tracked task (see `tracked`). Everything else is one write, done whatever the client does.
+    let calls_out = !record_now && matches!(new.outcome, Outcome::Execute);
+    let (st, ws, origin) = (state.clone(), caller.workspace.clone(), caller.origin());
+    let work = async move {
+        match st.store.record_action(&ws, &origin, new).await? {
+            Submitted::New { action, expires_at } if action.status == ActionStatus::Executing => {
+                let action = call_connector(st, ws, origin, *action).await?;
+                Ok(Submitted::New { action: Box::new(action), expires_at })
+            }
+            other => Ok(other),
+        }
+    };
+    match if calls_out { tracked(&state, work).await? } else { work.await? } {
         Submitted::Replay(first) => {
             let mut resp = (StatusCode::CREATED, Json(*first)).into_response();
             resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(resp)
         }
-        Submitted::New { action, expires_at } => {
-            let action =
-                if action.status == ActionStatus::Executing { run_connector(&state, &caller, &tool, *action).await? } else { *action };
-            Ok((StatusCode::CREATED, Json(ActionOutcome::of(&action, expires_at))).into_response())
-        }
+        Submitted::New { action, expires_at } => Ok((StatusCode::CREATED, Json(ActionOutcome::of(&action, expires_at))).into_response()),
     }
 }
 
@@ -359,21 +367,28 @@ fn would_be(o: &Outcome) -> String {
     }
 }
 
-/// Runs an `executing` action's connector (after its decision is durable) and records
-/// the result.
+/// Runs `work` — a write that may leave an action `executing`, then its connector call —
+/// in a task of its own, tracked until shutdown, and waits for it.
 ///
-/// In a task of its own: a request's handler is dropped when its client gives up or
-/// disconnects, and a call cut off there — perhaps after the receiver acted on it — would
-/// leave the action `executing` with nothing recorded. The task runs to the end whatever
-/// the client does (shutdown waits for it); the client that stayed gets the answer.
-async fn run_connector(state: &AppState, caller: &Caller, tool: &crate::model::Tool, action: Action) -> Result<Action> {
-    let (state, ws, origin, name) = (state.clone(), caller.workspace.clone(), caller.origin(), tool.name.clone());
-    let call = state.clone().executions.spawn(async move {
-        let sealed = state.store.get_tool_sealed(&ws, &name).await?.ok_or_else(|| Error::not_found("tool", &name))?;
-        let (result, ok) = connectors::run_http(&state.http, &state.keys, &ws, &sealed, &action).await;
-        state.store.finish_execution(&ws, &origin, &action.id, result, ok).await
-    });
-    call.await.map_err(|e| Error::internal(format!("the connector call's task ended abnormally: {e}")))?
+/// A request's handler is dropped when its client gives up or disconnects. Dropped between
+/// the write and the call's end, it would leave the action `executing` with nothing
+/// recorded (and the call perhaps made, perhaps not): the task runs to the end whatever
+/// the client does, and the client that stayed gets the answer.
+async fn tracked<T: Send + 'static>(state: &AppState, work: impl std::future::Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    state.executions.spawn(work).await.map_err(|e| Error::internal(format!("the connector call's task ended abnormally: {e}")))?
+}
+
+/// Runs an `executing` action's connector (its decision durable first) and records the
+/// result.
+async fn call_connector(state: AppState, ws: WorkspaceId, origin: Origin, action: Action) -> Result<Action> {
+    let (result, ok) = match state.store.get_tool_sealed(&ws, &action.tool).await? {
+        Some(sealed) => connectors::run_http(&state.http, &state.keys, &ws, &sealed, &action).await,
+        None => (
+            serde_json::json!({"connector": "http", "code": "tool_deleted", "error": "the tool was deleted before the call; it was not made"}),
+            false,
+        ),
+    };
+    state.store.finish_execution(&ws, &origin, &action.id, result, ok).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -404,7 +419,7 @@ pub async fn execute(
     let pinned = canonical::pin(&req.payload).map_err(|e| Error::unprocessable("unrepresentable_number", e.to_string()))?;
     let action = state.store.get_action(&caller.workspace, &id).await?;
     let tool = state.store.get_tool_sealed(&caller.workspace, &action.tool).await?.ok_or_else(|| Error::not_found("tool", &action.tool))?;
-    let now = standing(&state, &caller, &action, &tool).await?;
+    let (now, basis) = standing(&state, &caller, &action, &tool).await?;
     let req = ExecuteRequest {
         action_id: id,
         payload_sha256: pinned.sha256,
@@ -413,18 +428,24 @@ pub async fn execute(
         is_agent: caller.is_agent(),
         record_now: matches!(tool.connector, Connector::Record {}),
         now,
+        basis,
     };
-    let action = state.store.execute_approved(&caller.workspace, &caller.origin(), req).await??;
-    let action = if action.status == ActionStatus::Executing { run_connector(&state, &caller, &tool, action).await? } else { action };
+    let (st, ws, origin) = (state.clone(), caller.workspace.clone(), caller.origin());
+    let action = tracked(&state, async move {
+        let action = st.store.execute_approved(&ws, &origin, req).await??;
+        if action.status == ActionStatus::Executing { call_connector(st, ws, origin, action).await } else { Ok(action) }
+    })
+    .await?;
     Ok(Json(ActionOutcome::of(&action, None)))
 }
 
 /// What the gate would decide of an approved `action` if its requester submitted it now,
 /// under the tool and the constitution in force: stricter rules since the approval refuse
-/// the execution (`store::Standing`). Kill switches and agent-write control are checked
-/// where the approval is consumed, in the same transaction. The agent token that asked
-/// must still be able to act: revoking it withdraws what it asked for.
-async fn standing(state: &AppState, caller: &Caller, action: &Action, tool: &crate::model::Tool) -> Result<Standing> {
+/// the execution (`store::Standing`), and so does a change to either before the approval
+/// is consumed (`store::Basis`). Kill switches, agent-write control and the state of the
+/// agent token that asked are checked where the approval is consumed, in one transaction.
+async fn standing(state: &AppState, caller: &Caller, action: &Action, tool: &crate::model::Tool) -> Result<(Standing, Basis)> {
+    // The agent it came from, for rules that look at it (its state is checked later).
     let agent = match &action.agent_token_id {
         None => None,
         Some(id) => match &caller.kind {
@@ -433,20 +454,13 @@ async fn standing(state: &AppState, caller: &Caller, action: &Action, tool: &cra
             }
             _ => {
                 let token = state.store.get_token(&caller.workspace, id).await?;
-                if token.state != TokenState::Active {
-                    let message = format!(
-                        "the agent token `{}` that requested this action has been {} since, which withdraws what it asked for; the approval was not used",
-                        token.name,
-                        if token.state == TokenState::Revoked { "revoked" } else { "expired" }
-                    );
-                    return Ok(Standing::Refused { code: "requester_token_revoked", message });
-                }
                 Some((token.id, token.name, caller.member_id.clone()))
             }
         },
     };
     let rules = tool_rules(tool);
     let constitution = in_force(state, &caller.workspace, caller.epoch).await?;
+    let basis = Basis { tool_updated_at: tool.updated_at.clone(), constitution_version: constitution.version() };
     let verdict = if constitution.is_empty() {
         ConstitutionVerdict { version: constitution.version(), citations: Vec::new() }
     } else {
@@ -473,7 +487,7 @@ async fn standing(state: &AppState, caller: &Caller, action: &Action, tool: &cra
         confidence: action.confidence,
         constitution: &verdict,
     });
-    Ok(match decision.outcome {
+    let now = match decision.outcome {
         Outcome::Execute => Standing::Needs(0),
         Outcome::NeedsApproval { required } => Standing::Needs(required),
         Outcome::Denied { message, .. } | Outcome::Blocked { message, .. } => Standing::Refused {
@@ -482,7 +496,8 @@ async fn standing(state: &AppState, caller: &Caller, action: &Action, tool: &cra
                 "the rules in force changed since this action was approved and now refuse it ({message}); the approval was not used"
             ),
         },
-    })
+    };
+    Ok((now, basis))
 }
 
 /// Whether the caller may see this action: anyone with `actions:read`, or its requester.

@@ -93,6 +93,7 @@ fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Conne
             format!("connector.timeout_ms must be between {} and {}", connectors::TIMEOUT_MS.start(), connectors::TIMEOUT_MS.end()),
         ));
     }
+    // Before any sealing (it costs), and again below with the secrets kept.
     if headers.len() + secret_headers.as_ref().map_or(0, BTreeMap::len) > MAX_HEADERS {
         return Err(Error::unprocessable("invalid_header", format!("a connector has at most {MAX_HEADERS} headers")));
     }
@@ -104,9 +105,6 @@ fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Conne
             let mut out = BTreeMap::new();
             for (k, v) in secrets {
                 check_header(&k, &v, true)?;
-                if headers.keys().any(|h| h.eq_ignore_ascii_case(&k)) {
-                    return Err(Error::unprocessable("invalid_header", format!("`{k}` is both a plain and a secret header")));
-                }
                 let value = state
                     .keys
                     .seal(&v, &vault::header_aad(ws.as_str(), tool, &k))
@@ -132,6 +130,14 @@ fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Conne
             _ => None,
         },
     };
+    // Counted and compared once the secrets are settled, sent or kept.
+    let secrets = sealed.as_ref().map_or(0, BTreeMap::len);
+    if headers.len() + secrets > MAX_HEADERS {
+        return Err(Error::unprocessable("invalid_header", format!("a connector has at most {MAX_HEADERS} headers")));
+    }
+    if let Some(k) = sealed.iter().flatten().map(|(k, _)| k).find(|k| headers.keys().any(|h| h.eq_ignore_ascii_case(k))) {
+        return Err(Error::unprocessable("invalid_header", format!("`{k}` is both a plain and a secret header")));
+    }
     Ok(Connector::Http { url: parsed.to_string(), headers, secret_headers: sealed, timeout_ms })
 }
 
