@@ -252,8 +252,9 @@ impl Running {
     }
 
     /// Stops at once, as a crash would as far as the store can tell: no new connections,
-    /// no background work, and the store closed without waiting for anything, so what is
-    /// still running can record nothing more. (For tests of what a restart finds.)
+    /// no background work, and the store closed (after the writes already queued) without
+    /// waiting for requests or connector calls, so what is still running can record
+    /// nothing more. (For tests of what a restart finds.)
     pub async fn abort(self) {
         self.task.abort();
         for b in &self.background {

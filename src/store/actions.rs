@@ -313,13 +313,16 @@ fn finish(tx: &mut WriteTx<'_>, ws: &str, action_id: &str, result: &Value, ok: b
     let status = if ok { ActionStatus::Executed } else { ActionStatus::Failed };
     let now = tx.now_ts();
     let swept = result.get("code").and_then(Value::as_str) == Some(INTERRUPTED);
-    let sql = if swept {
-        "UPDATE actions SET status = $3, result = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2 AND status = 'executing'"
+    let n = if swept {
+        let sql =
+            "UPDATE actions SET status = $3, result = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2 AND status = 'executing'";
+        tx.execute(sql, params![ws, action_id, status.as_str(), result.to_string(), &now])?
     } else {
-        "UPDATE actions SET status = $3, result = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2 \
-         AND (status = 'executing' OR (status = 'failed' AND result LIKE '%\"code\":\"execution_interrupted\"%'))"
+        let sql = "UPDATE actions SET status = $3, result = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2 \
+                   AND (status = 'executing' OR (status = 'failed' AND result LIKE $6))";
+        let interrupted = format!("%\"code\":\"{INTERRUPTED}\"%");
+        tx.execute(sql, params![ws, action_id, status.as_str(), result.to_string(), &now, interrupted])?
     };
-    let n = tx.execute(sql, params![ws, action_id, status.as_str(), result.to_string(), &now])?;
     if n == 0 {
         return Ok(None);
     }
@@ -633,43 +636,24 @@ impl Actions for SqlStore {
 
     async fn fail_interrupted(&self, started_before: &str, limit: i64) -> Result<usize> {
         let before = started_before.to_string();
-        // Looked for with a read first: the sweeper asks every second, and a write would
-        // cost a commit (and a sync) each time even when, as almost always, nothing is due.
-        let probe = before.clone();
-        let due = self
-            .engine
-            .read(move |conn| {
-                conn.set_all_workspaces()?;
-                Ok(conn
-                    .query_opt("SELECT 1 FROM actions WHERE status = 'executing' AND updated_at < $1 LIMIT 1", params![&probe])?
-                    .is_some())
-            })
-            .await?;
-        if !due {
+        let probe = "SELECT 1 FROM actions WHERE status = 'executing' AND updated_at < $1 LIMIT 1";
+        if !self.engine.any_anywhere(probe, params![&before].to_vec()).await? {
             return Ok(0);
         }
         self.engine
             .write(move |tx| {
-                // Every workspace's; each is then recorded fenced to its own.
-                tx.set_all_workspaces()?;
-                let due = tx.query(
-                    "SELECT workspace_id, id FROM actions WHERE status = 'executing' AND updated_at < $1 ORDER BY updated_at LIMIT $2",
-                    params![&before, limit],
-                )?;
                 let result = json!({
                     "connector": "http",
                     "code": INTERRUPTED,
                     "error": "the server stopped while this call was in flight, so whether it took effect is unknown; \
                               check the receiving system before submitting it again",
                 });
-                let mut count = 0;
-                for row in &due {
-                    let (w, id) = (row.text(0)?, row.text(1)?);
-                    tx.set_workspace(&w)?;
-                    // `None`: another replica recorded it first.
-                    count += finish(tx, &w, &id, &result, false, &Actor::system("execution-sweeper"), Via::System)?.is_some() as usize;
-                }
-                Ok(count)
+                let due =
+                    "SELECT workspace_id, id FROM actions WHERE status = 'executing' AND updated_at < $1 ORDER BY updated_at LIMIT $2";
+                // `None` from `finish`: another replica recorded it first.
+                tx.each_in_its_workspace(due, params![&before, limit], |tx, w, id| {
+                    Ok(finish(tx, w, id, &result, false, &Actor::system("execution-sweeper"), Via::System)?.is_some())
+                })
             })
             .await
     }
@@ -982,38 +966,20 @@ impl Approvals for SqlStore {
     }
 
     async fn expire_due(&self, limit: i64) -> Result<usize> {
-        // A read first, as in `fail_interrupted`: most seconds nothing is due.
-        let now = self.now_ts();
-        let due = self
-            .engine
-            .read(move |conn| {
-                conn.set_all_workspaces()?;
-                let sql = "SELECT 1 FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= $1 LIMIT 1";
-                Ok(conn.query_opt(sql, params![&now])?.is_some())
-            })
-            .await?;
-        if !due {
+        let probe = "SELECT 1 FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= $1 LIMIT 1";
+        if !self.engine.any_anywhere(probe, params![self.now_ts()].to_vec()).await? {
             return Ok(0);
         }
         self.engine
             .write(move |tx| {
                 let now = tx.now_ts();
-                // Every workspace's due approvals; each is then expired fenced to its own.
-                tx.set_all_workspaces()?;
-                let due = tx.query(
-                    "SELECT workspace_id, id FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
-                    params![&now, limit],
-                )?;
-                let mut count = 0;
-                for row in &due {
-                    let (w, id) = (row.text(0)?, row.text(1)?);
-                    tx.set_workspace(&w)?;
+                let due = "SELECT workspace_id, id FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= $1 ORDER BY expires_at LIMIT $2";
+                tx.each_in_its_workspace(due, params![&now, limit], |tx, w, id| {
                     let lock = tx.dialect().for_update_of("a");
-                    let a = read_approval(&mut *tx, &w, &id, &lock)?;
-                    record_expiry(tx, &w, &a, Actor::system("approval-sweeper"), Via::System)?;
-                    count += 1;
-                }
-                Ok(count)
+                    let a = read_approval(&mut *tx, w, id, &lock)?;
+                    record_expiry(tx, w, &a, Actor::system("approval-sweeper"), Via::System)?;
+                    Ok(true)
+                })
             })
             .await
     }

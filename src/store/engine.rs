@@ -293,6 +293,17 @@ impl Engine {
         rx.await.map_err(|_| stopped())?
     }
 
+    /// Whether `sql` finds any row in any workspace: a background task's look before it
+    /// takes the writer, whose every batch costs a commit and a sync even when it changes
+    /// nothing.
+    pub async fn any_anywhere(&self, sql: &'static str, params: Vec<Value>) -> Result<bool> {
+        self.read(move |conn| {
+            conn.set_all_workspaces()?;
+            Ok(conn.query_opt(sql, &params)?.is_some())
+        })
+        .await
+    }
+
     /// Runs `f` on a reader connection (in a read transaction where the store needs one).
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
@@ -406,6 +417,25 @@ impl<'a> WriteTx<'a> {
 
     pub fn now_ts(&self) -> String {
         format_ts(self.now)
+    }
+
+    /// Runs `f` on each row `sql` finds in any workspace (it selects `workspace_id, id`),
+    /// fenced to that row's workspace: PostgreSQL's row-level security lets a read cross
+    /// workspaces, never a write. For the background tasks that act for no caller.
+    /// Returns how many `f` says it handled.
+    pub fn each_in_its_workspace<F>(&mut self, sql: &str, params: &[Value], mut f: F) -> Result<usize>
+    where
+        F: FnMut(&mut Self, &str, &str) -> Result<bool>,
+    {
+        self.set_all_workspaces()?;
+        let rows = self.query(sql, params)?;
+        let mut handled = 0;
+        for row in &rows {
+            let (w, id) = (row.text(0)?, row.text(1)?);
+            self.set_workspace(&w)?;
+            handled += f(self, &w, &id)? as usize;
+        }
+        Ok(handled)
     }
 
     /// Says this job changes what authentication or the gate's configuration reads

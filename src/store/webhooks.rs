@@ -730,28 +730,11 @@ impl Webhooks for SqlStore {
         let before = before.to_string();
         self.engine
             .write(move |tx| {
-                // Found across workspaces; deleted fenced to each one's own (PostgreSQL's
-                // row-level security lets no write cross workspaces).
-                tx.set_all_workspaces()?;
-                let due = tx.query(
-                    "SELECT workspace_id, id FROM webhook_deliveries WHERE next_attempt_at IS NULL AND updated_at < $1 ORDER BY updated_at LIMIT $2",
-                    params![&before, limit],
-                )?;
-                let mut by_workspace: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-                for row in &due {
-                    by_workspace.entry(row.text(0)?).or_default().push(row.text(1)?);
-                }
-                let mut gone = 0;
-                for (w, ids) in by_workspace {
-                    tx.set_workspace(&w)?;
-                    for id in ids {
-                        gone += tx.execute(
-                            "DELETE FROM webhook_deliveries WHERE workspace_id = $1 AND id = $2 AND next_attempt_at IS NULL",
-                            params![&w, &id],
-                        )? as usize;
-                    }
-                }
-                Ok(gone)
+                let due = "SELECT workspace_id, id FROM webhook_deliveries WHERE next_attempt_at IS NULL AND updated_at < $1 ORDER BY updated_at LIMIT $2";
+                tx.each_in_its_workspace(due, params![&before, limit], |tx, w, id| {
+                    let sql = "DELETE FROM webhook_deliveries WHERE workspace_id = $1 AND id = $2 AND next_attempt_at IS NULL";
+                    Ok(tx.execute(sql, params![w, id])? == 1)
+                })
             })
             .await
     }

@@ -94,6 +94,13 @@ async fn admin_init_then_serve_then_sign_in_then_a_clean_stop() {
     assert_eq!(out.lines().filter(|l| l.contains(": ok, ")).count(), 2, "{out}");
 }
 
+/// Signs in as `email` (with [`PASSWORD`]); returns the session token.
+async fn sign_in(base: &str, email: &str) -> String {
+    let r = http().post(format!("{base}/v1/sessions")).json(&json!({"email": email, "password": PASSWORD})).send().await.unwrap();
+    assert_eq!(r.status(), 201, "signing in as {email}");
+    r.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+}
+
 /// Starts `serve` on a free port, its log going to `stderr`, and waits until it answers.
 async fn serve(db: Option<&TestDb>, dir: &str, stderr: Stdio) -> (Served, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -132,16 +139,7 @@ async fn every_acknowledged_decision_survives_a_kill_mid_stream() {
     assert_eq!(code, 0, "{out}{err}");
     let (mut served, base) = serve(db.as_ref(), dir, Stdio::null()).await;
     let http = http();
-    let session: serde_json::Value = http
-        .post(format!("{base}/v1/sessions"))
-        .json(&json!({"email": "ops@acme.test", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let owner = session["token"].as_str().unwrap().to_string();
+    let owner = sign_in(&base, "ops@acme.test").await;
     let tool = json!({"kind": "read", "irreversible": false, "policy": "auto", "connector": {"type": "record"}});
     let r = http.put(format!("{base}/v1/tools/crm.read")).bearer_auth(&owner).json(&tool).send().await.unwrap();
     assert_eq!(r.status(), 201);
@@ -229,9 +227,7 @@ async fn the_signing_key_is_rotated_and_old_checkpoints_still_verify() {
     // A checkpoint signed by the first key, kept as a file.
     let checkpoint = |base: String| async move {
         let http = http();
-        let r =
-            http.post(format!("{base}/v1/sessions")).json(&json!({"email": "ops@acme.test", "password": PASSWORD})).send().await.unwrap();
-        let token = r.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+        let token = sign_in(&base, "ops@acme.test").await;
         let get = |path: &str| http.get(format!("{base}{path}")).bearer_auth(&token).send();
         let c: serde_json::Value = get("/v1/audit/checkpoints/latest").await.unwrap().json().await.unwrap();
         let k: serde_json::Value = get("/v1/audit/public-key").await.unwrap().json().await.unwrap();

@@ -73,6 +73,16 @@ impl Held {
     }
 }
 
+/// A workspace whose `email.send` (auto) calls a [`held_receiver`], waiting up to 30 s.
+async fn held_tool() -> (Held, TestServer, Workspace) {
+    let held = held_receiver().await;
+    let server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    let spec = json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": held.url, "timeout_ms": 30000}});
+    ws.tool("email.send", spec).await;
+    (held, server, ws)
+}
+
 /// Submits with an `Idempotency-Key`.
 async fn submit_once(api: &Api, key: &str, payload: Value) -> Resp {
     let body = json!({"tool": "email.send", "payload": payload}).to_string().into_bytes();
@@ -81,11 +91,7 @@ async fn submit_once(api: &Api, key: &str, payload: Value) -> Resp {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connector_call_finishes_and_is_recorded_after_its_client_gives_up() {
-    let mut held = held_receiver().await;
-    let server = TestServer::start().await;
-    let ws = server.workspace("acme").await;
-    let spec = json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": held.url, "timeout_ms": 30000}});
-    ws.tool("email.send", spec).await;
+    let (mut held, server, ws) = held_tool().await;
     // An agent whose HTTP client waits 300 ms, calling a tool whose receiver takes longer.
     let impatient = reqwest::Client::builder().timeout(std::time::Duration::from_millis(300)).build().unwrap();
     let payload = json!({"to": ["a@example.com"], "subject": "renewal"});
@@ -116,11 +122,7 @@ async fn a_connector_call_finishes_and_is_recorded_after_its_client_gives_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_cut_off_by_a_crash_is_recorded_failed_and_never_run_again() {
-    let mut held = held_receiver().await;
-    let mut server = TestServer::start().await;
-    let ws = server.workspace("acme").await;
-    let spec = json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": held.url, "timeout_ms": 30000}});
-    ws.tool("email.send", spec).await;
+    let (mut held, mut server, ws) = held_tool().await;
     let payload = json!({"to": ["a@example.com"], "subject": "renewal"});
     let first = reqwest::Client::new()
         .post(format!("{}/v1/actions", server.base))
@@ -165,11 +167,7 @@ async fn a_call_cut_off_by_a_crash_is_recorded_failed_and_never_run_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answer_that_comes_after_the_sweeper_gave_up_is_recorded_after_all() {
-    let mut held = held_receiver().await;
-    let server = TestServer::start().await;
-    let ws = server.workspace("acme").await;
-    let spec = json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": held.url, "timeout_ms": 30000}});
-    ws.tool("email.send", spec).await;
+    let (mut held, server, ws) = held_tool().await;
     let payload = json!({"to": ["a@example.com"]});
     let agent = Api::new(&server.base, ws.owner.token.as_deref());
     let first = tokio::spawn({

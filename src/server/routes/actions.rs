@@ -291,18 +291,12 @@ pub async fn submit(
     };
     // A call through an `http` connector: the write that starts it and the call run in a
     // tracked task (see `tracked`). Everything else is one write, done whatever the client does.
-    let calls_out = !record_now && matches!(new.outcome, Outcome::Execute);
-    let (st, ws, origin) = (state.clone(), caller.workspace.clone(), caller.origin());
-    let work = async move {
-        match st.store.record_action(&ws, &origin, new).await? {
-            Submitted::New { action, expires_at } if action.status == ActionStatus::Executing => {
-                let action = call_connector(st, ws, origin, *action).await?;
-                Ok(Submitted::New { action: Box::new(action), expires_at })
-            }
-            other => Ok(other),
-        }
+    let submitted = if !record_now && matches!(new.outcome, Outcome::Execute) {
+        tracked(&state, record_and_call(state.clone(), caller.workspace.clone(), caller.origin(), new)).await?
+    } else {
+        state.store.record_action(&caller.workspace, &caller.origin(), new).await?
     };
-    match if calls_out { tracked(&state, work).await? } else { work.await? } {
+    match submitted {
         Submitted::Replay(first) => {
             let mut resp = (StatusCode::CREATED, Json(*first)).into_response();
             resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -376,6 +370,17 @@ fn would_be(o: &Outcome) -> String {
 /// the client does, and the client that stayed gets the answer.
 async fn tracked<T: Send + 'static>(state: &AppState, work: impl std::future::Future<Output = Result<T>> + Send + 'static) -> Result<T> {
     state.executions.spawn(work).await.map_err(|e| Error::internal(format!("the connector call's task ended abnormally: {e}")))?
+}
+
+/// Records a submitted action and, if it is to run now through its connector, runs it.
+async fn record_and_call(state: AppState, ws: WorkspaceId, origin: Origin, new: NewAction) -> Result<Submitted> {
+    match state.store.record_action(&ws, &origin, new).await? {
+        Submitted::New { action, expires_at } if action.status == ActionStatus::Executing => {
+            let action = call_connector(state, ws, origin, *action).await?;
+            Ok(Submitted::New { action: Box::new(action), expires_at })
+        }
+        other => Ok(other),
+    }
 }
 
 /// Runs an `executing` action's connector (its decision durable first) and records the
