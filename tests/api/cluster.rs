@@ -15,8 +15,8 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use countersign::store::migrate;
 use countersign::store::postgres::{self as pg, PgConnector};
@@ -32,7 +32,8 @@ pub struct Cluster {
     next: AtomicU64,
 }
 
-/// A database of its own for one test.
+/// A database of its own for one test, dropped when the last copy of it goes (so a run
+/// of the whole suite holds a few databases on disk at a time, not one per test).
 #[derive(Clone, Debug)]
 pub struct TestDb {
     /// As the server's role (a member of `countersign_server`, owning nothing).
@@ -41,6 +42,31 @@ pub struct TestDb {
     pub owner_url: String,
     /// As the superuser (out-of-band tampering, checks).
     pub superuser_url: String,
+    _dropped_after_use: Arc<DropDatabase>,
+}
+
+/// Drops a test's database once nothing refers to it any more, disconnecting whatever is
+/// still connected (a server the test left running, a child process it killed).
+#[derive(Debug)]
+struct DropDatabase {
+    /// The superuser on the maintenance database `postgres`.
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let (url, sql) = (self.admin_url.clone(), format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        // On a thread of its own: the synchronous client may not block an async runtime,
+        // and the last copy is often dropped inside one. Best effort: the cluster and
+        // everything in it is removed when the test process ends anyway.
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut c) = postgres::Client::connect(&url, postgres::NoTls) {
+                let _ = c.batch_execute(&sql);
+            }
+        })
+        .join();
+    }
 }
 
 fn is_root() -> bool {
@@ -143,8 +169,15 @@ impl Cluster {
         };
         let lifeline = supervisor.stdin.take().expect("supervisor pipe");
         // Durability is not what the tests check (the benchmark runs with PostgreSQL's
-        // durable defaults), and the machine has two cores: spare the disk.
-        let relaxed = if durable { "" } else { " -c fsync=off -c synchronous_commit=off -c full_page_writes=off" };
+        // durable defaults), and the machine has two cores: spare the disk. Each test's
+        // database is copied from the template through the write-ahead log, so the log is
+        // kept small too (checkpoints are cheap without fsync): the suite then needs tens
+        // of megabytes of disk, not gigabytes.
+        let relaxed = if durable {
+            ""
+        } else {
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=64MB -c min_wal_size=32MB"
+        };
         let options = format!("-k {} -c listen_addresses='' -p {PORT} -c max_connections=400{relaxed}", dir.display());
         let mut start = pg_command("pg_ctl");
         start.arg("-D").arg(&data).args(["-w", "-t", "60", "-l"]).arg(dir.join("log")).args(["-o", &options, "start"]);
@@ -200,7 +233,12 @@ impl Cluster {
     }
 
     fn describe(&self, name: &str) -> TestDb {
-        TestDb { server_url: self.url("cs_server", name), owner_url: self.url("cs_owner", name), superuser_url: self.url("postgres", name) }
+        TestDb {
+            server_url: self.url("cs_server", name),
+            owner_url: self.url("cs_owner", name),
+            superuser_url: self.url("postgres", name),
+            _dropped_after_use: Arc::new(DropDatabase { admin_url: self.url("postgres", "postgres"), name: name.to_string() }),
+        }
     }
 }
 
