@@ -94,6 +94,7 @@ fn app() -> App {
         now: Utc::now(),
         size: (120, 40),
         bell: false,
+        cwd: std::env::temp_dir(),
     });
     a.update(Action::Net(NetMsg::Me(Ok(me()))));
     a.update(Action::Net(NetMsg::Stream(StreamMsg::Connected)));

@@ -32,6 +32,9 @@ pub enum ClientError {
     /// The server answered something this client cannot read.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
+    /// This side failed: a file that could not be written, say. Says what and where.
+    #[error("{0}")]
+    Local(String),
 }
 
 impl ClientError {
@@ -45,7 +48,16 @@ impl ClientError {
             ClientError::Api { code, .. } => code,
             ClientError::Unreachable(_) => "unreachable",
             ClientError::Protocol(_) => "protocol",
+            ClientError::Local(_) => "local",
         }
+    }
+}
+
+/// The error a refusal's body describes (`{"error": {code, message}}`), or a plain one.
+fn api_error(status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => ClientError::Api { status, code: b.error.code, message: b.error.message },
+        Err(_) => ClientError::Api { status, code: "http_error".into(), message: format!("the server answered {status}") },
     }
 }
 
@@ -122,10 +134,7 @@ impl Client {
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable(e.without_url().to_string()))?;
         if status >= 400 {
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => ClientError::Api { status, code: b.error.code, message: b.error.message },
-                Err(_) => ClientError::Api { status, code: "http_error".into(), message: format!("the server answered {status}") },
-            });
+            return Err(api_error(status, &bytes));
         }
         if bytes.is_empty() {
             return serde_json::from_value(serde_json::Value::Null).map_err(|e| ClientError::Protocol(e.to_string()));
@@ -242,6 +251,22 @@ impl Client {
         self.get("/v1/audit/verify").await
     }
 
+    /// Starts an export of the whole log (`GET /v1/audit/export`, `format` `jsonl` or
+    /// `csv`) and returns the response once the server has accepted it; its body is the
+    /// export (see [`crate::export_file::download`]).
+    pub async fn audit_export(&self, format: &str) -> Result<reqwest::Response, ClientError> {
+        let resp = self
+            .request(reqwest::Method::GET, &format!("/v1/audit/export?format={format}"))
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable(e.without_url().to_string()))?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            return Err(api_error(status, &resp.bytes().await.unwrap_or_default()));
+        }
+        Ok(resp)
+    }
+
     /// Opens the live stream after `after_seq`. The stream ends when the connection does;
     /// callers reconnect with the last seq they saw.
     pub async fn stream(&self, after_seq: i64) -> Result<impl Stream<Item = Result<StreamItem, ClientError>> + use<>, ClientError> {
@@ -254,11 +279,7 @@ impl Client {
             .map_err(|e| ClientError::Unreachable(e.without_url().to_string()))?;
         let status = resp.status().as_u16();
         if status >= 400 {
-            let bytes = resp.bytes().await.unwrap_or_default();
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => ClientError::Api { status, code: b.error.code, message: b.error.message },
-                Err(_) => ClientError::Api { status, code: "http_error".into(), message: format!("the server answered {status}") },
-            });
+            return Err(api_error(status, &resp.bytes().await.unwrap_or_default()));
         }
         Ok(resp.bytes_stream().eventsource().filter_map(|item| async move {
             match item {

@@ -17,6 +17,7 @@ pub mod constitution;
 pub mod csv;
 pub mod demo;
 pub mod error;
+pub mod export_file;
 pub mod gate;
 pub mod ids;
 pub mod model;

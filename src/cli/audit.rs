@@ -8,6 +8,7 @@ use super::{exit, fail};
 use crate::audit::{AuditEvent, Break, GENESIS_HASH, Verifier, VerifyReport};
 use crate::checkpoint::{Checkpoint, PublicKey};
 use crate::clock::Clock;
+use crate::export_file::PartialFile;
 use crate::store::{AuditLog, AuditRange, SqlStore, WorkspaceId, Workspaces};
 
 #[derive(clap::Subcommand)]
@@ -480,45 +481,38 @@ fn verify_store(dir: Option<&Path>, database_url: Option<&str>, only: Option<&st
 // ---------------------------------------------------------------------------------------
 // Export
 
-/// Where an export goes: standard output, or a `.partial` file renamed into place once
-/// complete, so a failed export never leaves a file that looks whole.
-struct Output {
-    out: Box<dyn Write>,
-    file: Option<(PathBuf, PathBuf)>,
+/// Where an export goes: standard output, or a file that appears only once complete
+/// ([`PartialFile`]), so a failed export never leaves a file that looks whole.
+enum Output {
+    Stdout(std::io::BufWriter<std::io::StdoutLock<'static>>),
+    File(PartialFile),
 }
 
 impl Output {
     fn open(path: Option<&Path>) -> Result<Output, String> {
         match path {
-            None => Ok(Output { out: Box::new(std::io::BufWriter::new(std::io::stdout().lock())), file: None }),
-            Some(p) => {
-                let mut partial = p.as_os_str().to_owned();
-                partial.push(".partial");
-                let partial = PathBuf::from(partial);
-                let f = std::fs::File::create(&partial).map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
-                Ok(Output { out: Box::new(std::io::BufWriter::new(f)), file: Some((partial, p.to_path_buf())) })
-            }
+            None => Ok(Output::Stdout(std::io::BufWriter::new(std::io::stdout().lock()))),
+            Some(p) => PartialFile::create(p).map(Output::File),
         }
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.out.write_all(bytes).map_err(|e| format!("cannot write the export: {e}"))
+        match self {
+            Output::Stdout(out) => out.write_all(bytes).map_err(|e| format!("cannot write the export: {e}")),
+            Output::File(f) => f.write(bytes),
+        }
     }
 
-    fn finish(mut self) -> Result<(), String> {
-        self.out.flush().map_err(|e| format!("cannot write the export: {e}"))?;
-        drop(self.out);
-        if let Some((partial, dest)) = self.file.take() {
-            std::fs::rename(&partial, &dest).map_err(|e| format!("cannot move {} to {}: {e}", partial.display(), dest.display()))?;
+    fn finish(self) -> Result<(), String> {
+        match self {
+            Output::Stdout(mut out) => out.flush().map_err(|e| format!("cannot write the export: {e}")),
+            Output::File(f) => f.finish().map(drop),
         }
-        Ok(())
     }
 
     fn abandon(self) {
-        let Output { out, file } = self;
-        drop(out);
-        if let Some((partial, _)) = file {
-            let _ = std::fs::remove_file(partial);
+        if let Output::File(f) = self {
+            f.abandon();
         }
     }
 }
@@ -546,7 +540,6 @@ fn export(a: ExportArgs) -> u8 {
 }
 
 fn export_server(a: &ExportArgs, server: &str, token: &str) -> Result<(), String> {
-    use futures_util::StreamExt;
     let mut params = vec![("format", a.format.as_str())];
     for (k, v) in [("since", &a.since), ("until", &a.until), ("types", &a.types)] {
         if let Some(v) = v {
@@ -556,15 +549,13 @@ fn export_server(a: &ExportArgs, server: &str, token: &str) -> Result<(), String
     super::runtime().block_on(async {
         let resp = start_export(server, token, &params).await?;
         let mut out = Output::open(a.output.as_deref())?;
-        let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let written = chunk.map_err(|e| format!("the export was cut off before its end: {e}")).and_then(|c| out.write(&c));
-            if let Err(e) = written {
+        match crate::export_file::copy_body(resp, |bytes| out.write(bytes)).await {
+            Ok(()) => out.finish(),
+            Err(e) => {
                 out.abandon();
-                return Err(e);
+                Err(e)
             }
         }
-        out.finish()
     })
 }
 

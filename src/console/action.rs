@@ -69,6 +69,8 @@ pub enum NetMsg {
     /// A rule drafted from an action.
     Drafted(Result<serde_json::Value, ClientError>),
     Published(Result<serde_json::Value, ClientError>),
+    /// An export of the audit log, written (or not) to a file.
+    Exported(Result<crate::export_file::Downloaded, ClientError>),
 }
 
 /// What the live stream task reports.
@@ -135,6 +137,11 @@ pub enum Effect {
     Publish {
         rules: Vec<crate::constitution::Rule>,
         base_version: i64,
+    },
+    /// Download the whole audit log into a file.
+    ExportAudit {
+        path: std::path::PathBuf,
+        format: super::dialogs::ExportFormat,
     },
     /// Ring the terminal bell.
     Bell,

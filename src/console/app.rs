@@ -87,7 +87,8 @@ pub enum Input {
 }
 
 /// The palette's commands, for completion.
-pub const PALETTE: &[&str] = &["approvals", "audit", "access", "simulate", "switches", "kill ", "lift ", "theme ", "verify", "help", "q"];
+pub const PALETTE: &[&str] =
+    &["approvals", "audit", "access", "simulate", "switches", "kill ", "lift ", "theme ", "verify", "export", "help", "q"];
 
 pub struct App {
     pub theme: Theme,
@@ -110,6 +111,9 @@ pub struct App {
     pub toast: Option<Toast>,
     /// Ring the bell when an approval is requested.
     pub bell: bool,
+    /// The directory the console was started in: where an export goes unless told
+    /// otherwise.
+    pub cwd: std::path::PathBuf,
     pub quit: bool,
     effects: Vec<Effect>,
 }
@@ -123,6 +127,7 @@ pub struct Init {
     pub now: DateTime<Utc>,
     pub size: (u16, u16),
     pub bell: bool,
+    pub cwd: std::path::PathBuf,
 }
 
 impl App {
@@ -146,6 +151,7 @@ impl App {
             input: None,
             toast: None,
             bell: init.bell,
+            cwd: init.cwd,
             quit: false,
             effects: Vec::new(),
         };
@@ -374,6 +380,10 @@ impl App {
                 self.screen = Screen::Audit;
                 super::screens::audit::on_command(self, Command::Verify);
             }
+            "export" => {
+                self.screen = Screen::Audit;
+                super::screens::audit::on_command(self, Command::Export);
+            }
             "kill" => self.open_kill_dialog(Some(arg)),
             "lift" => {
                 self.screen = Screen::Switches;
@@ -456,6 +466,7 @@ impl App {
             }
             PendingOp::SimulateTool(tool) => super::screens::simulate::picked(self, tool),
             PendingOp::Publish { rules, base_version } => self.effect(Effect::Publish { rules, base_version }),
+            PendingOp::ExportAudit { path, format } => super::screens::audit::start_export(self, path, format),
         }
     }
 
@@ -516,6 +527,7 @@ impl App {
             NetMsg::WhatIf(r) => super::screens::simulate::on_whatif(self, r),
             NetMsg::Drafted(r) => super::screens::simulate::on_drafted(self, r),
             NetMsg::Published(r) => super::screens::simulate::on_published(self, r),
+            NetMsg::Exported(r) => super::screens::audit::on_exported(self, r),
             NetMsg::SignedIn(Err(e)) => {
                 let why = e.to_string();
                 self.dialog = Some(Dialog::sign_in(&self.session.email, why));

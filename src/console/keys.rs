@@ -26,6 +26,8 @@ pub enum Command {
     Lift,
     PauseTail,
     Verify,
+    /// Audit: export the whole log to a file.
+    Export,
     Refresh,
     Screen(Screen),
     NextScreen,
@@ -62,6 +64,7 @@ pub const REBINDABLE: &[(&str, &str, &str)] = &[
     ("kill", "K", "the kill-switch dialog"),
     ("pause", "space", "pause or follow the audit tail"),
     ("verify", "v", "verify the audit chain"),
+    ("export", "e", "export the whole audit log to a file (Audit)"),
     ("lift", "l", "lift the selected kill switch"),
     ("refresh", "ctrl-r", "fetch everything again"),
     ("new", "n", "add a member, role or token"),
@@ -89,6 +92,7 @@ fn by_name(name: &str) -> Option<Command> {
         "kill" => Kill,
         "pause" => PauseTail,
         "verify" => Verify,
+        "export" => Export,
         "lift" => Lift,
         "refresh" => Refresh,
         "new" => New,
@@ -216,6 +220,7 @@ fn default_command(screen: Screen, key: KeyEvent) -> Option<Command> {
         (KeyCode::Char('d'), false) if screen == super::app::Screen::Approvals => Deny,
         (KeyCode::Char(' '), _) if screen == super::app::Screen::Audit => PauseTail,
         (KeyCode::Char('v'), false) if screen == super::app::Screen::Audit => Verify,
+        (KeyCode::Char('e'), false) if screen == super::app::Screen::Audit => Export,
         (KeyCode::Char('l'), false) if screen == super::app::Screen::Switches => Lift,
         (KeyCode::Left | KeyCode::Char('h'), false) if screen == super::app::Screen::Access => TabLeft,
         (KeyCode::Right | KeyCode::Char('l'), false) if screen == super::app::Screen::Access => TabRight,
@@ -260,7 +265,13 @@ pub fn help(screen: Screen) -> Vec<(&'static str, &'static str)> {
             ("s", "dry-run this action in Simulate"),
             ("R", "draft a rule from this action in Simulate"),
         ],
-        Screen::Audit => &[("space", "pause / follow the tail"), ("enter", "open the event"), ("esc", "back"), ("v", "verify the chain")],
+        Screen::Audit => &[
+            ("space", "pause / follow the tail"),
+            ("enter", "open the event"),
+            ("esc", "back"),
+            ("v", "verify the chain"),
+            ("e", "export the whole log to a file (JSONL or CSV)"),
+        ],
         Screen::Switches => &[("K", "engage a switch"), ("l", "lift the selected switch")],
         Screen::Access => &[
             ("← → h l", "members, roles, tokens"),
@@ -295,7 +306,16 @@ pub fn footer(screen: Screen, detail_open: bool) -> Vec<(&'static str, &'static 
             vec![("j/k", "scroll"), ("a", "approve"), ("d", "deny"), ("s", "simulate"), ("R", "rule"), ("esc", "back"), ("?", "help")]
         }
         (Screen::Audit, false) => {
-            vec![("space", "pause"), ("enter", "open"), ("/", "filter"), ("v", "verify"), ("K", "kill"), ("?", "help"), ("q", "quit")]
+            vec![
+                ("space", "pause"),
+                ("enter", "open"),
+                ("/", "filter"),
+                ("v", "verify"),
+                ("e", "export"),
+                ("K", "kill"),
+                ("?", "help"),
+                ("q", "quit"),
+            ]
         }
         (Screen::Audit, true) => vec![("j/k", "scroll"), ("esc", "back"), ("v", "verify"), ("?", "help")],
         (Screen::Switches, _) => vec![("K", "engage"), ("l", "lift"), ("j/k", "move"), ("?", "help"), ("q", "quit")],

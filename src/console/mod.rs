@@ -70,6 +70,7 @@ async fn run_async(opts: Options) -> u8 {
         now: chrono::Utc::now(),
         size,
         bell: opts.bell,
+        cwd: std::env::current_dir().unwrap_or_default(),
     });
     if !has_token {
         app.ask_sign_in(format!("Sign in to {}.", opts.server));

@@ -140,6 +140,15 @@ impl Net {
                     net.send(NetMsg::Published(c.raw("POST", "/v1/constitution/versions", Some(body)).await));
                 });
             }
+            Effect::ExportAudit { path, format } => {
+                tokio::spawn(async move {
+                    let result = match c.audit_export(format.as_str()).await {
+                        Ok(resp) => crate::export_file::download(resp, &path).await.map_err(crate::client::ClientError::Local),
+                        Err(e) => Err(e),
+                    };
+                    net.send(NetMsg::Exported(result));
+                });
+            }
             Effect::Verify => {
                 tokio::spawn(async move { net.send(NetMsg::Verified(c.verify().await)) });
             }

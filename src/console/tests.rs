@@ -49,6 +49,7 @@ pub const ADMIN: &[&str] = &[
     "approvals:read",
     "approvals:decide",
     "audit:read",
+    "audit:export",
     "killswitch:read",
     "killswitch:engage",
     "killswitch:lift",
@@ -199,6 +200,7 @@ pub fn app(w: u16, h: u16) -> App {
         now: now(),
         size: (w, h),
         bell: false,
+        cwd: "/home/ada".into(),
     });
     app.take_effects();
     app.update(Action::Net(NetMsg::Me(Ok(me("admin", ADMIN)))));
@@ -996,4 +998,101 @@ fn a_dry_run_that_would_run_at_once_reads_as_good_news() {
     assert!(text.contains("Would be: executed at once"), "{text}");
     let (y, x) = text.lines().enumerate().find_map(|(y, l)| l.find("executed at once").map(|x| (y, l[..x].chars().count()))).unwrap();
     assert_eq!(b.buffer()[(x as u16, y as u16)].fg, a.theme.ok.fg.unwrap(), "drawn in the theme's ok colour");
+}
+
+scene!(audit_export_form, |a| {
+    keys(&mut a, "2e");
+});
+scene!(audit_exported, |a| {
+    keys(&mut a, "2");
+    let path = std::path::PathBuf::from("/home/ada/countersign-audit-acme-20261123-100000.jsonl");
+    super::screens::audit::start_export(&mut a, path.clone(), super::dialogs::ExportFormat::Jsonl);
+    let done = crate::export_file::Downloaded { path, bytes: 9_216, head_seq: Some(12), complete: true };
+    a.update(Action::Net(NetMsg::Exported(Ok(done))));
+});
+
+/// A console started in a directory of its own, on the Audit screen.
+fn exporting_from(dir: &std::path::Path) -> App {
+    let mut a = app(80, 24);
+    a.cwd = dir.to_path_buf();
+    keys(&mut a, "2");
+    a
+}
+
+fn ctrl(app: &mut App, c: char) {
+    app.update(Action::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)));
+}
+
+#[test]
+fn an_export_is_named_for_the_workspace_and_the_time_and_goes_where_the_console_started() {
+    use super::action::Effect;
+    use super::dialogs::ExportFormat;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = exporting_from(dir.path());
+    keys(&mut a, "e");
+    ctrl(&mut a, 's');
+    let effects = a.take_effects();
+    let expected = dir.path().join("countersign-audit-acme-20261123-100000.jsonl");
+    assert!(effects.contains(&Effect::ExportAudit { path: expected.clone(), format: ExportFormat::Jsonl }), "{effects:?}");
+    assert!(a.toast.as_ref().is_some_and(|t| t.text.contains("Exporting the whole audit log")));
+
+    // While it runs, a second one is refused rather than racing the first.
+    keys(&mut a, "e");
+    assert!(a.dialog.is_none());
+    assert!(a.toast.as_ref().is_some_and(|t| t.error && t.text.contains("still running")), "{:?}", a.toast);
+
+    // CSV: the default name takes the format's extension; a name typed is used as given.
+    a.audit.exporting = None;
+    keys(&mut a, "e");
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Right);
+    ctrl(&mut a, 's');
+    let csv = dir.path().join("countersign-audit-acme-20261123-100000.csv");
+    assert!(a.take_effects().contains(&Effect::ExportAudit { path: csv, format: ExportFormat::Csv }));
+    a.audit.exporting = None;
+    keys(&mut a, "e");
+    keys(&mut a, "incident-42.jsonl");
+    ctrl(&mut a, 's');
+    let named = dir.path().join("incident-42.jsonl");
+    assert!(a.take_effects().contains(&Effect::ExportAudit { path: named, format: ExportFormat::Jsonl }));
+}
+
+#[test]
+fn an_export_never_replaces_a_file_nor_writes_where_there_is_no_directory() {
+    use super::dialogs::Dialog;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("evidence.jsonl"), "kept").unwrap();
+    let mut a = exporting_from(dir.path());
+    keys(&mut a, "e");
+    keys(&mut a, "evidence.jsonl");
+    ctrl(&mut a, 's');
+    let Some(Dialog::Form(f)) = &a.dialog else { panic!("the form stays open") };
+    assert!(f.error.as_deref().is_some_and(|e| e.contains("already exists")), "{:?}", f.error);
+    for _ in 0.."evidence.jsonl".len() {
+        key(&mut a, KeyCode::Backspace);
+    }
+    keys(&mut a, "missing/evidence.jsonl");
+    ctrl(&mut a, 's');
+    let Some(Dialog::Form(f)) = &a.dialog else { panic!("the form stays open") };
+    assert!(f.error.as_deref().is_some_and(|e| e.contains("There is no directory")), "{:?}", f.error);
+    assert!(!a.take_effects().iter().any(|e| matches!(e, super::action::Effect::ExportAudit { .. })));
+    assert_eq!(std::fs::read_to_string(dir.path().join("evidence.jsonl")).unwrap(), "kept");
+}
+
+#[test]
+fn exporting_needs_audit_export_and_a_failure_says_nothing_was_written() {
+    use super::dialogs::Dialog;
+    let mut a = app(80, 24);
+    a.update(Action::Net(NetMsg::Me(Ok(me("viewer", &["approvals:read", "audit:read"])))));
+    keys(&mut a, "2e");
+    assert!(a.dialog.is_none());
+    assert!(a.toast.as_ref().is_some_and(|t| t.error && t.text.contains("`audit:export`")), "{:?}", a.toast);
+
+    let mut a = app(80, 24);
+    let path = std::path::PathBuf::from("/home/ada/audit.jsonl");
+    super::screens::audit::start_export(&mut a, path, super::dialogs::ExportFormat::Jsonl);
+    a.update(Action::Net(NetMsg::Exported(Err(crate::client::ClientError::Local("the export was cut off before its end".into())))));
+    let Some(Dialog::Message(m)) = &a.dialog else { panic!("a message says what happened") };
+    assert!(m.bad && m.lines[0].contains("Nothing was written to /home/ada/audit.jsonl"), "{:?}", m.lines);
+    assert!(a.audit.exporting.is_none(), "another export may start");
 }

@@ -1,7 +1,8 @@
 //! The real console binary in a pseudo-terminal against a real server: signing in,
 //! approving by keys, engaging a kill switch by keys, riding out a server restart,
-//! creating and revoking a token by keys, a dry run of a payload edited by keys, and a
-//! rule drafted from an approval, tried on history and published by keys.
+//! creating and revoking a token by keys, a dry run of a payload edited by keys, a rule
+//! drafted from an approval, tried on history and published by keys, and the whole audit
+//! log exported by keys.
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,11 @@ pub struct Console {
 
 impl Console {
     pub fn start(server: &str, rows: u16, cols: u16, args: &[&str]) -> Console {
+        Self::start_in(None, server, rows, cols, args)
+    }
+
+    /// As [`Console::start`], started in the directory `cwd`.
+    pub fn start_in(cwd: Option<&std::path::Path>, server: &str, rows: u16, cols: u16, args: &[&str]) -> Console {
         let pty = native_pty_system().openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).expect("open a pty");
         let config = tempfile::tempdir().unwrap();
         let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_countersign"));
@@ -31,6 +37,9 @@ impl Console {
         cmd.env("TERM", "xterm-256color");
         cmd.env_remove("COUNTERSIGN_TOKEN");
         cmd.env_remove("NO_COLOR");
+        if let Some(dir) = cwd {
+            cmd.cwd(dir);
+        }
         let child = pty.slave.spawn_command(cmd).expect("spawn the console");
         drop(pty.slave);
         let mut reader = pty.master.try_clone_reader().unwrap();
@@ -358,5 +367,47 @@ async fn a_rule_drafted_from_an_approval_and_published_by_keys_decides_the_next_
     let elsewhere =
         agent.post("/v1/actions", json!({"tool": "email.send", "payload": {"to": ["c@partner.example"]}, "confidence": 0.95})).await;
     assert_eq!(elsewhere.body["status"], "executed", "other domains are untouched: {}", elsewhere.body);
+    assert!(console.quit());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_whole_log_exported_by_keys_is_the_log_and_verifies_offline() {
+    let (server, ws, agent) = setup().await;
+    for n in 0..5 {
+        submit(&agent, "crm.read", json!({"n": n})).await.assert_status(201);
+    }
+    let here = tempfile::tempdir().unwrap();
+    let mut console = Console::start_in(Some(here.path()), &server.base, 24, 80, &[]);
+    console.sign_in("owner@acme.test");
+    console.wait_for("(owner)", 10);
+    console.send("2");
+    console.wait_for("action.executed", 10);
+    console.send("e");
+    console.wait_for("Export the whole audit log", 5);
+    // The suggested name, in the directory the console was started in; ctrl-s takes it.
+    console.wait_for("countersign-audit-acme-", 5);
+    console.send("\x13");
+    console.wait_for("Audit log exported", 10);
+    console.wait_for("It verifies offline", 5);
+
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(here.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "one file, no `.partial` left behind: {files:?}");
+    let file = &files[0];
+    let name = file.file_name().unwrap().to_str().unwrap();
+    assert!(name.starts_with("countersign-audit-acme-") && name.ends_with(".jsonl"), "{name}");
+
+    // Line for line the log as the server holds it, through the head when the export began.
+    let text = std::fs::read_to_string(file).unwrap();
+    let exported: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let stored = ws.owner.all_events().await;
+    assert!(exported.len() >= 5 * 2, "five decisions and what came before: {}", exported.len());
+    assert_eq!(exported[..], stored[..exported.len()], "the export is the log as stored");
+    let shown = console.text();
+    assert!(shown.contains(&format!("{} events (seq 1–{})", exported.len(), exported.len())), "{shown}");
+
+    let (code, out, err) = server.cli(&["audit", "verify", "--file", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "the exported file verifies offline: {out}{err}");
+    console.send("\x1b");
+    console.wait_gone("Audit log exported", 5);
     assert!(console.quit());
 }

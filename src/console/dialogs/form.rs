@@ -1,5 +1,5 @@
-//! A form: text fields, a choice, a checklist. Used to add members, make roles and
-//! create tokens. `tab` moves between fields, `enter` on the last field (or `ctrl-s`
+//! A form: text fields, a choice, a checklist. Used to add members, make roles, create
+//! tokens and export the audit log. `tab` moves between fields, `enter` on the last field (or `ctrl-s`
 //! anywhere) submits, `esc` cancels. What the fields mean is the caller's: the form
 //! hands back its values with the purpose it was opened for.
 
@@ -26,10 +26,22 @@ pub enum Field {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Purpose {
     NewMember,
-    ChangeRole { id: String, email: String },
+    ChangeRole {
+        id: String,
+        email: String,
+    },
     NewRole,
-    EditRole { id: String, name: String },
+    EditRole {
+        id: String,
+        name: String,
+    },
     NewToken,
+    /// Export the whole audit log to a file in `dir` (unless the name given says where);
+    /// `default_stem` names it when no name is given (the format's extension is added).
+    ExportAudit {
+        default_stem: String,
+        dir: std::path::PathBuf,
+    },
 }
 
 pub struct Form {
@@ -122,7 +134,11 @@ impl Form {
     }
 
     fn submit(&mut self) -> Outcome {
-        match super::super::screens::access::op_from_form(self) {
+        let op = match self.purpose {
+            Purpose::ExportAudit { .. } => super::super::screens::audit::op_from_form(self),
+            _ => super::super::screens::access::op_from_form(self),
+        };
+        match op {
             Ok(op) => Outcome::Run(op),
             Err(e) => {
                 self.error = Some(e);

@@ -64,6 +64,29 @@ pub enum PendingOp {
         rules: Vec<crate::constitution::Rule>,
         base_version: i64,
     },
+    /// Export the whole audit log to `path` (absolute; it does not exist yet).
+    ExportAudit {
+        path: std::path::PathBuf,
+        format: ExportFormat,
+    },
+}
+
+/// The formats an export can be written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One event per line exactly as stored: the whole chain, which verifies offline.
+    Jsonl,
+    /// For spreadsheets: RFC 4180, formulas neutralised.
+    Csv,
+}
+
+impl ExportFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFormat::Jsonl => "jsonl",
+            ExportFormat::Csv => "csv",
+        }
+    }
 }
 
 /// A change to members, roles or tokens.

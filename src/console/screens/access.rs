@@ -429,6 +429,7 @@ pub fn op_from_form(f: &Form) -> Result<PendingOp, String> {
             AccessOp::CreateRole { name, description: f.text(1), permissions: f.checked(2) }
         }
         Purpose::EditRole { id, .. } => AccessOp::UpdateRole { id: id.clone(), permissions: f.checked(0) },
+        Purpose::ExportAudit { .. } => return Err("this form is not a change to members, roles or tokens".into()),
         Purpose::NewToken => {
             let name = f.text(0);
             if name.is_empty() {

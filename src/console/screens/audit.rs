@@ -1,4 +1,5 @@
-//! The live audit tail: follow or pause, filter, open one event, verify the chain.
+//! The live audit tail: follow or pause, filter, open one event, verify the chain, export
+//! the whole log to a file.
 //!
 //! Memory is bounded: the tail keeps a ring of the most recent events, and older ones are
 //! paged from the server on demand into a bounded window before it. Frames draw only the
@@ -6,6 +7,7 @@
 //! scans the ring.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
@@ -16,9 +18,10 @@ use crate::audit::{AuditEvent, VerifyReport};
 use crate::client::ClientError;
 use crate::console::action::Effect;
 use crate::console::app::App;
-use crate::console::dialogs::{Dialog, Message};
+use crate::console::dialogs::{Dialog, ExportFormat, Field, Form, Message, PendingOp, Purpose};
 use crate::console::keys::Command;
 use crate::console::widgets::{clip, printable};
+use crate::export_file::Downloaded;
 
 /// The most recent events kept in memory.
 pub const RING: usize = 10_000;
@@ -126,6 +129,8 @@ pub struct Audit {
     pub loading_older: bool,
     /// No events exist before the oldest held.
     pub at_start: bool,
+    /// The file an export is being written to, and in what format, while it runs.
+    pub exporting: Option<(PathBuf, ExportFormat)>,
 }
 
 impl Default for Audit {
@@ -144,6 +149,7 @@ impl Default for Audit {
             last_seq: 0,
             loading_older: false,
             at_start: false,
+            exporting: None,
         }
     }
 }
@@ -318,8 +324,119 @@ pub fn on_command(app: &mut App, cmd: Command) {
                 app.effect(Effect::Verify);
             }
         }
+        Command::Export => ask_export(app),
         _ => {}
     }
+}
+
+/// Opens the export form: a file name (a default one when left empty) and a format.
+fn ask_export(app: &mut App) {
+    if let Some(why) = app.missing("audit:export", "export the audit log") {
+        app.warn(why);
+        return;
+    }
+    if let Some((path, _)) = &app.audit.exporting {
+        app.warn(format!("An export to {} is still running.", path.display()));
+        return;
+    }
+    let default_stem = default_stem(&app.session.workspace, app.now);
+    let hint = format!("{default_stem}.jsonl in {}", app.cwd.display());
+    app.dialog = Some(Dialog::Form(Box::new(Form {
+        title: "Export the whole audit log".into(),
+        purpose: Purpose::ExportAudit { default_stem, dir: app.cwd.clone() },
+        fields: vec![
+            Field::Text { label: "File".into(), value: String::new(), secret: false, hint },
+            Field::Choice { label: "Format".into(), options: vec!["jsonl".into(), "csv".into()], selected: 0 },
+        ],
+        focus: 0,
+        error: None,
+    })));
+}
+
+/// `countersign-audit-<workspace>-<UTC time>`: sorts by time, says whose log it is.
+fn default_stem(workspace: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let ws: String = workspace.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')).collect();
+    let ws = if ws.is_empty() { "workspace".to_string() } else { ws };
+    format!("countersign-audit-{ws}-{}", now.format("%Y%m%d-%H%M%S"))
+}
+
+/// Turns the export form into an operation: where (absolute, not there yet) and how.
+pub fn op_from_form(f: &Form) -> Result<PendingOp, String> {
+    let Purpose::ExportAudit { default_stem, dir } = &f.purpose else { return Err("this form is not an export".into()) };
+    let format = if f.choice(1) == "csv" { ExportFormat::Csv } else { ExportFormat::Jsonl };
+    let typed = f.text(0);
+    let name = if typed.is_empty() { format!("{default_stem}.{}", format.as_str()) } else { typed };
+    let path = resolve(dir, &name).ok_or("There is no home directory to put `~/` in; give the file's full path.")?;
+    if path.exists() {
+        return Err(format!("{} already exists: choose another name (an export never replaces a file).", path.display()));
+    }
+    match path.parent() {
+        Some(dir) if dir.is_dir() => {}
+        Some(dir) => return Err(format!("There is no directory {}.", dir.display())),
+        None => return Err("Give a file name, not a directory.".into()),
+    }
+    Ok(PendingOp::ExportAudit { path, format })
+}
+
+/// A typed file name as a path: `~/` is the home directory, anything else relative is
+/// relative to `dir` (where the console was started).
+fn resolve(dir: &Path, name: &str) -> Option<PathBuf> {
+    match name.strip_prefix("~/") {
+        Some(rest) => Some(dirs::home_dir()?.join(rest)),
+        None => Some(dir.join(name)),
+    }
+}
+
+/// Starts the export confirmed in the form.
+pub fn start_export(app: &mut App, path: PathBuf, format: ExportFormat) {
+    app.say(format!("Exporting the whole audit log to {}…", path.display()));
+    app.audit.exporting = Some((path.clone(), format));
+    app.effect(Effect::ExportAudit { path, format });
+}
+
+pub fn on_exported(app: &mut App, r: Result<Downloaded, ClientError>) {
+    let (path, format) = app.audit.exporting.take().unzip();
+    // "Exporting…" is no longer true, whatever happened.
+    if app.toast.as_ref().is_some_and(|t| !t.error) {
+        app.toast = None;
+    }
+    let d = match r {
+        Ok(d) => d,
+        Err(e) if e.needs_sign_in() => return app.ask_sign_in(e.to_string()),
+        Err(e) => {
+            let to = path.map(|p| format!(" to {}", p.display())).unwrap_or_default();
+            app.dialog = Some(Dialog::Message(Message {
+                title: "Export failed".into(),
+                lines: vec![format!("Nothing was written{to}."), e.to_string()],
+                bad: true,
+            }));
+            return;
+        }
+    };
+    let events = d.head_seq.map_or_else(|| "The log".to_string(), |h| format!("{h} events (seq 1–{h})"));
+    let mut lines = vec![format!("{events}, {}, written to:", size(d.bytes)), d.path.display().to_string(), String::new()];
+    if format != Some(ExportFormat::Csv) {
+        lines.push("It verifies offline, without the server:".into());
+        lines.push(format!("countersign audit verify --file {}", shell_word(&d.path)));
+    } else {
+        lines.push("CSV for spreadsheets (cells that could run as formulas are neutralised);".into());
+        lines.push("export JSONL to verify the chain offline.".into());
+    }
+    app.dialog = Some(Dialog::Message(Message { title: "Audit log exported".into(), lines, bad: false }));
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} bytes"),
+        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+/// A path as one shell word, quoted when it needs to be.
+fn shell_word(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c)) { s } else { format!("'{}'", s.replace('\'', "'\\''")) }
 }
 
 pub fn on_older(app: &mut App, r: Result<Vec<AuditEvent>, ClientError>) {
