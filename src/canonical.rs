@@ -9,8 +9,9 @@
 //! refuse them rather than hash something other than what was sent:
 //! - numbers beyond the range of a double (`1e400`), and non-zero numbers so small they
 //!   would become `0` (`1e-400`);
-//! - integers whose canonical form is a different integer (`9007199254740993` would
-//!   become `9007199254740992`): an account number must not change under the hash.
+//! - whole numbers whose canonical form is a different number (`9007199254740993`, or
+//!   `9007199254740993.0`, would become `9007199254740992`): an account number must not
+//!   change under the hash.
 //!
 //! - a name given twice in one object (`{"to": "a", "to": "b"}`): RFC 8785 takes I-JSON,
 //!   which allows each name once; a parser keeps one of the two, and which one is not
@@ -182,10 +183,10 @@ impl<'a> Names<'a> {
 
 /// Checks one number literal; `Err` says what JCS would do to it.
 fn check_number(literal: &str) -> Result<(), String> {
-    let is_integer = !literal.contains(['.', 'e', 'E']);
+    let plain_integer = !literal.contains(['.', 'e', 'E']);
     let digits = literal.trim_start_matches('-');
     // Fast path: integers of up to 15 digits are always exact doubles.
-    if is_integer && digits.len() <= 15 {
+    if plain_integer && digits.len() <= 15 {
         return Ok(());
     }
     let Ok(value) = literal.parse::<f64>() else {
@@ -198,7 +199,9 @@ fn check_number(literal: &str) -> Result<(), String> {
     if value == 0.0 {
         return if written.digits.is_empty() { Ok(()) } else { Err("is too small for an IEEE-754 double: it would become 0".to_string()) };
     }
-    if is_integer {
+    // A whole number however it is spelt (`9007199254740993.0`, `9007199254740993e0`):
+    // an identifier is no less an identifier for a decimal point.
+    if written.exponent >= 0 {
         let canonical = format_number(value);
         if normalize_decimal(&canonical) != written {
             return Err(format!(
@@ -442,6 +445,10 @@ mod tests {
         for (bits, expected) in cases {
             let value = f64::from_bits(*bits);
             assert_eq!(canonicalize(&value).unwrap(), *expected, "bits {bits:#018x}");
+            // The path every payload and event takes: from a value, and from text.
+            assert_eq!(canonicalize_value(&Value::from(value)).unwrap(), *expected, "bits {bits:#018x}");
+            assert_eq!(canon_text(&format!("[{expected}]")), format!("[{expected}]"), "bits {bits:#018x}");
+            assert_eq!(pin(&Value::from(value)).unwrap().canonical, *expected, "bits {bits:#018x}");
         }
         assert!(canonicalize(&f64::NAN).is_err());
         assert!(canonicalize(&f64::INFINITY).is_err());
@@ -463,14 +470,38 @@ mod tests {
 
     #[test]
     fn numbers_jcs_would_change_are_refused() {
-        for bad in ["1e400", "-1e400", "1e-400", "9007199254740993", "18446744073709551615", "123456789012345678901234567890"] {
+        for bad in [
+            "1e400",
+            "-1e400",
+            "1e-400",
+            "9007199254740993",
+            "18446744073709551615",
+            "123456789012345678901234567890",
+            // The same whole numbers spelt with a point or an exponent.
+            "9007199254740993.0",
+            "9007199254740993e0",
+            "900719925474099.3e1",
+            "-18446744073709551615.000",
+        ] {
             let text = format!("{{\"n\": {bad}}}");
             let err = parse(text.as_bytes()).unwrap_err();
             assert!(matches!(err, JsonError::Number { .. }), "{bad}: {err:?}");
             assert!(err.to_string().contains(bad), "{err}");
         }
         // These are represented exactly, or are decimals rounded as every JSON reader does.
-        for good in ["9007199254740992", "1e21", "1000000000000000000000", "0.1", "-0", "0e99", "333333333.33333329", "1.5E3"] {
+        for good in [
+            "9007199254740992",
+            "9007199254740992.0",
+            "1e21",
+            "1000000000000000000000",
+            "0.1",
+            "-0",
+            "0e99",
+            "333333333.33333329",
+            "1.5E3",
+            "1.5e300",
+            "1e23",
+        ] {
             parse(format!("[{good}]").as_bytes()).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
     }

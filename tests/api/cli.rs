@@ -274,3 +274,57 @@ async fn the_signing_key_is_rotated_and_old_checkpoints_still_verify() {
     assert_eq!(code, Some(1));
     assert!(err.contains("there is no signing key at"), "{err}");
 }
+
+/// `countersign hash` with `input` on standard input and `args`: (exit code, stdout, stderr).
+fn hash_cli(args: &[&str], input: &[u8]) -> (i32, Vec<u8>, String) {
+    let mut child = bin_command(None)
+        .arg("hash")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run countersign hash");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn hash_prints_what_an_approval_is_pinned_to_and_refuses_what_it_cannot_pin() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload.json");
+    std::fs::write(&file, "{ \"b\": 1,\n  \"a\": [1.50, \"\\u00e9\"] }").unwrap();
+    let file = file.to_str().unwrap();
+    // Written out by hand: keys sorted, 1.50 as 1.5, the escape as the character itself.
+    let canonical = "{\"a\":[1.5,\"\u{e9}\"],\"b\":1}";
+    let sha = hex::encode(sha2::Sha256::digest(canonical.as_bytes()));
+
+    let (code, out, err) = hash_cli(&[file], b"");
+    assert_eq!((code, String::from_utf8(out).unwrap()), (0, format!("{sha}\n")), "{err}");
+    let (code, out, _) = hash_cli(&["-"], std::fs::read(file).unwrap().as_slice());
+    assert_eq!((code, String::from_utf8(out).unwrap()), (0, format!("{sha}\n")), "`-` is standard input");
+    let (_, out, _) = hash_cli(&["--canonical", file], b"");
+    assert_eq!(out, canonical.as_bytes(), "exactly the canonical form, no newline");
+    let (_, out, _) = hash_cli(&["--both", file], b"");
+    assert_eq!(String::from_utf8(out).unwrap(), format!("{canonical}\n{sha}\n"));
+
+    // Refusals: exit 2 with what is wrong and where, and nothing on standard output.
+    for (input, says) in [
+        (&b"{\"a\": }"[..], "line 1, column"),
+        (b"{\"account\": 9007199254740993}", "send it as a string"),
+        (b"{\"account\": 9007199254740993.0}", "9007199254740993.0"),
+        (b"[1e400]", "beyond the range"),
+        (b"{\"to\": \"a\", \"to\": \"b\"}", "appears twice"),
+        (b"", "EOF"),
+    ] {
+        let (code, out, err) = hash_cli(&[], input);
+        assert_eq!(code, 2, "{}: {err}", String::from_utf8_lossy(input));
+        assert!(out.is_empty(), "no hash for what cannot be pinned");
+        assert!(err.contains("standard input") && err.contains(says), "{}: {err}", String::from_utf8_lossy(input));
+    }
+    let (code, _, err) = hash_cli(&[dir.path().join("missing.json").to_str().unwrap()], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot read") && err.contains("missing.json"), "{err}");
+}
