@@ -41,7 +41,10 @@ impl Kind {
             Kind::Unprocessable => 422,
             Kind::RateLimited { .. } => 429,
             Kind::Unavailable => 503,
-            Kind::Internal => 500,
+            // A failure inside the server refuses the request like a store that cannot be
+            // written: fail closed, and say that a retry is the remedy (the API's statuses
+            // are a closed list, and 500 is not on it).
+            Kind::Internal => 503,
         }
     }
 }

@@ -103,15 +103,40 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
         text.trim().chars().take(300).collect()
     };
     let mut out = Error::new(kind, code, message).into_response();
-    *out.status_mut() = parts.status;
+    // The status is kept (a 415 stays a 415), but a failure inside the server is a 503
+    // like every other (see `error::Kind::Internal`).
+    if kind != Kind::Internal {
+        *out.status_mut() = parts.status;
+    }
     out
 }
 
-/// Turns a caught panic into a 500 with our body, and logs it. (A panic is a bug; the
-/// request it hit did not complete, and the store's transaction, if any, rolled back.)
+/// Turns a caught panic into a 503 `internal_error` with our body, and logs it. (A panic
+/// is a bug; the request it hit did not complete, and the store's transaction, if any,
+/// rolled back.)
 pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     let detail =
         err.downcast_ref::<String>().map(String::as_str).or_else(|| err.downcast_ref::<&str>().copied()).unwrap_or("unknown panic");
     tracing::error!(panic = detail, "request handler panicked");
     Error::internal("something went wrong on our side; the request was not completed").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(resp: Response<Body>) -> (u16, serde_json::Value) {
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_failure_inside_the_server_is_a_503_that_says_so_and_never_the_panic() {
+        let (status, body) = body_of(panic_response(Box::new("index out of bounds: secret=hunter2".to_string()))).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert!(!body.to_string().contains("hunter2"), "a panic's text stays in the log: {body}");
+        assert_eq!(Error::internal("x").status(), 503);
+    }
 }

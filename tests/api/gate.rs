@@ -513,8 +513,8 @@ async fn members_see_only_their_own_actions() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_store_that_cannot_be_written_refuses_every_call_and_runs_nothing() {
-    let (server, fail) = TestServer::start_faulty().await;
+async fn a_store_that_cannot_be_read_or_written_refuses_every_call_and_runs_nothing() {
+    let (server, faults) = TestServer::start_faulty().await;
     let ws = server.workspace("acme").await;
     ws.record_tool("crm.read", "read", "auto", false).await;
     ws.record_tool("email.send", "write", "approve", false).await;
@@ -524,24 +524,43 @@ async fn a_store_that_cannot_be_written_refuses_every_call_and_runs_nothing() {
     let (_, admin) = ws.member(&server, "admin").await;
     let pending = submit(&agent, "email.send", json!({"to": ["a@example.com"]})).await;
     approve(&admin, pending.body["approval_id"].as_str().unwrap(), &hash(&pending)).await;
+    let waiting = submit(&agent, "email.send", json!({"to": ["b@example.com"]})).await;
+    // Every read the gate makes is cached now, so with reads working only the writes fail.
+    assert_eq!(submit(&agent, "crm.read", json!({"q": 0})).await.body["status"], "executed");
     let before = ws.owner.all_events().await.len();
 
-    fail.store(true, Ordering::SeqCst);
-    let r = submit(&agent, "crm.read", json!({"q": 1})).await;
-    assert_eq!((r.status, r.code()), (503, "store_unavailable"), "{}", r.body);
-    let e = execute(&agent, pending.body["id"].as_str().unwrap(), json!({"to": ["a@example.com"]})).await;
-    assert_eq!(e.status, 503, "{}", e.body);
-    let d = ws.owner.put("/v1/killswitches/workspace", json!({"engaged": true, "reason": "x"})).await;
-    assert_eq!(d.status, 503);
-    fail.store(false, Ordering::SeqCst);
+    for (fault, what) in [(&faults.all, "reads and writes"), (&faults.writes, "writes only")] {
+        fault.store(true, Ordering::SeqCst);
+        for r in [
+            submit(&agent, "crm.read", json!({"q": 1})).await,
+            submit(&agent, "email.send", json!({"to": ["c@example.com"]})).await,
+            execute(&agent, pending.body["id"].as_str().unwrap(), json!({"to": ["a@example.com"]})).await,
+            admin
+                .post(
+                    &format!("/v1/approvals/{}/decisions", waiting.body["approval_id"].as_str().unwrap()),
+                    json!({"decision": "approve", "payload_sha256": hash(&waiting)}),
+                )
+                .await,
+            ws.owner.put("/v1/killswitches/workspace", json!({"engaged": true, "reason": "x"})).await,
+        ] {
+            assert_eq!((r.status, r.code()), (503, "store_unavailable"), "{what}: {}", r.body);
+            assert_eq!(r.headers.get("retry-after").map(|v| v.to_str().unwrap()), Some("1"), "{what}");
+        }
+        fault.store(false, Ordering::SeqCst);
+    }
 
-    // Nothing of it happened: no event, no execution, the approval still unused.
+    // Nothing of it happened: no event, no execution, the approvals as they were.
     let events = ws.owner.all_events().await;
     assert_eq!(events.len(), before, "{:?}", &events[before..]);
     let a = admin.get(&format!("/v1/approvals/{}", pending.body["approval_id"].as_str().unwrap())).await;
     assert_eq!(a.body["state"], "approved");
+    let w = admin.get(&format!("/v1/approvals/{}", waiting.body["approval_id"].as_str().unwrap())).await;
+    assert_eq!((w.body["state"].as_str(), w.body["decisions"].as_array().map(Vec::len)), (Some("pending"), Some(0)));
+    assert_eq!(ws.owner.get("/v1/killswitches").await.body["workspace"]["engaged"], false);
     assert_eq!(ws.owner.get("/v1/audit/verify").await.body["ok"], true);
     assert_eq!(submit(&agent, "crm.read", json!({"q": 1})).await.body["status"], "executed");
+    let ran = execute(&agent, pending.body["id"].as_str().unwrap(), json!({"to": ["a@example.com"]})).await;
+    assert_eq!(ran.body["status"], "executed", "the approval was kept for the real run: {}", ran.body);
 }
 
 #[tokio::test(flavor = "multi_thread")]

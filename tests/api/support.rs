@@ -111,20 +111,20 @@ impl TestServer {
         Self::boot(&self.dir.clone(), Some(db), self.clock.clone(), self.config.clone()).await
     }
 
-    /// A server whose store fails every statement while the returned switch is on.
-    pub async fn start_faulty() -> (TestServer, Arc<AtomicBool>) {
+    /// A server whose store fails statements while one of the returned switches is on.
+    pub async fn start_faulty() -> (TestServer, Faults) {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let fail = Arc::new(AtomicBool::new(false));
-        let mut s = Self::boot_with(tmp.path(), fresh_db(), Clock::system(), ServerConfig::default(), Some(fail.clone())).await;
+        let faults = Faults::default();
+        let mut s = Self::boot_with(tmp.path(), fresh_db(), Clock::system(), ServerConfig::default(), Some(faults.clone())).await;
         s._tmp = Some(tmp);
-        (s, fail)
+        (s, faults)
     }
 
     async fn boot(dir: &Path, db: Option<TestDb>, clock: Clock, config: ServerConfig) -> TestServer {
         Self::boot_with(dir, db, clock, config, None).await
     }
 
-    async fn boot_with(dir: &Path, db: Option<TestDb>, clock: Clock, config: ServerConfig, fault: Option<Arc<AtomicBool>>) -> TestServer {
+    async fn boot_with(dir: &Path, db: Option<TestDb>, clock: Clock, config: ServerConfig, fault: Option<Faults>) -> TestServer {
         let _ = rustls::crypto::ring::default_provider().install_default();
         if std::env::var_os("RUST_LOG").is_some() {
             // `RUST_LOG=… cargo test -- --nocapture` shows the servers' logs.
@@ -137,7 +137,7 @@ impl TestServer {
         };
         let connector: Box<dyn Connector> = match fault {
             None => connector,
-            Some(fail) => Box::new(Faulty { inner: connector, fail }),
+            Some(faults) => Box::new(Faulty { inner: connector, faults }),
         };
         let open_clock = clock.clone();
         // Opened on a thread of its own: the PostgreSQL client blocks, which the async
@@ -408,17 +408,28 @@ impl Api {
 /// "cannot be read or written", for the fail-closed tests.
 struct Faulty {
     inner: Box<dyn Connector>,
-    fail: Arc<AtomicBool>,
+    faults: Faults,
+}
+
+/// The switches of a [`TestServer::start_faulty`] store.
+#[derive(Clone, Default)]
+pub struct Faults {
+    /// Every statement on every connection fails: the store can be neither read nor written.
+    pub all: Arc<AtomicBool>,
+    /// Every statement of the writer fails, reads succeed: a disk that is full, say.
+    pub writes: Arc<AtomicBool>,
 }
 
 struct FaultyConn {
     inner: Box<dyn Conn>,
-    fail: Arc<AtomicBool>,
+    faults: Faults,
+    writer: bool,
 }
 
 impl FaultyConn {
     fn check(&self) -> Result<(), DbError> {
-        if self.fail.load(Ordering::SeqCst) { Err(DbError::Unavailable("injected failure: disk I/O error".into())) } else { Ok(()) }
+        let failing = self.faults.all.load(Ordering::SeqCst) || (self.writer && self.faults.writes.load(Ordering::SeqCst));
+        if failing { Err(DbError::Unavailable("injected failure: disk I/O error".into())) } else { Ok(()) }
     }
 }
 
@@ -453,10 +464,10 @@ impl Conn for FaultyConn {
 
 impl Connector for Faulty {
     fn open_writer(&self) -> Result<Box<dyn Conn>, DbError> {
-        Ok(Box::new(FaultyConn { inner: self.inner.open_writer()?, fail: self.fail.clone() }))
+        Ok(Box::new(FaultyConn { inner: self.inner.open_writer()?, faults: self.faults.clone(), writer: true }))
     }
     fn open_reader(&self) -> Result<Box<dyn Conn>, DbError> {
-        Ok(Box::new(FaultyConn { inner: self.inner.open_reader()?, fail: self.fail.clone() }))
+        Ok(Box::new(FaultyConn { inner: self.inner.open_reader()?, faults: self.faults.clone(), writer: false }))
     }
     fn readers(&self) -> usize {
         self.inner.readers()
