@@ -319,7 +319,7 @@ fn cpu_seconds() -> f64 {
 fn store_only(secs: f64) {
     use countersign::gate::{Outcome, Policy, Stage};
     use countersign::model::DecisionRecord;
-    use countersign::store::{Actions, NewAction, NewMember, Origin, SqlStore, WorkspaceId, Workspaces};
+    use countersign::store::{Actions, NewAction, NewMember, Origin, SqlStore, Store, WorkspaceId, Workspaces};
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
@@ -327,6 +327,7 @@ fn store_only(secs: f64) {
         let owner = NewMember { email: "o@bench.test".into(), name: "o".into(), role: "owner".into(), password_hash: "-".into() };
         let (ws, owner) = store.create_workspace("bench", owner).await.unwrap();
         let ws = WorkspaceId::trusted(ws.id);
+        let epoch = store.config_epoch().await.unwrap();
         let trace: Vec<Stage> = [
             "authenticate",
             "scope",
@@ -379,6 +380,7 @@ fn store_only(secs: f64) {
                             approval_ttl_seconds: 60,
                             record_now: true,
                             idempotency: None,
+                            decided_at_epoch: epoch,
                         };
                         let by = Origin { actor: countersign::audit::Actor::agent("tok_bench"), via: countersign::audit::Via::Agent };
                         store.record_action(&ws, &by, new).await.unwrap();

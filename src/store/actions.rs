@@ -47,6 +47,21 @@ pub struct NewAction {
     /// the action `executing` for a connector that runs after commit (false).
     pub record_now: bool,
     pub idempotency: Option<IdempotencyKey>,
+    /// The configuration epoch the decision was made under (`Caller::epoch`). An action
+    /// to run now is refused (`rules_changed`) if identity or configuration changed since:
+    /// a kill switch engaged, a token revoked or a tool changed while it was being decided
+    /// must stop it, not follow it into the log.
+    pub decided_at_epoch: u64,
+}
+
+/// What a submitted action to run now hears when the configuration changed while it was
+/// being decided. Nothing was recorded; deciding it again is safe.
+pub fn rules_changed_while_deciding() -> Error {
+    Error::conflict(
+        "rules_changed",
+        "the configuration changed while this action was being decided (a kill switch, a tool, the rules, a token or a role); \
+         nothing was recorded or run: send it again (with the same Idempotency-Key, it cannot run twice)",
+    )
 }
 
 /// An `Idempotency-Key`, scoped to whoever sent it.
@@ -465,6 +480,12 @@ impl Actions for SqlStore {
                             )),
                         };
                     }
+                }
+                // Checked here, where it is written: nothing can change between the check
+                // and the record. A refusal or an approval decided under stale rules is
+                // harmless (the execution is decided again); a run is not.
+                if matches!(new.outcome, Outcome::Execute) && tx.config_moved_since(new.decided_at_epoch)? {
+                    return Err(rules_changed_while_deciding());
                 }
                 let now = tx.now();
                 let now_ts = format_ts(now);

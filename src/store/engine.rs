@@ -367,6 +367,9 @@ impl Drop for Engine {
 
 /// The answer a caller gets when its job could not run at all (the store is shut down,
 /// or its batch's transaction could not be opened). The cause is logged where it happened.
+/// Where the configuration epoch lives when it is shared by replicas (PostgreSQL).
+pub const EPOCH_ROW: &str = "SELECT epoch FROM config_epoch WHERE id = 1";
+
 fn stopped() -> Error {
     Error::unavailable("store_unavailable", "the store could not be read or written; nothing was changed; try again")
 }
@@ -383,6 +386,13 @@ pub struct WriteTx<'a> {
     job_events: Vec<AuditEvent>,
     /// Whether this job changed identity or configuration.
     config_changed: bool,
+    /// Whether a job before this one in the batch did (committed with it, not yet counted
+    /// in any epoch).
+    earlier_config_changed: bool,
+    /// This process's configuration epoch while the batch runs, where that is the epoch
+    /// callers read (SQLite: only this thread moves it, between batches); `None` where the
+    /// epoch lives in the database (PostgreSQL, shared by every replica).
+    epoch_at_batch: Option<u64>,
     /// Enabled webhook subscriptions per workspace, read at most once per batch: as of
     /// the last released savepoint, and as read by the job now running.
     subscriptions: HashMap<String, Subscriptions>,
@@ -443,6 +453,28 @@ impl<'a> WriteTx<'a> {
     /// constitution): once it commits, every cache of those is stale.
     pub fn config_changed(&mut self) {
         self.config_changed = true;
+    }
+
+    /// Whether identity or configuration may have changed since a caller read the epoch
+    /// `epoch` (`Caller::epoch`): a change committed since, or one an earlier job of this
+    /// batch made, which commits together with this job but before it in the log. A
+    /// decision made under `epoch` is then stale.
+    pub fn config_moved_since(&mut self, epoch: u64) -> Result<bool> {
+        if self.earlier_config_changed {
+            return Ok(true);
+        }
+        let now = match self.epoch_at_batch {
+            Some(e) => e,
+            None => {
+                // Committed by any replica before this statement: a change that commits
+                // after it and before this batch does is ordered after this job anyway.
+                let row = self
+                    .query_opt(EPOCH_ROW, &[])?
+                    .ok_or_else(|| Error::unavailable("store_unavailable", "the configuration epoch cannot be read"))?;
+                row.int(0)? as u64
+            }
+        };
+        Ok(now != epoch)
     }
 
     /// Says this job changed a workspace's webhook subscriptions, so that events appended
@@ -599,7 +631,7 @@ fn writer_loop(
             drop(batch);
             continue;
         }
-        let Some(mut open) = Batch::begin(&mut *conn) else {
+        let Some(mut open) = Batch::begin(&mut *conn, &epoch) else {
             drop(batch);
             continue;
         };
@@ -799,14 +831,18 @@ struct Batch {
     holding: bool,
     /// Jobs taken, whatever became of them.
     taken: usize,
+    /// See [`WriteTx::config_moved_since`].
+    epoch_at_batch: Option<u64>,
 }
 
 impl Batch {
     /// Opens the transaction. `None` if it could not be opened (logged): the caller drops
     /// its jobs unrun, which drops their reply channels, so each caller hears "store
     /// unavailable", and nothing was written.
-    fn begin(conn: &mut dyn Conn) -> Option<Batch> {
+    fn begin(conn: &mut dyn Conn, epoch: &AtomicU64) -> Option<Batch> {
         let dialect = conn.dialect();
+        // Where the epoch is not in the database, this process's is the one callers read.
+        let epoch_at_batch = dialect.bump_epoch().is_none().then(|| epoch.load(Ordering::SeqCst));
         if let Err(e) = conn.batch(dialect.begin_write()) {
             tracing::error!(error = %e, "could not open a write transaction");
             return None;
@@ -822,6 +858,7 @@ impl Batch {
             subscriptions: HashMap::new(),
             holding: false,
             taken: 0,
+            epoch_at_batch,
         })
     }
 
@@ -854,6 +891,8 @@ impl Batch {
             events: std::mem::take(&mut self.events),
             job_events: Vec::new(),
             config_changed: false,
+            earlier_config_changed: self.config_changed,
+            epoch_at_batch: self.epoch_at_batch,
             subscriptions: std::mem::take(&mut self.subscriptions),
             job_subscriptions: HashMap::new(),
             deliveries_queued: false,

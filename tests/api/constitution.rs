@@ -847,13 +847,14 @@ mod properties {
 async fn what_if_pages_through_a_long_history_lists_at_most_a_thousand_and_counts_them_all() {
     use countersign::gate::{Outcome, Policy};
     use countersign::model::DecisionRecord;
-    use countersign::store::{Actions, NewAction, Origin, WorkspaceId};
+    use countersign::store::{Actions, NewAction, Origin, Store, WorkspaceId};
 
     let s = scene("whatiflong").await;
     s.ws.record_tool("crm.read", "read", "auto", false).await;
     // 2,500 recorded actions, written straight through the store (as the gate records them).
     let n = 2_500;
     let ws = WorkspaceId::trusted(s.ws.id.clone());
+    let epoch = s.server.store.config_epoch().await.unwrap();
     let mut writes = Vec::new();
     for i in 0..n {
         let (store, ws, owner) = (s.server.store.clone(), ws.clone(), s.ws.owner_id.clone());
@@ -878,6 +879,7 @@ async fn what_if_pages_through_a_long_history_lists_at_most_a_thousand_and_count
                 approval_ttl_seconds: 1800,
                 record_now: true,
                 idempotency: None,
+                decided_at_epoch: epoch,
             };
             store.record_action(&ws, &Origin::system("test"), new).await.unwrap();
         }));

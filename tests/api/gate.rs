@@ -13,6 +13,7 @@ struct Scene {
     server: TestServer,
     ws: Workspace,
     dev: Api,
+    dev_id: String,
     agent: Api,
     agent_id: String,
     admin: Api,
@@ -21,7 +22,7 @@ struct Scene {
 async fn scene() -> Scene {
     let server = TestServer::start().await;
     let ws = server.workspace("acme").await;
-    let (_, dev) = ws.member(&server, "member").await;
+    let (dev_id, dev) = ws.member(&server, "member").await;
     let (agent_id, secret) = Workspace::token(&dev, &["actions:submit"], &["*"]).await;
     let agent = server.with_token(&secret);
     let (_, admin) = ws.member(&server, "admin").await;
@@ -29,7 +30,7 @@ async fn scene() -> Scene {
     ws.record_tool("email.send", "write", "approve", false).await;
     ws.record_tool("payments.charge", "write", "approve-dual", true).await;
     ws.agent_writes(true).await;
-    Scene { server, ws, dev, agent, agent_id, admin }
+    Scene { server, ws, dev, dev_id, agent, agent_id, admin }
 }
 
 fn hash(r: &Resp) -> String {
@@ -695,4 +696,65 @@ async fn a_change_between_the_re_decision_and_the_consumption_refuses_it() {
     let ran = s.server.store.execute_approved(&ws, &by, request(tool["updated_at"].as_str().unwrap(), None)).await.unwrap().unwrap();
     assert_eq!(ran.status.as_str(), "executed");
     assert_eq!(execute(&s.agent, &id, payload).await.code(), "approval_consumed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_while_an_action_is_decided_stops_it_from_running() {
+    use countersign::gate::{Outcome, Policy};
+    use countersign::model::DecisionRecord;
+    use countersign::store::{Actions, NewAction, Origin, Store, WorkspaceId};
+    let s = scene().await;
+    let new = |epoch: u64, outcome: Outcome| {
+        let payload = json!({"q": "accounts"});
+        let pinned = countersign::canonical::pin(&payload).unwrap();
+        NewAction {
+            tool: "crm.read".into(),
+            payload: pinned.canonical,
+            payload_value: payload,
+            payload_sha256: pinned.sha256,
+            resource: None,
+            current: None,
+            current_value: None,
+            reason: None,
+            confidence: None,
+            requester_id: s.dev_id.clone(),
+            agent_token_id: Some(s.agent_id.clone()),
+            decision: DecisionRecord { trace: vec![], cited_rules: vec![], constitution_version: None, code: None, message: None },
+            outcome,
+            policy: Policy::Auto,
+            approval_ttl_seconds: 60,
+            record_now: true,
+            idempotency: None,
+            decided_at_epoch: epoch,
+        }
+    };
+    let (ws, by) = (
+        WorkspaceId::trusted(&s.ws.id),
+        Origin { actor: countersign::audit::Actor::agent(&s.agent_id), via: countersign::audit::Via::Agent },
+    );
+    // The gate read the configuration; then, before the action is written, a responder
+    // stops the tool and hears "engaged".
+    let decided_at = s.server.store.config_epoch().await.unwrap();
+    s.ws.owner.put("/v1/killswitches/tools/crm.read", json!({"engaged": true, "reason": "incident 7"})).await.assert_status(200);
+    let before = s.ws.owner.all_events().await.len();
+
+    let refused = s.server.store.record_action(&ws, &by, new(decided_at, Outcome::Execute)).await.unwrap_err();
+    assert_eq!((refused.status(), refused.code), (409, "rules_changed"), "{}", refused.message);
+    assert!(refused.message.contains("send it again"), "{}", refused.message);
+    assert_eq!(s.ws.owner.all_events().await.len(), before, "nothing was recorded, nothing ran");
+    let listed = s.admin.get("/v1/actions?tool=crm.read").await;
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(0), "{}", listed.body);
+
+    // Sent again, it is decided under the switch: blocked, over HTTP as always.
+    let again = submit(&s.agent, "crm.read", json!({"q": "accounts"})).await;
+    assert_eq!((again.body["status"].as_str(), again.body["code"].as_str()), (Some("blocked"), Some("tool_kill_switch")));
+    // What waits for a person is not run here, so a stale decision to hold it is kept
+    // (its execution is decided again); and one made under the epoch in force runs.
+    let held = s.server.store.record_action(&ws, &by, new(decided_at, Outcome::NeedsApproval { required: 1 })).await.unwrap();
+    assert!(matches!(held, countersign::store::Submitted::New { .. }));
+    s.ws.owner.put("/v1/killswitches/tools/crm.read", json!({"engaged": false, "reason": "resolved"})).await.assert_status(200);
+    let now = s.server.store.config_epoch().await.unwrap();
+    let ran = s.server.store.record_action(&ws, &by, new(now, Outcome::Execute)).await.unwrap();
+    let countersign::store::Submitted::New { action, .. } = ran else { panic!("a new action") };
+    assert_eq!(action.status.as_str(), "executed");
 }

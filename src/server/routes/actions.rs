@@ -288,11 +288,12 @@ pub async fn submit(
         approval_ttl_seconds: tool.approval_ttl_seconds.unwrap_or(ctx.settings.approval_ttl_seconds),
         record_now,
         idempotency: idem,
+        decided_at_epoch: caller.epoch,
     };
     // A call through an `http` connector: the write that starts it and the call run in a
     // tracked task (see `tracked`). Everything else is one write, done whatever the client does.
     let submitted = if !record_now && matches!(new.outcome, Outcome::Execute) {
-        tracked(&state, record_and_call(state.clone(), caller.workspace.clone(), caller.origin(), new)).await?
+        tracked(&state, record_and_call(state.clone(), caller.workspace.clone(), caller.origin(), new, tool)).await?
     } else {
         state.store.record_action(&caller.workspace, &caller.origin(), new).await?
     };
@@ -372,11 +373,13 @@ async fn tracked<T: Send + 'static>(state: &AppState, work: impl std::future::Fu
     state.executions.spawn(work).await.map_err(|e| Error::internal(format!("the connector call's task ended abnormally: {e}")))?
 }
 
-/// Records a submitted action and, if it is to run now through its connector, runs it.
-async fn record_and_call(state: AppState, ws: WorkspaceId, origin: Origin, new: NewAction) -> Result<Submitted> {
+/// Records a submitted action and, if it is to run now through its connector, runs it
+/// with `tool` as it was decided under (the record is refused if the configuration has
+/// changed since, so that is the tool as it is).
+async fn record_and_call(state: AppState, ws: WorkspaceId, origin: Origin, new: NewAction, tool: crate::model::Tool) -> Result<Submitted> {
     match state.store.record_action(&ws, &origin, new).await? {
         Submitted::New { action, expires_at } if action.status == ActionStatus::Executing => {
-            let action = call_connector(state, ws, origin, *action).await?;
+            let action = call_connector(state, ws, origin, *action, &tool).await?;
             Ok(Submitted::New { action: Box::new(action), expires_at })
         }
         other => Ok(other),
@@ -384,15 +387,11 @@ async fn record_and_call(state: AppState, ws: WorkspaceId, origin: Origin, new: 
 }
 
 /// Runs an `executing` action's connector (its decision durable first) and records the
-/// result.
-async fn call_connector(state: AppState, ws: WorkspaceId, origin: Origin, action: Action) -> Result<Action> {
-    let (result, ok) = match state.store.get_tool_sealed(&ws, &action.tool).await? {
-        Some(sealed) => connectors::run_http(&state.http, &state.keys, &ws, &sealed, &action).await,
-        None => (
-            serde_json::json!({"connector": "http", "code": "tool_deleted", "error": "the tool was deleted before the call; it was not made"}),
-            false,
-        ),
-    };
+/// result. `tool` is the tool (its connector sealed) exactly as the decision to run was
+/// checked against in the transaction that recorded it: never read again afterwards, so a
+/// change to its URL or headers made since cannot redirect a call decided under the old.
+async fn call_connector(state: AppState, ws: WorkspaceId, origin: Origin, action: Action, tool: &crate::model::Tool) -> Result<Action> {
+    let (result, ok) = connectors::run_http(&state.http, &state.keys, &ws, tool, &action).await;
     state.store.finish_execution(&ws, &origin, &action.id, result, ok).await
 }
 
@@ -438,7 +437,8 @@ pub async fn execute(
     let (st, ws, origin) = (state.clone(), caller.workspace.clone(), caller.origin());
     let action = tracked(&state, async move {
         let action = st.store.execute_approved(&ws, &origin, req).await??;
-        if action.status == ActionStatus::Executing { call_connector(st, ws, origin, action).await } else { Ok(action) }
+        // `tool` is what `basis` pinned in the consuming transaction: unchanged since.
+        if action.status == ActionStatus::Executing { call_connector(st, ws, origin, action, &tool).await } else { Ok(action) }
     })
     .await?;
     Ok(Json(ActionOutcome::of(&action, None)))
