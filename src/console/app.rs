@@ -289,6 +289,8 @@ impl App {
                 };
                 if matches!(self.screen, Screen::Approvals | Screen::Audit) {
                     self.input = Some(Input::Filter(current));
+                } else {
+                    self.say("There is nothing to filter here: / filters the Approvals queue and the Audit tail.");
                 }
             }
             Command::Screen(s) => self.show(s),
@@ -297,6 +299,9 @@ impl App {
             Command::Kill => self.open_kill_dialog(None),
             Command::Refresh => {
                 self.effects.extend([Effect::FetchApprovals, Effect::FetchSwitches, Effect::FetchTools, Effect::FetchMe]);
+                if self.access.loaded || self.screen == Screen::Access {
+                    self.effect(Effect::FetchAccess);
+                }
                 if self.simulate.loaded {
                     self.effect(Effect::FetchConstitution);
                 }
@@ -413,8 +418,14 @@ impl App {
 
     /// Switches to a screen, loading what it shows the first time.
     pub fn show(&mut self, s: Screen) {
+        if s != self.screen {
+            // A message about the screen being left means nothing on the next one.
+            self.toast = None;
+        }
         self.screen = s;
-        if s == Screen::Access && !self.access.loaded {
+        // Members, roles and tokens change without events for everything shown (a token's
+        // last use): read them again each time the screen is opened.
+        if s == Screen::Access {
             self.effect(Effect::FetchAccess);
         }
         if s == Screen::Simulate {

@@ -249,10 +249,9 @@ pub fn help(screen: Screen) -> Vec<(&'static str, &'static str)> {
         ("j k ↑ ↓", "move"),
         ("g G", "first, last"),
         ("ctrl-d ctrl-u", "page down, up"),
-        ("/", "filter the list"),
-        (":", "command palette"),
+        (":", "commands: kill TOOL, lift, export, verify, theme NAME, q"),
         ("K", "kill switch: stop a tool or everything"),
-        ("ctrl-r", "refresh"),
+        ("ctrl-r", "fetch everything again"),
         ("?", "this help"),
         ("q ctrl-c", "quit"),
     ];
@@ -260,6 +259,7 @@ pub fn help(screen: Screen) -> Vec<(&'static str, &'static str)> {
         Screen::Approvals => &[
             ("enter", "open the approval"),
             ("esc", "back to the queue"),
+            ("/", "filter by tool, agent, requester, resource"),
             ("a", "approve (asks to confirm)"),
             ("d", "deny (asks for a reason)"),
             ("s", "dry-run this action in Simulate"),
@@ -267,6 +267,7 @@ pub fn help(screen: Screen) -> Vec<(&'static str, &'static str)> {
         ],
         Screen::Audit => &[
             ("space", "pause / follow the tail"),
+            ("/", "filter: words, type:approval.*, actor:, tool:, outcome:"),
             ("enter", "open the event"),
             ("esc", "back"),
             ("v", "verify the chain"),

@@ -1096,3 +1096,117 @@ fn exporting_needs_audit_export_and_a_failure_says_nothing_was_written() {
     assert!(m.bad && m.lines[0].contains("Nothing was written to /home/ada/audit.jsonl"), "{:?}", m.lines);
     assert!(a.audit.exporting.is_none(), "another export may start");
 }
+
+#[test]
+fn an_approval_that_leaves_the_queue_while_read_closes_its_detail_instead_of_showing_another() {
+    use super::action::Effect;
+    let mut a = app(80, 24);
+    key(&mut a, KeyCode::Enter);
+    keys(&mut a, "jjjjj");
+    assert!(a.approvals.open && a.approvals.scroll > 0);
+    let read = a.approvals.current().unwrap().id.clone();
+    keys(&mut a, "ay");
+    assert!(a.take_effects().iter().any(|e| matches!(e, Effect::Decide { id, .. } if *id == read)));
+    // Approved: it leaves the pending queue.
+    let left: Vec<Approval> = approvals().into_iter().filter(|x| x.id != read).collect();
+    a.update(Action::Net(NetMsg::Approvals(Ok(left))));
+    assert!(!a.approvals.open, "back to the queue, not into another approval");
+    assert_eq!(a.approvals.scroll, 0);
+    assert_ne!(a.approvals.current().map(|x| x.id.clone()), Some(read));
+    // `g` in a detail goes to its top; it never picks another approval.
+    key(&mut a, KeyCode::Enter);
+    let open = a.approvals.current().unwrap().id.clone();
+    keys(&mut a, "jjjg");
+    assert_eq!((a.approvals.scroll, a.approvals.current().unwrap().id.clone()), (0, open));
+}
+
+#[test]
+fn approving_a_stopped_tool_says_it_cannot_run_and_the_queue_marks_it() {
+    use super::dialogs::Dialog;
+    let mut a = app(80, 24);
+    a.update(Action::Net(NetMsg::Switches(Ok(switches(true)))));
+    while a.approvals.current().unwrap().tool != "email.send" {
+        keys(&mut a, "j");
+    }
+    keys(&mut a, "a");
+    let Some(Dialog::Confirm(c)) = &a.dialog else { panic!("a confirmation") };
+    assert!(
+        c.lines.iter().any(|l| l.contains("email.send is stopped by a kill switch (bad template sent twice)") && l.contains("cannot run")),
+        "{:?}",
+        c.lines
+    );
+    key(&mut a, KeyCode::Esc);
+    assert!(render_text(&a).contains("■ email.send"), "the queue marks the stopped tool");
+}
+
+fn render_text(a: &App) -> String {
+    let b = render(a);
+    let buf = b.buffer();
+    (0..buf.area.height).map(|y| (0..buf.area.width).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>() + "\n").collect()
+}
+
+#[test]
+fn access_is_read_again_when_opened_and_on_ctrl_r() {
+    use super::action::Effect;
+    let mut a = app(80, 24);
+    with_access(&mut a);
+    a.take_effects();
+    keys(&mut a, "1");
+    keys(&mut a, "3");
+    assert!(a.take_effects().contains(&Effect::FetchAccess), "opening Access reads it again");
+    ctrl(&mut a, 'r');
+    assert!(a.take_effects().contains(&Effect::FetchAccess), "ctrl-r reads it again");
+}
+
+#[test]
+fn slash_where_nothing_filters_says_so_and_types_nothing_and_messages_stay_on_their_screen() {
+    let mut a = app(80, 24);
+    keys(&mut a, "5/");
+    assert!(a.input.is_none());
+    assert!(a.toast.as_ref().is_some_and(|t| t.text.contains("nothing to filter here")), "{:?}", a.toast);
+    keys(&mut a, "K");
+    assert!(a.dialog.is_some(), "the next key is a key, not text typed into a filter that is not there");
+    key(&mut a, KeyCode::Esc);
+    keys(&mut a, "1");
+    assert!(a.toast.is_none(), "a message about the Switches screen does not follow you");
+}
+
+#[test]
+fn the_audit_filter_finds_a_tool_and_an_outcome_it_does_not_show_at_80_columns() {
+    let mut a = app(80, 24);
+    keys(&mut a, "2/email");
+    assert_eq!(a.audit.len(), 12, "every event of the sample is about email.send");
+    key(&mut a, KeyCode::Esc);
+    keys(&mut a, "2/blocked");
+    assert_eq!(a.audit.len(), 1, "outcome: blocked");
+}
+
+#[test]
+fn a_new_member_is_a_member_unless_chosen_otherwise_and_a_bad_address_is_named() {
+    use super::dialogs::Dialog;
+    let mut a = app(80, 24);
+    with_access(&mut a);
+    keys(&mut a, "n");
+    let Some(Dialog::Form(f)) = &a.dialog else { panic!("the form") };
+    assert_eq!(f.choice(2), "member");
+    keys(&mut a, "newbie");
+    ctrl(&mut a, 's');
+    let Some(Dialog::Form(f)) = &a.dialog else { panic!("the form stays open") };
+    assert_eq!(f.error.as_deref(), Some("`newbie` is not an e-mail address (like ada@example.com)."));
+}
+
+#[test]
+fn a_decision_half_made_on_an_approval_that_leaves_the_queue_is_closed_and_says_why() {
+    let mut a = app(80, 24);
+    let first = a.approvals.current().unwrap().id.clone();
+    keys(&mut a, "a");
+    assert!(a.dialog.is_some());
+    let left: Vec<Approval> = approvals().into_iter().filter(|x| x.id != first).collect();
+    a.update(Action::Net(NetMsg::Approvals(Ok(left.clone()))));
+    assert!(a.dialog.is_none());
+    assert!(a.toast.as_ref().is_some_and(|t| t.error && t.text.contains("no longer pending")), "{:?}", a.toast);
+    // A change elsewhere in the queue leaves a decision alone.
+    keys(&mut a, "d");
+    a.update(Action::Net(NetMsg::Approvals(Ok(left))));
+    assert!(a.dialog.is_some(), "its approval is still pending");
+}

@@ -97,8 +97,9 @@ pub fn banner_lines(app: &App) -> Vec<Line<'static>> {
                 if reason.is_empty() { name } else { format!("{name} ({reason})") }
             })
             .collect();
-        let text = format!(" ■ KILL SWITCH ENGAGED: {} ", what.join(" · "));
-        out.push(Line::styled(format!("{text:<width$}", width = app.size.0 as usize), t.banner));
+        let width = app.size.0 as usize;
+        let text = super::widgets::clip(&format!(" ■ KILL SWITCH ENGAGED: {} ", what.join(" · ")), width);
+        out.push(Line::styled(format!("{text:<width$}"), t.banner));
     }
     if let Conn::Down { error, attempt, retry_at } = &app.conn {
         let secs = (*retry_at - app.now).num_seconds().max(0);

@@ -21,14 +21,15 @@ impl Help {
 
     pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme) {
         let entries = keys::help(self.screen);
-        let height = entries.len() as u16 + 4;
-        let inner = frame_box(f, area, 62, height, &format!("Keys — {}", self.screen.title()), theme, false);
-        let mut lines: Vec<Line> = entries
+        // How to close it is in the title: a short terminal (a kill-switch banner takes a
+        // line) cuts the bottom of the box, never the way out.
+        let height = entries.len() as u16 + 2;
+        let title = format!("Keys — {} (any key closes this)", self.screen.title());
+        let inner = frame_box(f, area, 76, height, &title, theme, false);
+        let lines: Vec<Line> = entries
             .iter()
             .map(|(k, what)| Line::from(vec![Span::styled(format!("{k:>15}  "), theme.key), Span::styled(*what, theme.base)]))
             .collect();
-        lines.push(Line::default());
-        lines.push(Line::styled("any key closes this", theme.muted));
         f.render_widget(Paragraph::new(lines), inner);
     }
 }

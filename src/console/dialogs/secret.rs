@@ -39,7 +39,7 @@ impl Secret {
             Line::default(),
         ];
         if self.copied {
-            lines.push(Line::styled("Copied to the terminal's clipboard.", theme.ok));
+            lines.push(Line::styled("Sent to the clipboard by OSC 52 (tmux and some terminals ignore it).", theme.ok));
         }
         lines.push(Line::from(vec![
             Span::styled("c", theme.key),

@@ -169,7 +169,12 @@ fn new(app: &mut App) {
                 fields: vec![
                     Field::Text { label: "E-mail".into(), value: String::new(), secret: false, hint: String::new() },
                     Field::Text { label: "Name".into(), value: String::new(), secret: false, hint: "(optional)".into() },
-                    Field::Choice { label: "Role".into(), options: role_names(app, false), selected: 0 },
+                    Field::Choice {
+                        label: "Role".into(),
+                        // The least power that is still useful, unless chosen otherwise.
+                        selected: role_names(app, false).iter().position(|r| r == "member").unwrap_or(0),
+                        options: role_names(app, false),
+                    },
                     Field::Text {
                         label: "Password".into(),
                         value: String::new(),
@@ -408,8 +413,11 @@ pub fn op_from_form(f: &Form) -> Result<PendingOp, String> {
     let op = match &f.purpose {
         Purpose::NewMember => {
             let email = f.text(0);
-            if !email.contains('@') {
+            if email.is_empty() {
                 return Err("An e-mail address is needed.".into());
+            }
+            if !crate::names::valid_email(&email) {
+                return Err(format!("`{}` is not an e-mail address (like ada@example.com).", clip(&email, 40)));
             }
             let password = match f.fields.get(3) {
                 Some(Field::Text { value, .. }) => value.clone(),

@@ -65,11 +65,17 @@ impl Approvals {
 
     fn rebuild(&mut self) {
         self.view = (0..self.items.len()).filter(|&i| Self::matches(&self.filter, &self.items[i])).collect();
-        self.cursor = match &self.selected {
-            Some(id) => {
-                self.view.iter().position(|&p| self.items[p].id == *id).unwrap_or(self.cursor.min(self.view.len().saturating_sub(1)))
+        let found = self.selected.as_ref().and_then(|id| self.view.iter().position(|&p| self.items[p].id == *id));
+        self.cursor = match (&self.selected, found) {
+            (_, Some(at)) => at,
+            (Some(_), None) => {
+                // The approval being read left the queue (decided, expired, consumed): never
+                // show another one in its place, half-way down, as if it were the same.
+                self.open = false;
+                self.scroll = 0;
+                self.cursor.min(self.view.len().saturating_sub(1))
             }
-            None => 0,
+            (None, None) => 0,
         };
         self.selected = self.current().map(|a| a.id.clone());
     }
@@ -119,6 +125,14 @@ pub fn on_list(app: &mut App, r: Result<Vec<Approval>, ClientError>) {
     app.approvals.inflight = false;
     match r {
         Ok(items) => {
+            // A decision half-made on an approval that is no longer pending: close it
+            // rather than let a `y` meet a refusal.
+            if let Some(id) = deciding(app)
+                && !items.iter().any(|a| a.id == id)
+            {
+                app.dialog = None;
+                app.warn("That approval is no longer pending (decided by someone else, expired or used); nothing was sent.");
+            }
             app.approvals.set_items(items);
             if let Some(a) = app.approvals.current()
                 && !app.approvals.details.contains_key(&a.id)
@@ -174,6 +188,11 @@ pub fn on_command(app: &mut App, cmd: Command) {
             a.scroll = a.scroll.saturating_sub(page as u16);
             None
         }
+        Command::Top if a.open => {
+            a.scroll = 0;
+            None
+        }
+        Command::Bottom if a.open => None,
         Command::Up => a.select(a.cursor.saturating_sub(1)),
         Command::Down => a.select(a.cursor + 1),
         Command::Top => a.select(0),
@@ -260,6 +279,7 @@ fn ask(app: &mut App, verdict: Verdict) {
         return;
     }
     let short = &a.payload_sha256[..12];
+    let stopped = stopped_by(app, &a.tool);
     app.dialog = Some(match verdict {
         Verdict::Approve => {
             let count = if a.required == 2 {
@@ -267,14 +287,18 @@ fn ask(app: &mut App, verdict: Verdict) {
             } else {
                 "One approval lets it run once.".into()
             };
+            let mut lines = vec![
+                format!("Approve `{}` with payload {short}… (SHA-256)", a.tool),
+                format!("requested by {}", a.requester_email.as_deref().unwrap_or(&a.requester_id)),
+                count,
+                "The hash you saw is sent with your decision: if the payload changed, it is refused.".into(),
+            ];
+            if let Some(switch) = stopped {
+                lines.push(format!("■ {switch}: the approved action cannot run until it is lifted."));
+            }
             Dialog::Confirm(Confirm {
                 title: format!("Approve {}?", a.tool),
-                lines: vec![
-                    format!("Approve `{}` with payload {short}… (SHA-256)", a.tool),
-                    format!("requested by {}", a.requester_email.as_deref().unwrap_or(&a.requester_id)),
-                    count,
-                    "The hash you saw is sent with your decision: if the payload changed, it is refused.".into(),
-                ],
+                lines,
                 danger: false,
                 op: PendingOp::Approve { id: a.id.clone(), tool: a.tool.clone(), payload_sha256: a.payload_sha256.clone() },
             })
@@ -285,6 +309,30 @@ fn ask(app: &mut App, verdict: Verdict) {
             payload_sha256: a.payload_sha256.clone(),
         }))),
     });
+}
+
+/// The approval the open dialog is about to decide, if it is one.
+fn deciding(app: &App) -> Option<String> {
+    match app.dialog.as_ref()? {
+        Dialog::Confirm(Confirm { op: PendingOp::Approve { id, .. } | PendingOp::Deny { id, .. }, .. }) => Some(id.clone()),
+        Dialog::Reason(r) => match &r.purpose {
+            ReasonFor::Deny { id, .. } => Some(id.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The engaged kill switch that stops `tool`, said for a person, if any.
+fn stopped_by(app: &App, tool: &str) -> Option<String> {
+    let engaged = app.engaged();
+    let (target, reason) =
+        engaged.iter().find(|(t, _)| t.is_none()).or_else(|| engaged.iter().find(|(t, _)| t.as_deref() == Some(tool)))?;
+    let what = match target {
+        None => "The whole workspace is stopped by a kill switch".to_string(),
+        Some(t) => format!("{t} is stopped by a kill switch"),
+    };
+    Some(if reason.is_empty() { what } else { format!("{what} ({})", clip(reason, 60)) })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -334,6 +382,9 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
     let start = super::window_start(a.cursor, a.visible_len(), height);
     // Beside the detail there is no room for the agent column.
     let narrow = area.width < 80;
+    let engaged = app.engaged();
+    let workspace_stopped = engaged.iter().any(|(t, _)| t.is_none());
+    let stopped: Vec<&str> = engaged.iter().filter_map(|(t, _)| t.as_deref()).collect();
     let rows: Vec<Row> = (start..(start + height).min(a.visible_len()))
         .filter_map(|i| a.visible(i).map(|x| (i, x)))
         .map(|(i, x)| {
@@ -350,7 +401,13 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
             let conf = x.confidence.map_or("—".to_string(), |c| format!("{c:.2}"));
             let conf_style = if x.confidence.is_some_and(|c| c < 0.5) { t.warn } else { t.base };
             let requester = x.requester_email.as_deref().unwrap_or(&x.requester_id);
-            let mut cells = vec![Cell::from(Span::styled(ttl, ttl_style)), Cell::from(x.tool.clone())];
+            // A stopped tool is marked: approving it is allowed, running it is not.
+            let tool = if stopped.contains(&x.tool.as_str()) || workspace_stopped {
+                Cell::from(Span::styled(format!("■ {}", x.tool), t.danger))
+            } else {
+                Cell::from(x.tool.clone())
+            };
+            let mut cells = vec![Cell::from(Span::styled(ttl, ttl_style)), tool];
             if narrow {
                 cells.push(Cell::from(clip(requester, 16)));
             } else {

@@ -99,10 +99,14 @@ impl Filter {
         let actor = self.actor.as_ref().is_none_or(|a| e.actor_id.starts_with(a.as_str()));
         let tool = self.tool.as_ref().is_none_or(|t| e.tool.as_deref() == Some(t.as_str()));
         let outcome = self.outcome.as_ref().is_none_or(|o| *e.outcome == **o);
+        // Free words look at everything a row says, shown or not (at 80 columns the
+        // outcome is not; the tool never is).
         let words = self.words.iter().all(|w| {
             e.event_type.contains(w.as_str())
                 || e.actor_id.to_lowercase().contains(w.as_str())
                 || e.resource.as_deref().is_some_and(|r| r.to_lowercase().contains(w.as_str()))
+                || e.tool.as_deref().is_some_and(|t| t.to_lowercase().contains(w.as_str()))
+                || e.outcome.contains(w.as_str())
         });
         ty && actor && tool && outcome && words
     }
@@ -518,7 +522,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             let mut cells = vec![
                 Cell::from(Span::styled(e.seq.to_string(), t.muted)),
                 Cell::from(time),
-                Cell::from(Span::styled(e.event_type.to_string(), style)),
+                Cell::from(Span::styled(clip(&e.event_type, if wide { 26 } else { 22 }), style)),
                 Cell::from(actor),
                 Cell::from(clip(e.resource.as_deref().unwrap_or(""), if wide { 34 } else { 18 })),
             ];

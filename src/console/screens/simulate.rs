@@ -905,8 +905,12 @@ pub fn footer(s: &Simulate) -> Vec<(&'static str, &'static str)> {
     }
     match s.mode {
         Mode::DryRun => vec![("←/→", "mode"), ("t", "tool"), ("e", "edit"), ("r", "run"), ("j/k", "scroll"), ("K", "kill"), ("?", "help")],
-        Mode::Draft => {
+        // `enter` explains a change when what-if listed some; otherwise it edits.
+        Mode::Draft if !s.changes().is_empty() => {
             vec![("←/→", "mode"), ("e", "edit"), ("r", "what-if"), ("w", "window"), ("enter", "why"), ("P", "publish"), ("K", "kill")]
+        }
+        Mode::Draft => {
+            vec![("←/→", "mode"), ("e", "edit"), ("r", "what-if"), ("w", "window"), ("P", "publish"), ("K", "kill"), ("?", "help")]
         }
     }
 }

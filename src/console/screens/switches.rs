@@ -97,6 +97,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         return;
     }
     let can_lift = app.can("killswitch:lift");
+    // The reason gets what the other columns leave, and says when it is cut.
+    let reason_width = (inner.width as usize).saturating_sub(22 + 8 + 16 + 8 + 4).max(10);
     let rows: Vec<Row> = rows_data
         .iter()
         .enumerate()
@@ -106,7 +108,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             let row = Row::new(vec![
                 Cell::from(name),
                 Cell::from(state),
-                Cell::from(clip(s.reason.as_deref().unwrap_or(""), 30)),
+                Cell::from(clip(s.reason.as_deref().unwrap_or(""), reason_width)),
                 Cell::from(clip(s.changed_by.as_deref().map(|id| app.names.get(id).map(String::as_str).unwrap_or(id)).unwrap_or(""), 16)),
                 Cell::from(s.changed_at.as_deref().map(|c| ago(app.now, c)).unwrap_or_default()),
             ]);
