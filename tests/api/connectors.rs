@@ -17,7 +17,8 @@ const SECRET: &str = "Bearer sk_live_9f8e7d6c5b4a";
 #[derive(Clone, Default)]
 struct Received(Arc<Mutex<Vec<(String, HeaderMap, String)>>>);
 
-/// A tool's receiving end: `/ok` answers 200, `/fail` 500, `/slow` takes two seconds.
+/// A tool's receiving end: `/ok` answers 200, `/fail` 500, `/slow` takes two seconds,
+/// `/big` answers 100 KiB.
 async fn receiver() -> (String, Received) {
     let got = Received::default();
     async fn record(State(r): State<Received>, uri: axum::http::Uri, headers: HeaderMap, body: String) -> (StatusCode, String) {
@@ -28,6 +29,7 @@ async fn receiver() -> (String, Received) {
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 (StatusCode::OK, "late".into())
             }
+            "/big" => (StatusCode::OK, "x".repeat(100 * 1024)),
             _ => (StatusCode::OK, "{\"sent\":true,\"id\":\"msg_1\"}".into()),
         }
     }
@@ -395,7 +397,7 @@ async fn receiver_failures_and_timeouts_are_recorded_as_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_approved_http_action_runs_once_after_approval() {
+async fn an_approved_http_action_runs_once_however_many_ask_at_once() {
     let (url, got) = receiver().await;
     let server = TestServer::start().await;
     let ws = server.workspace("acme").await;
@@ -415,9 +417,73 @@ async fn an_approved_http_action_runs_once_after_approval() {
         )
         .await;
     assert_eq!(d.body["state"], "approved");
-    let ex = ws.owner.post(&format!("/v1/actions/{}/execute", r.body["id"].as_str().unwrap()), json!({"payload": payload})).await;
-    assert_eq!(ex.body["status"], "executed", "{}", ex.body);
-    assert_eq!(got.0.lock().unwrap().len(), 1);
+    // Sixteen at once, through the connector that calls out after the commit.
+    let path = format!("/v1/actions/{}/execute", r.body["id"].as_str().unwrap());
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let (api, path, payload) = (ws.owner.clone(), path.clone(), payload.clone());
+            tokio::spawn(async move { api.post(&path, json!({"payload": payload})).await })
+        })
+        .collect();
+    let mut ran = 0;
+    for c in calls {
+        let r = c.await.unwrap();
+        match r.status {
+            200 => {
+                assert_eq!(r.body["status"], "executed", "{}", r.body);
+                ran += 1;
+            }
+            _ => r.assert_error(409, "approval_consumed"),
+        }
+    }
+    assert_eq!(ran, 1, "exactly one execution ran");
+    assert_eq!(got.0.lock().unwrap().len(), 1, "the receiver was called once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_answer_is_kept_bounded_and_marked_truncated() {
+    let (url, _) = receiver().await;
+    let server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    ws.tool(
+        "report.fetch",
+        json!({"kind": "read", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": format!("{url}/big")}}),
+    )
+    .await;
+    let r = submit(&ws.owner, "report.fetch", json!({"month": "2026-11"})).await;
+    assert_eq!(r.body["status"], "executed", "{}", r.body);
+    assert_eq!(r.body["result"]["truncated"], true);
+    assert_eq!(r.body["result"]["body"].as_str().map(str::len), Some(64 * 1024), "the first 64 KiB, as text");
+    let stored = ws.owner.get(&format!("/v1/actions/{}", r.body["id"].as_str().unwrap())).await.body;
+    assert_eq!(stored["result"], r.body["result"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_moved_to_another_tool_cannot_be_opened_and_no_call_is_made() {
+    let (url, got) = receiver().await;
+    let mut server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    let spec = |path: &str| {
+        json!({"kind": "write", "irreversible": false, "policy": "auto",
+        "connector": {"type": "http", "url": format!("{url}{path}"), "secret_headers": {"authorization": SECRET}}})
+    };
+    ws.tool("mail.one", spec("/one")).await;
+    ws.tool("mail.two", spec("/two")).await;
+    // Someone with the database in hand gives `mail.two` the sealed credential of
+    // `mail.one`: sealed for another tool, it does not open.
+    let moved = server
+        .out_of_band()
+        .execute("UPDATE tools SET connector = (SELECT connector FROM tools WHERE name = 'mail.one') WHERE name = 'mail.two'", &[], false)
+        .unwrap();
+    assert_eq!(moved, 1);
+    server.restart().await;
+    let owner = server.sign_in("owner@acme.test").await;
+    let r = submit(&owner, "mail.two", json!({"to": ["a@example.com"]})).await;
+    assert_eq!(r.body["status"], "failed", "{}", r.body);
+    let error = r.body["result"]["error"].as_str().unwrap();
+    assert!(error.contains("could not be opened") && error.contains("the call was not made"), "{error}");
+    assert!(got.0.lock().unwrap().is_empty(), "nothing reached any receiver");
+    assert!(!owner.all_events().await.iter().any(|e| e.to_string().contains("sk_live")), "the secret is nowhere in the log");
 }
 
 #[tokio::test(flavor = "multi_thread")]

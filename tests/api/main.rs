@@ -17,6 +17,7 @@ mod isolation;
 mod members;
 mod meta;
 mod permissions;
+mod pipeline;
 mod postgres;
 mod restart;
 mod sessions;
