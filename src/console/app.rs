@@ -325,6 +325,10 @@ impl App {
                     self.set_filter(text);
                 }
                 KeyCode::Enter => self.set_filter(text),
+                KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                    self.set_filter(String::new());
+                    self.input = Some(Input::Filter(String::new()));
+                }
                 KeyCode::Backspace => {
                     text.pop();
                     self.set_filter(text.clone());
@@ -342,7 +346,15 @@ impl App {
                 KeyCode::Enter => self.run_palette(text.trim()),
                 KeyCode::Tab => {
                     let completed = complete(&text, &self.tools, &self.themes);
-                    self.input = Some(Input::Palette { text: completed, error: None });
+                    // Nothing more to add: say what could follow instead.
+                    let error = (completed == text)
+                        .then(|| candidates(&text, &self.tools, &self.themes).1)
+                        .filter(|c| c.len() > 1)
+                        .map(|c| format!("one of: {}", c.iter().map(|s| s.trim_end()).collect::<Vec<_>>().join(", ")));
+                    self.input = Some(Input::Palette { text: completed, error });
+                }
+                KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                    self.input = Some(Input::Palette { text: String::new(), error: None });
                 }
                 KeyCode::Backspace => {
                     text.pop();
@@ -602,25 +614,25 @@ impl App {
 
 /// Completes a palette line: a command, then a tool or theme name.
 pub fn complete(text: &str, tools: &[Tool], themes: &[String]) -> String {
+    let (verb, found) = candidates(text, tools, themes);
+    match found.as_slice() {
+        [one] => format!("{verb}{one}"),
+        [] => text.to_string(),
+        many => format!("{verb}{}", common_prefix(many.iter().map(String::as_str)).unwrap_or_default()),
+    }
+}
+
+/// What could complete a palette line: the part kept (`kill `, `theme `, or nothing) and
+/// the names that fit after it.
+pub fn candidates(text: &str, tools: &[Tool], themes: &[String]) -> (String, Vec<String>) {
     if let Some(arg) = text.strip_prefix("kill ").or_else(|| text.strip_prefix("lift ")) {
-        let verb = &text[..5];
-        let mut names: Vec<&str> = vec!["workspace"];
-        names.extend(tools.iter().map(|t| t.name.as_str()));
-        return match names.iter().filter(|n| n.starts_with(arg)).collect::<Vec<_>>().as_slice() {
-            [one] => format!("{verb}{one}"),
-            many => format!("{verb}{}", common_prefix(many.iter().map(|s| **s)).unwrap_or_else(|| arg.to_string())),
-        };
+        let names = std::iter::once("workspace").chain(tools.iter().map(|t| t.name.as_str()));
+        return (text[..5].to_string(), names.filter(|n| n.starts_with(arg)).map(str::to_string).collect());
     }
     if let Some(arg) = text.strip_prefix("theme ") {
-        return match themes.iter().filter(|n| n.starts_with(arg)).collect::<Vec<_>>().as_slice() {
-            [one] => format!("theme {one}"),
-            _ => text.to_string(),
-        };
+        return ("theme ".into(), themes.iter().filter(|n| n.starts_with(arg)).cloned().collect());
     }
-    match PALETTE.iter().filter(|c| c.starts_with(text)).collect::<Vec<_>>().as_slice() {
-        [one] => one.to_string(),
-        many => common_prefix(many.iter().map(|s| **s)).unwrap_or_else(|| text.to_string()),
-    }
+    (String::new(), PALETTE.iter().filter(|c| c.starts_with(text)).map(|c| c.to_string()).collect())
 }
 
 fn common_prefix<'a>(mut items: impl Iterator<Item = &'a str>) -> Option<String> {

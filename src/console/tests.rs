@@ -1210,3 +1210,24 @@ fn a_decision_half_made_on_an_approval_that_leaves_the_queue_is_closed_and_says_
     a.update(Action::Net(NetMsg::Approvals(Ok(left))));
     assert!(a.dialog.is_some(), "its approval is still pending");
 }
+
+#[test]
+fn the_palette_says_what_could_follow_and_ctrl_u_clears_a_line() {
+    let mut a = app(80, 24);
+    keys(&mut a, ":a");
+    key(&mut a, KeyCode::Tab);
+    let Some(super::app::Input::Palette { text, error }) = &a.input else { panic!("the palette") };
+    assert_eq!(text, "a");
+    assert_eq!(error.as_deref(), Some("one of: approvals, audit, access"));
+    keys(&mut a, "u");
+    key(&mut a, KeyCode::Tab);
+    assert!(matches!(&a.input, Some(super::app::Input::Palette { text, error: None }) if text == "audit"));
+    ctrl(&mut a, 'u');
+    assert!(matches!(&a.input, Some(super::app::Input::Palette { text, .. }) if text.is_empty()));
+    key(&mut a, KeyCode::Esc);
+    keys(&mut a, "2/approval");
+    assert!(a.audit.len() < 12);
+    ctrl(&mut a, 'u');
+    assert!(matches!(&a.input, Some(super::app::Input::Filter(f)) if f.is_empty()));
+    assert_eq!(a.audit.len(), 12, "the filter is cleared as the line is");
+}
