@@ -154,6 +154,11 @@ pub enum Connector {
         /// URL's scheme, host or port changed: secrets never follow a tool elsewhere).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret_headers: Option<BTreeMap<String, String>>,
+        /// Query parameters whose values are secret, for an API that takes its key in the
+        /// URL (`?key=…`): encrypted at rest, never returned, never logged, added to the
+        /// URL only as the call is made. Kept on update like `secret_headers`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret_query: Option<BTreeMap<String, String>>,
         /// Milliseconds to wait for the receiver, 100 to 30000 (default 10000).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
@@ -175,12 +180,17 @@ impl Connector {
     pub fn masked(&self) -> Connector {
         match self {
             Connector::Record {} => Connector::Record {},
-            Connector::Http { url, headers, secret_headers, timeout_ms } => Connector::Http {
-                url: url.clone(),
-                headers: headers.clone(),
-                secret_headers: Some(secret_headers.iter().flatten().map(|(k, _)| (k.clone(), MASK.to_string())).collect()),
-                timeout_ms: *timeout_ms,
-            },
+            Connector::Http { url, headers, secret_headers, secret_query, timeout_ms } => {
+                let mask = |m: &Option<BTreeMap<String, String>>| m.iter().flatten().map(|(k, _)| (k.clone(), MASK.to_string())).collect();
+                Connector::Http {
+                    url: url.clone(),
+                    headers: headers.clone(),
+                    secret_headers: Some(mask(secret_headers)),
+                    // Shown only when there are some: most tools have none.
+                    secret_query: secret_query.as_ref().filter(|q| !q.is_empty()).map(|_| mask(secret_query)),
+                    timeout_ms: *timeout_ms,
+                }
+            }
         }
     }
 }

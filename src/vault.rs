@@ -169,6 +169,12 @@ pub fn header_aad(workspace_id: &str, tool: &str, header: &str) -> String {
     format!("countersign/connector-header/v1\0{workspace_id}\0{tool}\0{}", header.to_ascii_lowercase())
 }
 
+/// The associated data that binds a connector's secret query parameter to its place.
+/// (Unlike header names, parameter names are case-sensitive.)
+pub fn query_aad(workspace_id: &str, tool: &str, param: &str) -> String {
+    format!("countersign/connector-query/v1\0{workspace_id}\0{tool}\0{param}")
+}
+
 /// The associated data that binds a webhook's signing secret to its subscription.
 pub fn webhook_secret_aad(workspace_id: &str, webhook_id: &str) -> String {
     format!("countersign/webhook-secret/v1\0{workspace_id}\0{webhook_id}")

@@ -329,7 +329,7 @@ fn list(data_dir: Option<&Path>, database_url: Option<&str>) -> u8 {
 fn rotate(data_dir: &Path, database_url: Option<&str>, new_key_file: &Path, old_key_file: Option<&Path>) -> u8 {
     use crate::model::Connector;
     use crate::store::{Tools, Webhooks};
-    use crate::vault::{MasterKeys, header_aad, webhook_secret_aad};
+    use crate::vault::{MasterKeys, header_aad, query_aad, webhook_secret_aad};
     let old = match super::serve::load_keys(data_dir, old_key_file, None) {
         Ok(k) if k.is_configured() => k,
         Ok(_) => return fail(exit::FAILURE, "no current master key found to open the existing secrets with"),
@@ -349,18 +349,27 @@ fn rotate(data_dir: &Path, database_url: Option<&str>, new_key_file: &Path, old_
         let all = store.all_sealed_connectors().await.map_err(|e| e.message)?;
         let (mut tools, mut values, mut hooks) = (0, 0, 0);
         for (ws, tool, connector) in all {
-            let Connector::Http { url, headers, secret_headers: Some(secrets), timeout_ms } = connector else { continue };
-            if secrets.is_empty() {
+            let Connector::Http { url, headers, secret_headers, secret_query, timeout_ms } = connector else { continue };
+            if secret_headers.iter().chain(secret_query.iter()).all(|s| s.is_empty()) {
                 continue;
             }
-            let mut resealed = std::collections::BTreeMap::new();
-            for (name, sealed) in secrets {
-                let aad = header_aad(ws.as_str(), &tool, &name);
-                let plain = both.open(&sealed, &aad).map_err(|e| format!("tool `{tool}` header `{name}`: {e}"))?;
-                resealed.insert(name, both.seal(&plain, &aad).map_err(|e| e.to_string())?);
-                values += 1;
-            }
-            let c = Connector::Http { url, headers, secret_headers: Some(resealed), timeout_ms };
+            // Each value opened under either key and sealed under the new one, in its place.
+            let mut reseal = |secrets: Option<std::collections::BTreeMap<String, String>>,
+                              aad: &dyn Fn(&str) -> String,
+                              what: &str|
+             -> Result<Option<std::collections::BTreeMap<String, String>>, String> {
+                let Some(secrets) = secrets else { return Ok(None) };
+                let mut resealed = std::collections::BTreeMap::new();
+                for (name, sealed) in secrets {
+                    let plain = both.open(&sealed, &aad(&name)).map_err(|e| format!("tool `{tool}` {what} `{name}`: {e}"))?;
+                    resealed.insert(name.clone(), both.seal(&plain, &aad(&name)).map_err(|e| e.to_string())?);
+                    values += 1;
+                }
+                Ok(Some(resealed))
+            };
+            let secret_headers = reseal(secret_headers, &|n| header_aad(ws.as_str(), &tool, n), "header")?;
+            let secret_query = reseal(secret_query, &|n| query_aad(ws.as_str(), &tool, n), "query parameter")?;
+            let c = Connector::Http { url, headers, secret_headers, secret_query, timeout_ms };
             store.reseal_connector(&ws, &tool, c).await.map_err(|e| e.message)?;
             tools += 1;
         }
@@ -381,7 +390,10 @@ fn rotate(data_dir: &Path, database_url: Option<&str>, new_key_file: &Path, old_
     });
     match outcome {
         Ok((tools, values, hooks)) => {
-            println!("Re-sealed {values} secret header value(s) of {tools} tool(s) under key {}.", new.current_id().unwrap_or("?"));
+            println!(
+                "Re-sealed {values} secret value(s) of {tools} tool(s) (headers and query parameters) under key {}.",
+                new.current_id().unwrap_or("?")
+            );
             println!("Re-sealed the signing secrets of {hooks} webhook(s).");
             println!("Now make {} the server's master key and start the server.", new_key_file.display());
             exit::OK

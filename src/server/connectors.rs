@@ -40,7 +40,7 @@ fn root_cause(e: reqwest::Error) -> String {
 /// Calls the tool's `http` connector with the action's payload. Returns what to record
 /// and whether the call succeeded (a 2xx answer).
 pub async fn run_http(client: &reqwest::Client, keys: &MasterKeys, ws: &WorkspaceId, tool: &Tool, action: &Action) -> (Value, bool) {
-    let Connector::Http { url, headers, secret_headers, timeout_ms } = &tool.connector else {
+    let Connector::Http { url, headers, secret_headers, secret_query, timeout_ms } = &tool.connector else {
         return (json!({"connector": "http", "error": "the tool's connector is not http"}), false);
     };
     let body = match canonical::canonicalize_value(&action.payload) {
@@ -48,8 +48,28 @@ pub async fn run_http(client: &reqwest::Client, keys: &MasterKeys, ws: &Workspac
         Err(e) => return (json!({"connector": "http", "error": format!("the payload could not be serialised: {e}")}), false),
     };
     let timeout = Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS));
+    let mut target = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => {
+            return (json!({"connector": "http", "error": format!("the tool's URL cannot be used ({e}); the call was not made")}), false);
+        }
+    };
+    for (k, sealed) in secret_query.iter().flatten() {
+        match keys.open(sealed, &vault::query_aad(ws.as_str(), &tool.name, k)) {
+            Ok(v) => {
+                target.query_pairs_mut().append_pair(k, &v);
+            }
+            // Fail closed, as for a header.
+            Err(e) => {
+                return (
+                    json!({"connector": "http", "error": format!("secret query parameter `{k}` could not be opened ({e}); the call was not made")}),
+                    false,
+                );
+            }
+        }
+    }
     let mut req = client
-        .post(url)
+        .post(target)
         .timeout(timeout)
         .header("content-type", "application/json")
         .header("countersign-action-id", &action.id)

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 const SECRET: &str = "Bearer sk_live_9f8e7d6c5b4a";
+/// For an API that takes its key in the URL.
+const QUERY_SECRET: &str = "qk_live_5e6f7a8b9c0d";
 
 #[derive(Clone, Default)]
 struct Received(Arc<Mutex<Vec<(String, HeaderMap, String)>>>);
@@ -22,7 +24,7 @@ struct Received(Arc<Mutex<Vec<(String, HeaderMap, String)>>>);
 async fn receiver() -> (String, Received) {
     let got = Received::default();
     async fn record(State(r): State<Received>, uri: axum::http::Uri, headers: HeaderMap, body: String) -> (StatusCode, String) {
-        r.0.lock().unwrap().push((uri.path().to_string(), headers, body));
+        r.0.lock().unwrap().push((uri.path_and_query().map_or_else(|| uri.path().to_string(), |p| p.to_string()), headers, body));
         match uri.path() {
             "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"mailbox full\"}".into()),
             "/slow" => {
@@ -272,10 +274,12 @@ async fn secrets_reach_the_tool_and_nowhere_else() {
     let owner = Api::new(&bin.base, signed.body["token"].as_str());
 
     let tool = json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {
-        "type": "http", "url": format!("{url}/ok"), "headers": {"X-Team": "ops"}, "secret_headers": {"Authorization": SECRET}, "timeout_ms": 2000}});
+        "type": "http", "url": format!("{url}/ok?region=eu"), "headers": {"X-Team": "ops"}, "secret_headers": {"Authorization": SECRET},
+        "secret_query": {"key": QUERY_SECRET}, "timeout_ms": 2000}});
     let put = owner.put("/v1/tools/email.send", tool).await;
     assert_eq!(put.status, 201, "{}", put.body);
     assert_eq!(put.body["connector"]["secret_headers"]["Authorization"], "********");
+    assert_eq!(put.body["connector"]["secret_query"]["key"], "********");
 
     let payload = json!({"to": ["ops@example.com"], "subject": "Invoice 7", "amount": 120.5});
     let r = submit(&owner, "email.send", payload.clone()).await;
@@ -285,7 +289,8 @@ async fn secrets_reach_the_tool_and_nowhere_else() {
 
     {
         let got = got.0.lock().unwrap();
-        let (_, headers, body) = got.last().expect("the receiver was called");
+        let (path, headers, body) = got.last().expect("the receiver was called");
+        assert_eq!(path, &format!("/ok?region=eu&key={QUERY_SECRET}"), "the secret parameter is added as the call is made");
         assert_eq!(headers["authorization"], SECRET);
         assert_eq!(headers["x-team"], "ops");
         assert_eq!(headers["countersign-action-id"], r.body["id"].as_str().unwrap());
@@ -298,6 +303,7 @@ async fn secrets_reach_the_tool_and_nowhere_else() {
     owner.put("/v1/tools/email.send", keep).await;
     submit(&owner, "email.send", json!({"n": 2})).await;
     assert_eq!(got.0.lock().unwrap().last().unwrap().1["authorization"], SECRET);
+    assert!(got.0.lock().unwrap().last().unwrap().0.ends_with(&format!("key={QUERY_SECRET}")), "kept too");
 
     // Never in the API, the audit log, the logs, or the database in the clear.
     let audit = owner.all_events().await;
@@ -324,8 +330,10 @@ async fn secrets_reach_the_tool_and_nowhere_else() {
     };
     for (place, text) in [("audit", audit_text.as_str()), ("tools", tools.as_str()), ("log", log.as_str())] {
         assert!(!text.contains("sk_live_9f8e7d6c5b4a"), "the secret leaked into the {place}");
+        assert!(!text.contains(QUERY_SECRET), "the secret query parameter leaked into the {place}");
     }
     assert!(!db.windows(20).any(|w| w == b"sk_live_9f8e7d6c5b4a"), "the secret is in the database in the clear");
+    assert!(!db.windows(QUERY_SECRET.len()).any(|w| w == QUERY_SECRET.as_bytes()), "the query secret is in the database in the clear");
     assert!(log.contains("/v1/actions"), "the log was captured");
     assert!(bin.stop().success(), "graceful shutdown exits 0");
 }
@@ -356,9 +364,25 @@ async fn stored_secrets_never_follow_a_tool_to_another_receiver() {
     ws.owner.put("/v1/tools/email.send", http(format!("{theirs}/ok"), Some(json!({})))).await.assert_status(200);
     let r = submit(&ws.owner, "email.send", json!({"n": 2})).await;
     assert_eq!(r.body["status"], "executed", "{}", r.body);
-    let got = got_theirs.0.lock().unwrap();
-    assert_eq!(got.len(), 1);
-    assert!(got[0].1.get("authorization").is_none(), "a stored secret followed the tool to another receiver");
+    {
+        let got = got_theirs.0.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].1.get("authorization").is_none(), "a stored secret followed the tool to another receiver");
+    }
+
+    // The same for a secret query parameter.
+    let with_query = |url: String, q: Option<Value>| {
+        let mut t = http(url, Some(json!({})));
+        if let Some(q) = q {
+            t["connector"]["secret_query"] = q;
+        }
+        t
+    };
+    ws.tool("maps.lookup", with_query(format!("{ours}/ok"), Some(json!({"key": QUERY_SECRET})))).await;
+    ws.owner.put("/v1/tools/maps.lookup", with_query(format!("{theirs}/ok"), None)).await.assert_error(422, "secret_query_required");
+    ws.owner.put("/v1/tools/maps.lookup", with_query(format!("{ours}/v2"), None)).await.assert_status(200);
+    submit(&ws.owner, "maps.lookup", json!({"q": "Dublin"})).await;
+    assert_eq!(got_ours.0.lock().unwrap().last().unwrap().0, format!("/v2?key={QUERY_SECRET}"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -497,12 +521,24 @@ async fn connector_urls_and_headers_are_validated() {
         (json!({"type": "http", "url": "https://example.com", "headers": {"Host": "evil"}}), "invalid_header"),
         (json!({"type": "http", "url": "https://example.com", "headers": {"X-A": "a\r\nX-B: b"}}), "invalid_header"),
         (json!({"type": "http", "url": "https://example.com", "timeout_ms": 5}), "invalid_timeout"),
+        // A credential in the URL's query would be shown and audited: it has its own place.
+        (json!({"type": "http", "url": "https://example.com/x?api_key=abc"}), "invalid_url"),
+        (json!({"type": "http", "url": "https://example.com/x?Token=abc"}), "invalid_url"),
+        (json!({"type": "http", "url": "https://example.com/x?k=1", "secret_query": {"k": "v"}}), "invalid_query_param"),
+        (json!({"type": "http", "url": "https://example.com/x", "secret_query": {"a b": "v"}}), "invalid_query_param"),
+        (json!({"type": "http", "url": "https://example.com/x", "secret_query": {"k": "line\nbreak"}}), "invalid_query_param"),
     ];
     for (connector, code) in cases {
         let r =
             ws.owner.put("/v1/tools/x.y", json!({"kind": "read", "irreversible": false, "policy": "auto", "connector": connector})).await;
         assert_eq!((r.status, r.code()), (422, code), "{connector}: {}", r.body);
     }
+    let said = ws
+        .owner
+        .put("/v1/tools/x.y", json!({"kind": "read", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": "https://example.com/x?api_key=abc"}}))
+        .await;
+    assert!(said.body["error"]["message"].as_str().unwrap().contains("connector.secret_query"), "{}", said.body);
+    assert!(!said.text.contains("abc"), "the value is not repeated: {}", said.text);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -510,7 +546,7 @@ async fn master_key_rotation_keeps_secrets_working() {
     let (url, got) = receiver().await;
     let mut server = TestServer::start().await;
     let ws = server.workspace("acme").await;
-    ws.tool("email.send", json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": format!("{url}/ok"), "secret_headers": {"Authorization": SECRET}}})).await;
+    ws.tool("email.send", json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": format!("{url}/ok"), "secret_headers": {"Authorization": SECRET}, "secret_query": {"key": QUERY_SECRET}}})).await;
     submit(&ws.owner, "email.send", json!({"n": 1})).await;
     server.stop().await;
 
@@ -531,7 +567,11 @@ async fn master_key_rotation_keeps_secrets_working() {
         .output()
         .unwrap();
     assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
-    assert!(String::from_utf8_lossy(&rotated.stdout).contains("Re-sealed 1 secret header value(s) of 1 tool(s)"));
+    assert!(
+        String::from_utf8_lossy(&rotated.stdout).contains("Re-sealed 2 secret value(s) of 1 tool(s)"),
+        "{}",
+        String::from_utf8_lossy(&rotated.stdout)
+    );
 
     // The old key no longer opens anything: the server must run with the new one.
     std::fs::rename(&new_key, server.dir.join("master.key")).unwrap();
@@ -542,4 +582,5 @@ async fn master_key_rotation_keeps_secrets_working() {
     let got = got.0.lock().unwrap();
     assert_eq!(got.len(), 2);
     assert_eq!(got[1].1["authorization"], SECRET);
+    assert_eq!(got[1].0, format!("/ok?key={QUERY_SECRET}"));
 }

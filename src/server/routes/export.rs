@@ -376,13 +376,14 @@ pub const TOOL_HEADER: [&str; 14] = [
 fn tool_row(t: &Tool) -> String {
     let (url, headers, secret_names, timeout) = match &t.connector {
         Connector::Record {} => (String::new(), String::new(), String::new(), String::new()),
-        Connector::Http { url, headers, secret_headers, timeout_ms } => {
+        Connector::Http { url, headers, secret_headers, secret_query, timeout_ms } => {
             // Plain headers are configuration the API shows; secret headers by name only.
             let mut plain = String::new();
             for (k, v) in headers {
                 let _ = write!(plain, "{}{k}: {v}", if plain.is_empty() { "" } else { "\n" });
             }
-            let names: Vec<&str> = secret_headers.iter().flatten().map(|(k, _)| k.as_str()).collect();
+            let mut names: Vec<String> = secret_headers.iter().flatten().map(|(k, _)| k.clone()).collect();
+            names.extend(secret_query.iter().flatten().map(|(k, _)| format!("?{k}")));
             (url.clone(), plain, names.join(" "), opt(timeout_ms))
         }
     };

@@ -69,10 +69,77 @@ fn check_header(name: &str, value: &str, secret: bool) -> Result<()> {
     Ok(())
 }
 
+/// Query parameter names that carry credentials by convention: in a URL they would be
+/// shown by the API and kept in the audit log, so they go in `secret_query` instead.
+const CREDENTIAL_PARAMS: &[&str] = &[
+    "key",
+    "apikey",
+    "api_key",
+    "api-key",
+    "access_token",
+    "accesstoken",
+    "auth",
+    "auth_token",
+    "token",
+    "secret",
+    "client_secret",
+    "password",
+    "passwd",
+    "sig",
+    "signature",
+];
+const MAX_SECRET_QUERY: usize = 8;
+
+fn check_query_param(name: &str, value: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+        let shown: String = name.chars().take(60).collect();
+        return Err(Error::unprocessable(
+            "invalid_query_param",
+            format!("`{shown}` is not a query parameter name Countersign accepts (1 to 64 of A-Z a-z 0-9 _ . -)"),
+        ));
+    }
+    if value.len() > MAX_HEADER_VALUE || value.chars().any(char::is_control) {
+        return Err(Error::unprocessable(
+            "invalid_query_param",
+            format!("the value of secret query parameter `{name}` must be at most {MAX_HEADER_VALUE} bytes, without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Seals the secrets sent, or keeps those stored when none were sent — but only for the
+/// same receiver: credentials never follow a tool to another host, or whoever may manage
+/// tools could point it at a server of theirs and collect them.
+fn seal_or_keep(
+    sent: Option<BTreeMap<String, String>>,
+    stored: Option<&BTreeMap<String, String>>,
+    same_receiver: bool,
+    required: (&'static str, &str),
+    mut seal: impl FnMut(&str, &str) -> Result<String>,
+) -> Result<Option<BTreeMap<String, String>>> {
+    match sent {
+        Some(secrets) => secrets.into_iter().map(|(k, v)| Ok((k.clone(), seal(&k, &v)?))).collect::<Result<_>>().map(Some),
+        None => match stored {
+            Some(kept) if !kept.is_empty() && !same_receiver => {
+                let (code, field) = required;
+                Err(Error::unprocessable(
+                    code,
+                    format!(
+                        "the connector now points at another receiver (scheme, host or port changed), and stored secrets never \
+                         follow it there: send connector.{field} again for the new receiver ({{}} to have none)"
+                    ),
+                ))
+            }
+            Some(kept) if !kept.is_empty() => Ok(Some(kept.clone())),
+            _ => Ok(None),
+        },
+    }
+}
+
 /// Validates a connector as sent and seals its secret values. `existing` is the stored
-/// connector, whose sealed secrets are kept when the request leaves `secret_headers` out.
+/// connector, whose sealed secrets are kept when the request leaves them out.
 fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Connector, existing: Option<&Connector>) -> Result<Connector> {
-    let Connector::Http { url, headers, secret_headers, timeout_ms } = sent else {
+    let Connector::Http { url, headers, secret_headers, secret_query, timeout_ms } = sent else {
         return Ok(Connector::Record {});
     };
     let parsed = reqwest::Url::parse(&url).map_err(|e| Error::unprocessable("invalid_url", format!("connector.url is not a URL: {e}")))?;
@@ -83,6 +150,16 @@ fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Conne
         return Err(Error::unprocessable(
             "invalid_url",
             "put credentials in connector.secret_headers, not in the URL, where they would be shown and logged",
+        ));
+    }
+    if let Some((name, _)) = parsed.query_pairs().find(|(k, _)| CREDENTIAL_PARAMS.contains(&k.to_ascii_lowercase().as_str())) {
+        return Err(Error::unprocessable(
+            "invalid_url",
+            format!(
+                "`{}` in connector.url's query looks like a credential, and a URL is shown by the API and kept in the audit log: \
+                 put it in connector.secret_query (or a secret header)",
+                name.chars().take(60).collect::<String>()
+            ),
         ));
     }
     if let Some(t) = timeout_ms
@@ -100,36 +177,27 @@ fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Conne
     for (k, v) in &headers {
         check_header(k, v, false)?;
     }
-    let sealed = match secret_headers {
-        Some(secrets) => {
-            let mut out = BTreeMap::new();
-            for (k, v) in secrets {
-                check_header(&k, &v, true)?;
-                let value = state
-                    .keys
-                    .seal(&v, &vault::header_aad(ws.as_str(), tool, &k))
-                    .map_err(|e| Error::unavailable("master_key_unavailable", format!("secret headers cannot be stored: {e}")))?;
-                out.insert(k, value);
-            }
-            Some(out)
+    if secret_query.as_ref().map_or(0, BTreeMap::len) > MAX_SECRET_QUERY {
+        return Err(Error::unprocessable(
+            "invalid_query_param",
+            format!("a connector has at most {MAX_SECRET_QUERY} secret query parameters"),
+        ));
+    }
+    let (stored_headers, stored_query, same_receiver) = match existing {
+        Some(Connector::Http { url: before, secret_headers, secret_query, .. }) => {
+            (secret_headers.as_ref(), secret_query.as_ref(), same_origin(before, &parsed))
         }
-        // Left out: keep what is stored — but only for the same receiver. Credentials
-        // must never follow a tool to another host: whoever may manage tools could
-        // otherwise point it at a server of theirs and collect them.
-        None => match existing {
-            Some(Connector::Http { url: before, secret_headers: Some(kept), .. }) if !kept.is_empty() => {
-                if !same_origin(before, &parsed) {
-                    return Err(Error::unprocessable(
-                        "secret_headers_required",
-                        "the connector now points at another receiver (scheme, host or port changed), and stored secret headers \
-                         never follow it there: send connector.secret_headers again for the new receiver ({} to have none)",
-                    ));
-                }
-                Some(kept.clone())
-            }
-            _ => None,
-        },
+        _ => (None, None, true),
     };
+    let sealing_failed = |e: vault::VaultError| Error::unavailable("master_key_unavailable", format!("secrets cannot be stored: {e}"));
+    let sealed = seal_or_keep(secret_headers, stored_headers, same_receiver, ("secret_headers_required", "secret_headers"), |k, v| {
+        check_header(k, v, true)?;
+        state.keys.seal(v, &vault::header_aad(ws.as_str(), tool, k)).map_err(sealing_failed)
+    })?;
+    let sealed_query = seal_or_keep(secret_query, stored_query, same_receiver, ("secret_query_required", "secret_query"), |k, v| {
+        check_query_param(k, v)?;
+        state.keys.seal(v, &vault::query_aad(ws.as_str(), tool, k)).map_err(sealing_failed)
+    })?;
     // Counted and compared once the secrets are settled, sent or kept.
     let secrets = sealed.as_ref().map_or(0, BTreeMap::len);
     if headers.len() + secrets > MAX_HEADERS {
@@ -138,7 +206,13 @@ fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Conne
     if let Some(k) = sealed.iter().flatten().map(|(k, _)| k).find(|k| headers.keys().any(|h| h.eq_ignore_ascii_case(k))) {
         return Err(Error::unprocessable("invalid_header", format!("`{k}` is both a plain and a secret header")));
     }
-    Ok(Connector::Http { url: parsed.to_string(), headers, secret_headers: sealed, timeout_ms })
+    if let Some(k) = sealed_query.iter().flatten().map(|(k, _)| k).find(|k| parsed.query_pairs().any(|(q, _)| q == k.as_str())) {
+        return Err(Error::unprocessable(
+            "invalid_query_param",
+            format!("`{k}` is both in connector.url's query and a secret query parameter"),
+        ));
+    }
+    Ok(Connector::Http { url: parsed.to_string(), headers, secret_headers: sealed, secret_query: sealed_query, timeout_ms })
 }
 
 /// Whether a stored connector URL and a new one reach the same receiver: scheme, host
