@@ -288,6 +288,9 @@ fn migrate(data_dir: Option<&Path>, database_url: Option<&str>) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(exit::FAILURE, format!("cannot connect to {}: {e}", store::redact(url))),
     };
+    if let Err(e) = postgres::check_version(&mut conn) {
+        return fail(exit::FAILURE, e);
+    }
     match migrate::apply(&mut conn, postgres::MIGRATIONS) {
         Ok(done) => {
             if done.from == done.to {

@@ -32,10 +32,12 @@ pub fn open(data_dir: Option<&Path>, database_url: Option<&str>, purpose: Purpos
                 );
             }
             let connector = PgConnector::new(url).map_err(|e| e.to_string())?;
+            let mut conn = connector.open().map_err(|e| format!("cannot connect to the database: {e}"))?;
+            postgres::check_version(&mut conn)?;
             if purpose == Purpose::Serve {
-                let mut conn = connector.open().map_err(|e| format!("cannot connect to the database: {e}"))?;
                 postgres::check_server_role(&mut conn)?;
             }
+            drop(conn);
             SqlStore::open_migrated(&connector, postgres::MIGRATIONS, clock).map_err(|e| e.message)
         }
         None => {

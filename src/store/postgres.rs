@@ -396,6 +396,27 @@ fn drain(client: &mut Client, timeout: Duration) -> Result<Vec<String>, postgres
     Ok(payloads)
 }
 
+/// The oldest PostgreSQL Countersign supports: what it is tested with (docs/OPERATIONS.md).
+/// (The schema itself needs 11, for `EXECUTE FUNCTION` in its triggers.)
+pub const MIN_SERVER_VERSION: i64 = 150_000;
+
+/// Refuses a server older than [`MIN_SERVER_VERSION`], saying so in words, before a
+/// migration would fail half-way with a syntax error.
+pub fn check_version(conn: &mut dyn Conn) -> Result<(), String> {
+    let row = conn
+        .query_opt("SELECT current_setting('server_version_num')::int, current_setting('server_version')", &[])
+        .map_err(|e| e.to_string())?;
+    let Some(row) = row else { return Err("cannot read the PostgreSQL server's version".into()) };
+    let (num, text) = (row.int(0).map_err(|e| e.to_string())?, row.text(1).map_err(|e| e.to_string())?);
+    version_refusal(num, &text).map_or(Ok(()), Err)
+}
+
+/// Why a server of this version (`server_version_num`, `server_version`) cannot be used.
+fn version_refusal(num: i64, text: &str) -> Option<String> {
+    (num < MIN_SERVER_VERSION)
+        .then(|| format!("this is PostgreSQL {text}; Countersign supports PostgreSQL 15 or newer (docs/OPERATIONS.md)"))
+}
+
 /// Refuses to serve as a role that row-level security would not fence: a superuser, a
 /// role with BYPASSRLS, or one that owns (or is a member of the owner of) the tables.
 pub fn check_server_role(conn: &mut dyn Conn) -> Result<(), String> {
@@ -430,4 +451,17 @@ pub fn check_server_role(conn: &mut dyn Conn) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_too_old_for_the_schema_is_named_and_refused() {
+        let refused = version_refusal(140_011, "14.11").expect("14 is refused");
+        assert!(refused.contains("PostgreSQL 14.11") && refused.contains("15 or newer"), "{refused}");
+        assert_eq!(version_refusal(150_000, "15.0"), None);
+        assert_eq!(version_refusal(170_002, "17.2 (Debian 17.2-1)"), None);
+    }
 }
