@@ -396,6 +396,8 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
             } else {
                 t.base
             };
+            // Urgency that reads without colour too (NO_COLOR, a monochrome terminal).
+            let ttl = if secs < 120 { format!("!{ttl}") } else { ttl };
             let who = x.agent_name.clone().unwrap_or_else(|| "(person)".into());
             let need = format!("{}/{}", x.approvals, x.required);
             let conf = x.confidence.map_or("—".to_string(), |c| format!("{c:.2}"));
@@ -423,7 +425,7 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
     let (header, widths) = if narrow {
         (
             Row::new(["TTL", "TOOL", "REQUESTER", "OK", "CONF"]),
-            vec![Constraint::Length(5), Constraint::Length(18), Constraint::Fill(1), Constraint::Length(3), Constraint::Length(4)],
+            vec![Constraint::Length(6), Constraint::Length(18), Constraint::Fill(1), Constraint::Length(3), Constraint::Length(4)],
         )
     } else {
         (
