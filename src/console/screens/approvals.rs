@@ -525,7 +525,10 @@ pub fn detail_lines(app: &App, base: &Approval) -> Vec<Line<'static>> {
 
 fn draw_detail(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
-    let block = Block::default().borders(Borders::TOP | Borders::LEFT).border_style(t.border).title(Line::styled(" Approval ", t.title));
+    // Beside the queue a left edge divides the two; alone, it has a top rule like every
+    // other screen (a corner with one edge reads as a box drawn half-way).
+    let borders = if area.x > 0 { Borders::TOP | Borders::LEFT } else { Borders::TOP };
+    let block = Block::default().borders(borders).border_style(t.border).title(Line::styled(" Approval ", t.title));
     let inner = block.inner(area);
     f.render_widget(block, area);
     let Some(a) = app.approvals.current() else {
