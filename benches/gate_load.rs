@@ -327,7 +327,10 @@ fn store_only(secs: f64) {
         let owner = NewMember { email: "o@bench.test".into(), name: "o".into(), role: "owner".into(), password_hash: "-".into() };
         let (ws, owner) = store.create_workspace("bench", owner).await.unwrap();
         let ws = WorkspaceId::trusted(ws.id);
-        let epoch = store.config_epoch().await.unwrap();
+        let under = countersign::store::DecidedUnder {
+            epoch: store.config_epoch().await.unwrap(),
+            workspace_version: countersign::store::Tools::gate_context(&*store, &ws, "crm.read").await.unwrap().config_version,
+        };
         let trace: Vec<Stage> = [
             "authenticate",
             "scope",
@@ -380,7 +383,7 @@ fn store_only(secs: f64) {
                             approval_ttl_seconds: 60,
                             record_now: true,
                             idempotency: None,
-                            decided_at_epoch: epoch,
+                            decided_under: under,
                         };
                         let by = Origin { actor: countersign::audit::Actor::agent("tok_bench"), via: countersign::audit::Via::Agent };
                         store.record_action(&ws, &by, new).await.unwrap();

@@ -38,7 +38,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// The `i`th recorded action: a mix of reads, e-mails and payments, half through an agent.
-fn action(i: usize, owner: &str, token: &str, epoch: u64) -> NewAction {
+fn action(i: usize, owner: &str, token: &str, under: countersign::store::DecidedUnder) -> NewAction {
     let (tool, payload, policy, outcome) = match i % 3 {
         0 => ("crm.read", json!({"query": format!("account {i}"), "limit": 10 + i % 40}), Policy::Auto, Outcome::Execute),
         1 => {
@@ -80,7 +80,7 @@ fn action(i: usize, owner: &str, token: &str, epoch: u64) -> NewAction {
         approval_ttl_seconds: 86_400,
         record_now: true,
         idempotency: None,
-        decided_at_epoch: epoch,
+        decided_under: under,
     }
 }
 
@@ -189,7 +189,13 @@ fn main() {
         let fill = Instant::now();
         let next = Arc::new(AtomicUsize::new(0));
         let by = Origin::system("bench");
-        let epoch = store.config_epoch().await.expect("epoch");
+        let under = countersign::store::DecidedUnder {
+            epoch: store.config_epoch().await.expect("epoch"),
+            workspace_version: countersign::store::Tools::gate_context(&*store, &countersign::store::WorkspaceId::trusted(ws.id.clone()), "crm.read")
+                .await
+                .expect("gate context")
+                .config_version,
+        };
         let mut tasks = Vec::new();
         for _ in 0..256 {
             let (store, ws, next, by, owner, agent_id) = (store.clone(), ws.id.clone(), next.clone(), by.clone(), owner.id.clone(), agent_id.clone());
@@ -200,7 +206,7 @@ fn main() {
                     if i >= n {
                         return;
                     }
-                    store.record_action(&ws, &by, action(i, &owner, &agent_id, epoch)).await.expect("record");
+                    store.record_action(&ws, &by, action(i, &owner, &agent_id, under)).await.expect("record");
                 }
             }));
         }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::db::{Conn, DbError, Row};
-use super::engine::WriteTx;
+use super::engine::{DecidedUnder, WriteTx};
 use super::{Origin, SqlStore, WorkspaceId};
 use crate::approval::{self, Decided, Refusal, State, Verdict};
 use crate::audit::{Actor, EventDraft, Via, outcome};
@@ -47,11 +47,11 @@ pub struct NewAction {
     /// the action `executing` for a connector that runs after commit (false).
     pub record_now: bool,
     pub idempotency: Option<IdempotencyKey>,
-    /// The configuration epoch the decision was made under (`Caller::epoch`). An action
-    /// to run now is refused (`rules_changed`) if identity or configuration changed since:
-    /// a kill switch engaged, a token revoked or a tool changed while it was being decided
-    /// must stop it, not follow it into the log.
-    pub decided_at_epoch: u64,
+    /// The configuration the decision was made under. An action to run now is refused
+    /// (`rules_changed`) if its workspace's configuration changed since: a kill switch
+    /// engaged, a token revoked or a tool changed while it was being decided must stop
+    /// it, not follow it into the log.
+    pub decided_under: DecidedUnder,
 }
 
 /// What a submitted action to run now hears when the configuration changed while it was
@@ -481,12 +481,6 @@ impl Actions for SqlStore {
                         };
                     }
                 }
-                // Checked here, where it is written: nothing can change between the check
-                // and the record. A refusal or an approval decided under stale rules is
-                // harmless (the execution is decided again); a run is not.
-                if matches!(new.outcome, Outcome::Execute) && tx.config_moved_since(new.decided_at_epoch)? {
-                    return Err(rules_changed_while_deciding());
-                }
                 let now = tx.now();
                 let now_ts = format_ts(now);
                 let id = new_id(IdKind::Action);
@@ -553,6 +547,15 @@ impl Actions for SqlStore {
                             "constitution_version": new.decision.constitution_version,
                         })),
                 )?;
+                // Checked in the transaction that records it, once the workspace's chain head
+                // is locked (the append above): a change to the workspace either committed
+                // before — and is seen — or waits for this job and comes after it in the
+                // log. A refusal or an approval decided under stale rules is harmless (the
+                // execution is decided again); a run is not. Refused, the savepoint takes
+                // the row and the event back.
+                if matches!(new.outcome, Outcome::Execute) && tx.workspace_config_moved(w, &new.decided_under)? {
+                    return Err(rules_changed_while_deciding());
+                }
                 let summary = |extra: Value| {
                     let mut d = json!({"action_id": id, "tool": new.tool, "code": new.decision.code, "message": new.decision.message, "cited_rules": cited});
                     if let (Some(m), Value::Object(e)) = (d.as_object_mut(), extra) {

@@ -283,7 +283,7 @@ impl Constitutions for SqlStore {
                         ),
                     ));
                 }
-                tx.config_changed();
+                tx.workspace_config_changed(w)?;
                 let version = previous_version + 1;
                 let now = tx.now_ts();
                 let inserted = tx.execute(

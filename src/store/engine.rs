@@ -370,6 +370,15 @@ impl Drop for Engine {
 /// Where the configuration epoch lives when it is shared by replicas (PostgreSQL).
 pub const EPOCH_ROW: &str = "SELECT epoch FROM config_epoch WHERE id = 1";
 
+/// The configuration a decision was made under: the server's epoch (which caches key on;
+/// `Caller::epoch`) and its workspace's configuration version (read with the gate's
+/// context).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecidedUnder {
+    pub epoch: u64,
+    pub workspace_version: i64,
+}
+
 fn stopped() -> Error {
     Error::unavailable("store_unavailable", "the store could not be read or written; nothing was changed; try again")
 }
@@ -450,31 +459,37 @@ impl<'a> WriteTx<'a> {
 
     /// Says this job changes what authentication or the gate's configuration reads
     /// (members, roles, sessions, tokens, settings, tools, kill switches, the
-    /// constitution): once it commits, every cache of those is stale.
+    /// constitution): once it commits, every cache of those is stale. A change within a
+    /// workspace says [`WriteTx::workspace_config_changed`] instead.
     pub fn config_changed(&mut self) {
         self.config_changed = true;
     }
 
-    /// Whether identity or configuration may have changed since a caller read the epoch
-    /// `epoch` (`Caller::epoch`): a change committed since, or one an earlier job of this
-    /// batch made, which commits together with this job but before it in the log. A
-    /// decision made under `epoch` is then stale.
-    pub fn config_moved_since(&mut self, epoch: u64) -> Result<bool> {
-        if self.earlier_config_changed {
-            return Ok(true);
+    /// As [`WriteTx::config_changed`], for a change to workspace `ws`: also moves that
+    /// workspace's configuration version, in this transaction, so that an action decided
+    /// under the old configuration there is not run after this change commits
+    /// ([`WriteTx::workspace_config_moved`]).
+    pub fn workspace_config_changed(&mut self, ws: &str) -> Result<()> {
+        self.config_changed();
+        self.execute("UPDATE workspaces SET config_version = config_version + 1 WHERE id = $1", &[Value::from(ws)])?;
+        Ok(())
+    }
+
+    /// Whether workspace `ws`'s configuration changed since a decision was made `under`
+    /// it: a change committed since, or one an earlier job of this batch made (it commits
+    /// with this job, before it in the log). On PostgreSQL, call it once the workspace's
+    /// chain head is locked (after an append): a change by another replica holds that
+    /// lock until it commits, so it is either seen here or ordered after this job.
+    pub fn workspace_config_moved(&mut self, ws: &str, under: &DecidedUnder) -> Result<bool> {
+        // Nothing at all changed since (this process's epoch is the one callers read, on
+        // SQLite): the version cannot have moved, and it costs nothing to know.
+        if self.epoch_at_batch == Some(under.epoch) && !self.earlier_config_changed {
+            return Ok(false);
         }
-        let now = match self.epoch_at_batch {
-            Some(e) => e,
-            None => {
-                // Committed by any replica before this statement: a change that commits
-                // after it and before this batch does is ordered after this job anyway.
-                let row = self
-                    .query_opt(EPOCH_ROW, &[])?
-                    .ok_or_else(|| Error::unavailable("store_unavailable", "the configuration epoch cannot be read"))?;
-                row.int(0)? as u64
-            }
-        };
-        Ok(now != epoch)
+        let row = self
+            .query_opt("SELECT config_version FROM workspaces WHERE id = $1", &[Value::from(ws)])?
+            .ok_or_else(|| Error::not_found("workspace", ws))?;
+        Ok(row.int(0)? != under.workspace_version)
     }
 
     /// Says this job changed a workspace's webhook subscriptions, so that events appended

@@ -54,6 +54,9 @@ pub struct GateContext {
     pub workspace_switch: Option<Engaged>,
     pub tool_switch: Option<Engaged>,
     pub settings: Settings,
+    /// The workspace's configuration version these were read at (see
+    /// `engine::DecidedUnder`).
+    pub config_version: i64,
 }
 
 #[async_trait]
@@ -147,7 +150,7 @@ impl Tools for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                tx.config_changed();
+                tx.workspace_config_changed(w)?;
                 let now = tx.now_ts();
                 let before = {
                     let sql = format!("SELECT {TOOL_COLS} FROM tools WHERE workspace_id = $1 AND name = $2{}", tx.dialect().for_update());
@@ -227,14 +230,20 @@ impl Tools for SqlStore {
             .read(move |conn| {
                 let w = ws.as_str();
                 conn.set_workspace(w)?;
+                // The version first: a change committed while the rest is read moves it, and
+                // the decision is refused as stale rather than made on a mixture.
                 let settings_row = conn
-                    .query_opt("SELECT agent_writes_enabled, approval_ttl_seconds FROM workspaces WHERE id = $1", params![w])?
+                    .query_opt(
+                        "SELECT agent_writes_enabled, approval_ttl_seconds, config_version FROM workspaces WHERE id = $1",
+                        params![w],
+                    )?
                     .ok_or_else(|| Error::not_found("workspace", w))?;
                 Ok(GateContext {
                     tool: read_tool(conn, w, &tool)?,
                     workspace_switch: read_switch(conn, w, "workspace")?,
                     tool_switch: read_switch(conn, w, &format!("tool:{tool}"))?,
                     settings: Settings { agent_writes_enabled: settings_row.bool(0)?, approval_ttl_seconds: settings_row.int(1)? },
+                    config_version: settings_row.int(2)?,
                 })
             })
             .await
@@ -326,7 +335,7 @@ impl KillSwitchStore for SqlStore {
                     )?;
                     return Ok((as_is, false));
                 }
-                tx.config_changed();
+                tx.workspace_config_changed(w)?;
                 let now = tx.now_ts();
                 tx.execute(
                     "INSERT INTO killswitches (workspace_id, target, engaged, reason, changed_by, changed_at) VALUES ($1, $2, $3, $4, $5, $6) \

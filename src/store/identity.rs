@@ -118,7 +118,7 @@ impl Workspaces for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                tx.config_changed();
+                tx.workspace_config_changed(w)?;
                 let before = {
                     let sql = format!(
                         "SELECT agent_writes_enabled, approval_ttl_seconds FROM workspaces WHERE id = $1{}",
@@ -305,7 +305,7 @@ impl Members for SqlStore {
         self.engine
             .write(move |tx| {
                 tx.set_workspace(ws.as_str())?;
-                tx.config_changed();
+                tx.workspace_config_changed(ws.as_str())?;
                 insert_member(tx, ws.as_str(), &by, new.clone())
             })
             .await
@@ -317,7 +317,7 @@ impl Members for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                tx.config_changed();
+                tx.workspace_config_changed(w)?;
                 let (before, role_key) = read_member_tx(tx, w, &id)?;
                 let is_owner = role_key == BuiltinRole::Owner.name();
                 if let Some(role) = &change.role {
@@ -390,7 +390,7 @@ impl Members for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                tx.config_changed();
+                tx.workspace_config_changed(w)?;
                 let (target, target_role) = read_member_tx(tx, w, &to)?;
                 if target_role == BuiltinRole::Owner.name() {
                     return Err(Error::conflict("already_owner", format!("{} is already the owner", target.email)));
@@ -583,7 +583,7 @@ impl Roles for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                tx.config_changed();
+                tx.workspace_config_changed(w)?;
                 role_name_free(&mut *tx, w, &name, None)?;
                 let id = new_id(IdKind::Role);
                 let now = tx.now_ts();
@@ -609,7 +609,7 @@ impl Roles for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                tx.config_changed();
+                tx.workspace_config_changed(w)?;
                 let before = read_role(&mut *tx, w, &id)?;
                 if let Some(name) = &change.name {
                     role_name_free(&mut *tx, w, name, Some(&id))?;
@@ -640,7 +640,7 @@ impl Roles for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                tx.config_changed();
+                tx.workspace_config_changed(w)?;
                 let role = read_role(&mut *tx, w, &id)?;
                 let holders = tx
                     .query_opt("SELECT COUNT(*) FROM members WHERE workspace_id = $1 AND role = $2", params![w, &id])?
@@ -863,7 +863,7 @@ impl Sessions for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                tx.config_changed();
+                tx.workspace_config_changed(w)?;
                 let now = tx.now_ts();
                 let n = tx.execute(
                     "UPDATE sessions SET revoked_at = $3 WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL",
@@ -1036,7 +1036,7 @@ impl Tokens for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                tx.config_changed();
+                tx.workspace_config_changed(w)?;
                 let now = tx.now_ts();
                 let before = read_token(&mut *tx, w, &id, &now)?;
                 match before.state {
@@ -1070,7 +1070,7 @@ impl Tokens for SqlStore {
             .write(move |tx| {
                 let w = ws.as_str();
                 tx.set_workspace(w)?;
-                tx.config_changed();
+                tx.workspace_config_changed(w)?;
                 let now = tx.now_ts();
                 let before = read_token(&mut *tx, w, &id, &now)?;
                 if before.state == TokenState::Revoked {

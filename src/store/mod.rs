@@ -38,6 +38,7 @@ pub use constitution::{
     ChangedRule, ConstitutionVersion, Constitutions, History, People, ReplayAction, ReplayPage, ReplayQuery, RuleDiff, VersionSummary,
     diff_rules, rules_sha256,
 };
+pub use engine::DecidedUnder;
 pub use exports::{DataExports, MAX_EXPORT_PAGE};
 pub use gate::{GateContext, KillSwitchStore, SwitchTarget, ToolDef, Tools};
 pub use identity::{

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 5, name: "constitution", sql: include_str!("migrations/sqlite/0005_constitution.sql") },
     Migration { version: 6, name: "interrupted executions", sql: include_str!("migrations/sqlite/0006_interrupted_executions.sql") },
     Migration { version: 7, name: "delivery retention", sql: include_str!("migrations/sqlite/0007_delivery_retention.sql") },
+    Migration {
+        version: 8,
+        name: "workspace configuration version",
+        sql: include_str!("migrations/sqlite/0008_workspace_config_version.sql"),
+    },
 ];
 
 /// Opens connections to one database file.

@@ -854,7 +854,10 @@ async fn what_if_pages_through_a_long_history_lists_at_most_a_thousand_and_count
     // 2,500 recorded actions, written straight through the store (as the gate records them).
     let n = 2_500;
     let ws = WorkspaceId::trusted(s.ws.id.clone());
-    let epoch = s.server.store.config_epoch().await.unwrap();
+    let under = countersign::store::DecidedUnder {
+        epoch: s.server.store.config_epoch().await.unwrap(),
+        workspace_version: countersign::store::Tools::gate_context(&*s.server.store, &ws, "crm.read").await.unwrap().config_version,
+    };
     let mut writes = Vec::new();
     for i in 0..n {
         let (store, ws, owner) = (s.server.store.clone(), ws.clone(), s.ws.owner_id.clone());
@@ -879,7 +882,7 @@ async fn what_if_pages_through_a_long_history_lists_at_most_a_thousand_and_count
                 approval_ttl_seconds: 1800,
                 record_now: true,
                 idempotency: None,
-                decided_at_epoch: epoch,
+                decided_under: under,
             };
             store.record_action(&ws, &Origin::system("test"), new).await.unwrap();
         }));

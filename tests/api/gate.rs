@@ -699,12 +699,12 @@ async fn a_change_between_the_re_decision_and_the_consumption_refuses_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_change_while_an_action_is_decided_stops_it_from_running() {
+async fn a_change_while_an_action_is_decided_stops_it_from_running_in_that_workspace_only() {
     use countersign::gate::{Outcome, Policy};
     use countersign::model::DecisionRecord;
-    use countersign::store::{Actions, NewAction, Origin, Store, WorkspaceId};
+    use countersign::store::{Actions, DecidedUnder, NewAction, Origin, Store, Tools, WorkspaceId};
     let s = scene().await;
-    let new = |epoch: u64, outcome: Outcome| {
+    let new = |under: DecidedUnder, outcome: Outcome| {
         let payload = json!({"q": "accounts"});
         let pinned = countersign::canonical::pin(&payload).unwrap();
         NewAction {
@@ -725,36 +725,56 @@ async fn a_change_while_an_action_is_decided_stops_it_from_running() {
             approval_ttl_seconds: 60,
             record_now: true,
             idempotency: None,
-            decided_at_epoch: epoch,
+            decided_under: under,
         }
     };
-    let (ws, by) = (
-        WorkspaceId::trusted(&s.ws.id),
-        Origin { actor: countersign::audit::Actor::agent(&s.agent_id), via: countersign::audit::Via::Agent },
-    );
+    let ws = WorkspaceId::trusted(&s.ws.id);
+    let by = Origin { actor: countersign::audit::Actor::agent(&s.agent_id), via: countersign::audit::Via::Agent };
+    // What the gate reads when it decides: the server's epoch, the workspace's version.
+    let under = |store: std::sync::Arc<countersign::store::SqlStore>, ws: WorkspaceId| async move {
+        DecidedUnder {
+            epoch: store.config_epoch().await.unwrap(),
+            workspace_version: store.gate_context(&ws, "crm.read").await.unwrap().config_version,
+        }
+    };
+
+    // A change in another workspace (a tool, a kill switch there) does not touch this one.
+    let decided = under(s.server.store.clone(), ws.clone()).await;
+    let other = s.server.workspace("globex").await;
+    other.record_tool("crm.read", "read", "auto", false).await;
+    other.owner.put("/v1/killswitches/tools/crm.read", json!({"engaged": true, "reason": "theirs"})).await.assert_status(200);
+    let ran = s.server.store.record_action(&ws, &by, new(decided, Outcome::Execute)).await.unwrap();
+    let countersign::store::Submitted::New { action, .. } = ran else { panic!("a new action") };
+    assert_eq!(action.status.as_str(), "executed", "another tenant's change never refuses this one's actions");
+
     // The gate read the configuration; then, before the action is written, a responder
-    // stops the tool and hears "engaged".
-    let decided_at = s.server.store.config_epoch().await.unwrap();
+    // stops the tool here and hears "engaged".
+    let decided = under(s.server.store.clone(), ws.clone()).await;
     s.ws.owner.put("/v1/killswitches/tools/crm.read", json!({"engaged": true, "reason": "incident 7"})).await.assert_status(200);
     let before = s.ws.owner.all_events().await.len();
-
-    let refused = s.server.store.record_action(&ws, &by, new(decided_at, Outcome::Execute)).await.unwrap_err();
+    let refused = s.server.store.record_action(&ws, &by, new(decided, Outcome::Execute)).await.unwrap_err();
     assert_eq!((refused.status(), refused.code), (409, "rules_changed"), "{}", refused.message);
     assert!(refused.message.contains("send it again"), "{}", refused.message);
     assert_eq!(s.ws.owner.all_events().await.len(), before, "nothing was recorded, nothing ran");
     let listed = s.admin.get("/v1/actions?tool=crm.read").await;
-    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(0), "{}", listed.body);
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1), "only the first: {}", listed.body);
 
     // Sent again, it is decided under the switch: blocked, over HTTP as always.
     let again = submit(&s.agent, "crm.read", json!({"q": "accounts"})).await;
     assert_eq!((again.body["status"].as_str(), again.body["code"].as_str()), (Some("blocked"), Some("tool_kill_switch")));
     // What waits for a person is not run here, so a stale decision to hold it is kept
-    // (its execution is decided again); and one made under the epoch in force runs.
-    let held = s.server.store.record_action(&ws, &by, new(decided_at, Outcome::NeedsApproval { required: 1 })).await.unwrap();
+    // (its execution is decided again); and one made under what is in force runs.
+    let held = s.server.store.record_action(&ws, &by, new(decided, Outcome::NeedsApproval { required: 1 })).await.unwrap();
     assert!(matches!(held, countersign::store::Submitted::New { .. }));
     s.ws.owner.put("/v1/killswitches/tools/crm.read", json!({"engaged": false, "reason": "resolved"})).await.assert_status(200);
-    let now = s.server.store.config_epoch().await.unwrap();
+    let now = under(s.server.store.clone(), ws.clone()).await;
     let ran = s.server.store.record_action(&ws, &by, new(now, Outcome::Execute)).await.unwrap();
     let countersign::store::Submitted::New { action, .. } = ran else { panic!("a new action") };
     assert_eq!(action.status.as_str(), "executed");
+    // Every kind of change moves the version: a token revoked, say.
+    let decided = under(s.server.store.clone(), ws.clone()).await;
+    let (spare, _) = Workspace::token(&s.dev, &["actions:submit"], &["*"]).await;
+    s.dev.delete(&format!("/v1/tokens/{spare}")).await.assert_status(200);
+    let refused = s.server.store.record_action(&ws, &by, new(decided, Outcome::Execute)).await.unwrap_err();
+    assert_eq!(refused.code, "rules_changed");
 }

@@ -519,3 +519,70 @@ async fn a_console_on_one_replica_sees_events_written_through_the_other() {
     assert_eq!(types.last(), Some(&"killswitch.engaged"));
     assert_eq!(seen.last().unwrap().2["reason"], "seen everywhere");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_switch_engaged_on_one_replica_stops_what_another_decided_before_it() {
+    postgres_only!();
+    let a = TestServer::start().await;
+    let ws = a.workspace("acme").await;
+    ws.record_tool("crm.read", "read", "auto", false).await;
+    let (_, secret) = Workspace::token(&ws.owner, &["actions:submit"], &["*"]).await;
+    let agent = a.with_token(&secret);
+    let b = a.replica().await;
+    let owner_b = b.sign_in("owner@acme.test").await;
+    let db = a.db.clone().unwrap();
+
+    // Someone holds the workspace's chain head, so both writes below queue behind it, in
+    // order: first the switch (on replica B), then an action replica A decided meanwhile,
+    // under the switch as it was (B's change is not committed yet).
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let (url, ws_id) = (db.superuser_url.clone(), ws.id.clone());
+    let holder = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.query("SELECT seq FROM audit_heads WHERE workspace_id = $1 FOR UPDATE", &[&ws_id]).unwrap();
+        locked.send(()).unwrap();
+        held.recv().unwrap();
+        tx.commit().unwrap();
+    });
+    is_locked.recv().unwrap();
+    let waiting = |n: i64| {
+        let url = db.superuser_url.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let url = url.clone();
+                let queued: i64 =
+                    TestDb::with(&url, |c| c.query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[]).unwrap().get(0));
+                if queued >= n {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "{n} writes never queued ({queued})");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let engage = tokio::spawn({
+        let owner_b = owner_b.clone();
+        async move { owner_b.put("/v1/killswitches/tools/crm.read", json!({"engaged": true, "reason": "incident 9"})).await }
+    });
+    waiting(1).await;
+    let action = tokio::spawn({
+        let agent = agent.clone();
+        async move { submit(&agent, "crm.read", json!({"q": "during"})).await }
+    });
+    waiting(2).await;
+    release.send(()).unwrap();
+    holder.join().unwrap();
+
+    engage.await.unwrap().assert_status(200);
+    let r = action.await.unwrap();
+    r.assert_error(409, "rules_changed");
+    // The log agrees: nothing ran after the switch, on either replica.
+    let events = ws.owner.all_events().await;
+    let engaged = events.iter().position(|e| e["event_type"] == "killswitch.engaged").expect("the switch is on the log");
+    assert!(!events[engaged..].iter().any(|e| e["event_type"] == "action.executed"), "an action ran after the switch");
+    let again = submit(&agent, "crm.read", json!({"q": "after"})).await;
+    assert_eq!(again.body["code"], "tool_kill_switch", "{}", again.body);
+}

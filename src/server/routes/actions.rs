@@ -21,7 +21,9 @@ use crate::server::error::ErrorBody;
 use crate::server::extract::{Body, Query, RawBody};
 use crate::server::routes::constitution::in_force;
 use crate::simulation::{self, Draft, OwnedFacts};
-use crate::store::{ActionFilter, Basis, ExecuteRequest, IdempotencyKey, NewAction, Origin, Standing, Submitted, WorkspaceId};
+use crate::store::{
+    ActionFilter, Basis, DecidedUnder, ExecuteRequest, IdempotencyKey, NewAction, Origin, Standing, Submitted, WorkspaceId,
+};
 
 /// Limits on what an action may carry besides its payload (see docs/API.md).
 pub const MAX_REASON_CHARS: usize = 2000;
@@ -288,7 +290,7 @@ pub async fn submit(
         approval_ttl_seconds: tool.approval_ttl_seconds.unwrap_or(ctx.settings.approval_ttl_seconds),
         record_now,
         idempotency: idem,
-        decided_at_epoch: caller.epoch,
+        decided_under: DecidedUnder { epoch: caller.epoch, workspace_version: ctx.config_version },
     };
     // A call through an `http` connector: the write that starts it and the call run in a
     // tracked task (see `tracked`). Everything else is one write, done whatever the client does.
