@@ -255,10 +255,12 @@ impl Client {
     /// `csv`) and returns the response once the server has accepted it; its body is the
     /// export (see [`crate::export_file::download`]).
     pub async fn audit_export(&self, format: &str) -> Result<reqwest::Response, ClientError> {
-        let resp = self
-            .request(reqwest::Method::GET, &format!("/v1/audit/export?format={format}"))
-            .send()
+        // The body may take minutes (its own stall limit applies to it); the answer's head
+        // comes at once or not at all.
+        let send = self.request(reqwest::Method::GET, &format!("/v1/audit/export?format={format}")).send();
+        let resp = tokio::time::timeout(Duration::from_secs(30), send)
             .await
+            .map_err(|_| ClientError::Unreachable("the server did not start the export within 30 s".into()))?
             .map_err(|e| ClientError::Unreachable(e.without_url().to_string()))?;
         let status = resp.status().as_u16();
         if status >= 400 {

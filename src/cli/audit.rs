@@ -492,7 +492,7 @@ impl Output {
     fn open(path: Option<&Path>) -> Result<Output, String> {
         match path {
             None => Ok(Output::Stdout(std::io::BufWriter::new(std::io::stdout().lock()))),
-            Some(p) => PartialFile::create(p).map(Output::File),
+            Some(p) => PartialFile::create(p, crate::export_file::Existing::Replace).map(Output::File),
         }
     }
 

@@ -230,6 +230,19 @@ impl App {
 
     /// Quits, unless that would lose an edited, unpublished draft: then asks first.
     fn ask_quit(&mut self) {
+        if let Some((path, _)) = &self.audit.exporting {
+            self.dialog = Some(Dialog::Confirm(super::dialogs::Confirm {
+                title: "Quit and stop the export?".into(),
+                lines: vec![
+                    format!("The audit log is still being exported to {}.", path.display()),
+                    "Quitting stops it; nothing is left behind but what was there before.".into(),
+                    "Quit anyway?".into(),
+                ],
+                danger: true,
+                op: PendingOp::Quit,
+            }));
+            return;
+        }
         if self.simulate.dirty {
             self.dialog = Some(Dialog::Confirm(super::dialogs::Confirm {
                 title: "Quit and lose your draft?".into(),

@@ -1177,8 +1177,15 @@ fn the_audit_filter_finds_a_tool_and_an_outcome_it_does_not_show_at_80_columns()
     keys(&mut a, "2/email");
     assert_eq!(a.audit.len(), 12, "every event of the sample is about email.send");
     key(&mut a, KeyCode::Esc);
-    keys(&mut a, "2/blocked");
-    assert_eq!(a.audit.len(), 1, "outcome: blocked");
+    // An outcome no event type spells: only the outcome can match it.
+    let last = events(12).pop().unwrap();
+    let draft =
+        EventDraft::new("action.failed", Actor::agent("tok_billing"), Via::Agent).outcome("failure").data(json!({"tool": "crm.read"}));
+    let failed = AuditEvent::seal(draft, "org_1", 12, &last.hash, crate::clock::format_ts(now()));
+    a.update(Action::Net(NetMsg::Stream(StreamMsg::Event(Box::new(failed)))));
+    keys(&mut a, "/failure");
+    assert_eq!(a.audit.len(), 1, "outcome: failure");
+    assert_eq!(&*a.audit.current().unwrap().event_type, "action.failed");
 }
 
 #[test]
@@ -1230,4 +1237,36 @@ fn the_palette_says_what_could_follow_and_ctrl_u_clears_a_line() {
     ctrl(&mut a, 'u');
     assert!(matches!(&a.input, Some(super::app::Input::Filter(f)) if f.is_empty()));
     assert_eq!(a.audit.len(), 12, "the filter is cleared as the line is");
+}
+
+#[test]
+fn quitting_while_an_export_runs_asks_first_and_g_ends_a_detail() {
+    use super::dialogs::Dialog;
+    let mut a = app(80, 24);
+    let path = std::path::PathBuf::from("/home/ada/audit.jsonl");
+    super::screens::audit::start_export(&mut a, path, super::dialogs::ExportFormat::Jsonl);
+    keys(&mut a, "q");
+    let Some(Dialog::Confirm(c)) = &a.dialog else { panic!("a confirmation") };
+    assert!(c.lines[0].contains("/home/ada/audit.jsonl"), "{:?}", c.lines);
+    assert!(!a.quit);
+    keys(&mut a, "n");
+    assert!(!a.quit && a.dialog.is_none());
+
+    keys(&mut a, "1");
+    key(&mut a, KeyCode::Enter);
+    keys(&mut a, "G");
+    assert!(a.approvals.scroll > 0 && a.approvals.open, "the end of the detail, not the last approval");
+}
+
+#[test]
+fn an_export_the_server_did_not_mark_complete_is_not_said_to_verify() {
+    use super::dialogs::Dialog;
+    let mut a = app(80, 24);
+    let path = std::path::PathBuf::from("/home/ada/audit.jsonl");
+    super::screens::audit::start_export(&mut a, path.clone(), super::dialogs::ExportFormat::Jsonl);
+    let done = crate::export_file::Downloaded { path, bytes: 10, head_seq: Some(12), complete: false };
+    a.update(Action::Net(NetMsg::Exported(Ok(done))));
+    let Some(Dialog::Message(m)) = &a.dialog else { panic!("a message") };
+    assert!(m.lines.iter().any(|l| l.contains("will not verify")), "{:?}", m.lines);
+    assert!(!m.lines.iter().any(|l| l.contains("verify --file")), "{:?}", m.lines);
 }

@@ -493,11 +493,23 @@ async fn a_secret_moved_to_another_tool_cannot_be_opened_and_no_call_is_made() {
     };
     ws.tool("mail.one", spec("/one")).await;
     ws.tool("mail.two", spec("/two")).await;
+    // The same for a secret query parameter, moved to another tool.
+    let query = |path: &str| {
+        json!({"kind": "read", "irreversible": false, "policy": "auto",
+        "connector": {"type": "http", "url": format!("{url}{path}"), "secret_query": {"key": QUERY_SECRET}}})
+    };
+    ws.tool("maps.one", query("/maps-one")).await;
+    ws.tool("maps.two", query("/maps-two")).await;
     // Someone with the database in hand gives `mail.two` the sealed credential of
     // `mail.one`: sealed for another tool, it does not open.
     let moved = server
         .out_of_band()
         .execute("UPDATE tools SET connector = (SELECT connector FROM tools WHERE name = 'mail.one') WHERE name = 'mail.two'", &[], false)
+        .unwrap();
+    assert_eq!(moved, 1);
+    let moved = server
+        .out_of_band()
+        .execute("UPDATE tools SET connector = (SELECT connector FROM tools WHERE name = 'maps.one') WHERE name = 'maps.two'", &[], false)
         .unwrap();
     assert_eq!(moved, 1);
     server.restart().await;
@@ -506,6 +518,10 @@ async fn a_secret_moved_to_another_tool_cannot_be_opened_and_no_call_is_made() {
     assert_eq!(r.body["status"], "failed", "{}", r.body);
     let error = r.body["result"]["error"].as_str().unwrap();
     assert!(error.contains("could not be opened") && error.contains("the call was not made"), "{error}");
+    let r = submit(&owner, "maps.two", json!({"q": "Dublin"})).await;
+    assert_eq!(r.body["status"], "failed", "{}", r.body);
+    let error = r.body["result"]["error"].as_str().unwrap();
+    assert!(error.contains("query parameter `key` could not be opened") && error.contains("the call was not made"), "{error}");
     assert!(got.0.lock().unwrap().is_empty(), "nothing reached any receiver");
     assert!(!owner.all_events().await.iter().any(|e| e.to_string().contains("sk_live")), "the secret is nowhere in the log");
 }

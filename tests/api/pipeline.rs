@@ -247,9 +247,12 @@ async fn refused_tools_and_requests_leave_nothing_behind() {
     ] {
         s.agent.post("/v1/actions", body.clone()).await.assert_error(status, code);
     }
-    for raw in
-        [&br#"{"tool": "crm.read", "payload": {"account": 9007199254740993}}"#[..], br#"{"tool": "crm.read", "payload": {"n": 1e400}}"#]
-    {
+    for raw in [
+        &br#"{"tool": "crm.read", "payload": {"account": 9007199254740993}}"#[..],
+        br#"{"tool": "crm.read", "payload": {"account": 9007199254740993.0}}"#,
+        br#"{"tool": "crm.read", "payload": {"account": 9007199254740993e0}}"#,
+        br#"{"tool": "crm.read", "payload": {"n": 1e400}}"#,
+    ] {
         let r = s.agent.raw("POST", "/v1/actions", raw).await;
         r.assert_error(422, "unrepresentable_number");
     }

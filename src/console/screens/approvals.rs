@@ -170,6 +170,12 @@ pub fn on_decided(app: &mut App, verdict: Verdict, r: Result<Approval, ClientErr
 
 pub fn on_command(app: &mut App, cmd: Command) {
     let page = app.size.1.saturating_sub(8).max(1) as usize;
+    if cmd == Command::Bottom && app.approvals.open {
+        // The end of the detail, not the last approval.
+        let lines = app.approvals.current().map_or(0, |x| detail_lines(app, x).len());
+        app.approvals.scroll = lines.saturating_sub(page) as u16;
+        return;
+    }
     let a = &mut app.approvals;
     let fetch = match cmd {
         Command::Up if a.open => {
@@ -192,7 +198,6 @@ pub fn on_command(app: &mut App, cmd: Command) {
             a.scroll = 0;
             None
         }
-        Command::Bottom if a.open => None,
         Command::Up => a.select(a.cursor.saturating_sub(1)),
         Command::Down => a.select(a.cursor + 1),
         Command::Top => a.select(0),

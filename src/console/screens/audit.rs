@@ -344,7 +344,7 @@ fn ask_export(app: &mut App) {
         return;
     }
     let default_stem = default_stem(&app.session.workspace, app.now);
-    let hint = format!("{default_stem}.jsonl in {}", app.cwd.display());
+    let hint = format!("{default_stem}.<format> in {}", app.cwd.display());
     app.dialog = Some(Dialog::Form(Box::new(Form {
         title: "Export the whole audit log".into(),
         purpose: Purpose::ExportAudit { default_stem, dir: app.cwd.clone() },
@@ -371,7 +371,10 @@ pub fn op_from_form(f: &Form) -> Result<PendingOp, String> {
     let typed = f.text(0);
     let name = if typed.is_empty() { format!("{default_stem}.{}", format.as_str()) } else { typed };
     let path = resolve(dir, &name).ok_or("There is no home directory to put `~/` in; give the file's full path.")?;
-    if path.exists() {
+    if path.is_dir() {
+        return Err(format!("{} is a directory: give a file name.", path.display()));
+    }
+    if path.exists() || path.symlink_metadata().is_ok() {
         return Err(format!("{} already exists: choose another name (an export never replaces a file).", path.display()));
     }
     match path.parent() {
@@ -387,6 +390,7 @@ pub fn op_from_form(f: &Form) -> Result<PendingOp, String> {
 fn resolve(dir: &Path, name: &str) -> Option<PathBuf> {
     match name.strip_prefix("~/") {
         Some(rest) => Some(dirs::home_dir()?.join(rest)),
+        None if name == "~" => dirs::home_dir(),
         None => Some(dir.join(name)),
     }
 }
@@ -419,7 +423,9 @@ pub fn on_exported(app: &mut App, r: Result<Downloaded, ClientError>) {
     };
     let events = d.head_seq.map_or_else(|| "The log".to_string(), |h| format!("{h} events (seq 1–{h})"));
     let mut lines = vec![format!("{events}, {}, written to:", size(d.bytes)), d.path.display().to_string(), String::new()];
-    if format != Some(ExportFormat::Csv) {
+    if !d.complete {
+        lines.push("The server did not mark it complete: it is not the whole chain, and will not verify.".into());
+    } else if format != Some(ExportFormat::Csv) {
         lines.push("It verifies offline, without the server:".into());
         lines.push(format!("countersign audit verify --file {}", shell_word(&d.path)));
     } else {

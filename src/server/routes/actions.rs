@@ -372,7 +372,13 @@ fn would_be(o: &Outcome) -> String {
 /// recorded (and the call perhaps made, perhaps not): the task runs to the end whatever
 /// the client does, and the client that stayed gets the answer.
 async fn tracked<T: Send + 'static>(state: &AppState, work: impl std::future::Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-    state.executions.spawn(work).await.map_err(|e| Error::internal(format!("the connector call's task ended abnormally: {e}")))?
+    // After the write that starts a call, "retry" is not safe advice: say to look first.
+    state.executions.spawn(work).await.map_err(|e| {
+        Error::internal(format!(
+            "the task running this action ended abnormally ({e}); its connector call may have been made: read the action \
+             (GET /v1/actions) before sending it again, or send it again with the same Idempotency-Key, which answers with what happened"
+        ))
+    })?
 }
 
 /// Records a submitted action and, if it is to run now through its connector, runs it
