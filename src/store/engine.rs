@@ -365,8 +365,6 @@ impl Drop for Engine {
     }
 }
 
-/// The answer a caller gets when its job could not run at all (the store is shut down,
-/// or its batch's transaction could not be opened). The cause is logged where it happened.
 /// Where the configuration epoch lives when it is shared by replicas (PostgreSQL).
 pub const EPOCH_ROW: &str = "SELECT epoch FROM config_epoch WHERE id = 1";
 
@@ -379,6 +377,8 @@ pub struct DecidedUnder {
     pub workspace_version: i64,
 }
 
+/// The answer a caller gets when its job could not run at all (the store is shut down,
+/// or its batch's transaction could not be opened). The cause is logged where it happened.
 fn stopped() -> Error {
     Error::unavailable("store_unavailable", "the store could not be read or written; nothing was changed; try again")
 }
@@ -846,7 +846,7 @@ struct Batch {
     holding: bool,
     /// Jobs taken, whatever became of them.
     taken: usize,
-    /// See [`WriteTx::config_moved_since`].
+    /// See [`WriteTx::workspace_config_moved`].
     epoch_at_batch: Option<u64>,
 }
 
