@@ -1,4 +1,6 @@
-//! An audit export written to a file, by the command line and the console alike.
+//! Audit exports outside the server's routes: their formats (one list for the server,
+//! the command line and the console), and an export written to a file, by the command
+//! line and the console alike.
 //!
 //! The file appears only once it is whole: it is written beside its name as
 //! `<name>.partial`, synced to disk, and then put in place (and the directory synced, so
@@ -11,6 +13,29 @@ use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
+
+/// The formats an export is written in (`GET /v1/audit/export?format=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One event per line exactly as stored: the whole chain, which verifies offline.
+    Jsonl,
+    /// For spreadsheets: RFC 4180, formulas neutralised.
+    Csv,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+        }
+    }
+
+    /// The format a name (`jsonl`, `csv`) stands for.
+    pub fn parse(name: &str) -> Option<Format> {
+        [Format::Jsonl, Format::Csv].into_iter().find(|f| f.as_str() == name)
+    }
+}
 
 /// Whether an export may take the place of a file already at its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,9 +133,6 @@ impl PartialFile {
             },
         }
     }
-
-    /// Gives up: removes what was written.
-    pub fn abandon(self) {}
 }
 
 impl Drop for PartialFile {
@@ -236,11 +258,8 @@ mod tests {
         assert_eq!(std::fs::read(&dest).unwrap(), b"{\"seq\":1}\n");
         assert!(!partial.exists());
 
-        // Abandoned, or dropped unfinished (a task cancelled): nothing is left.
+        // Dropped unfinished (an error, a task cancelled): nothing is left.
         let mut f = PartialFile::create(&dir.path().join("other.jsonl"), Existing::Keep).unwrap();
-        f.write(b"half").unwrap();
-        f.abandon();
-        let mut f = PartialFile::create(&dir.path().join("third.jsonl"), Existing::Keep).unwrap();
         f.write(b"half").unwrap();
         drop(f);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();

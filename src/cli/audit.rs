@@ -8,7 +8,7 @@ use super::{exit, fail};
 use crate::audit::{AuditEvent, Break, GENESIS_HASH, Verifier, VerifyReport};
 use crate::checkpoint::{Checkpoint, PublicKey};
 use crate::clock::Clock;
-use crate::export_file::PartialFile;
+use crate::export_file::{Existing, Format, PartialFile};
 use crate::store::{AuditLog, AuditRange, SqlStore, WorkspaceId, Workspaces};
 
 #[derive(clap::Subcommand)]
@@ -94,21 +94,6 @@ pub struct ExportArgs {
     /// complete (it is written beside it first, as `<output>.partial`).
     #[arg(long, short)]
     output: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum Format {
-    Jsonl,
-    Csv,
-}
-
-impl Format {
-    fn as_str(self) -> &'static str {
-        match self {
-            Format::Jsonl => "jsonl",
-            Format::Csv => "csv",
-        }
-    }
 }
 
 pub fn run(cmd: Command) -> u8 {
@@ -482,7 +467,8 @@ fn verify_store(dir: Option<&Path>, database_url: Option<&str>, only: Option<&st
 // Export
 
 /// Where an export goes: standard output, or a file that appears only once complete
-/// ([`PartialFile`]), so a failed export never leaves a file that looks whole.
+/// ([`PartialFile`], removed when dropped unfinished), so a failed export never leaves a
+/// file that looks whole.
 enum Output {
     Stdout(std::io::BufWriter<std::io::StdoutLock<'static>>),
     File(PartialFile),
@@ -492,7 +478,7 @@ impl Output {
     fn open(path: Option<&Path>) -> Result<Output, String> {
         match path {
             None => Ok(Output::Stdout(std::io::BufWriter::new(std::io::stdout().lock()))),
-            Some(p) => PartialFile::create(p, crate::export_file::Existing::Replace).map(Output::File),
+            Some(p) => PartialFile::create(p, Existing::Replace).map(Output::File),
         }
     }
 
@@ -507,12 +493,6 @@ impl Output {
         match self {
             Output::Stdout(mut out) => out.flush().map_err(|e| format!("cannot write the export: {e}")),
             Output::File(f) => f.finish().map(drop),
-        }
-    }
-
-    fn abandon(self) {
-        if let Output::File(f) = self {
-            f.abandon();
         }
     }
 }
@@ -548,14 +528,10 @@ fn export_server(a: &ExportArgs, server: &str, token: &str) -> Result<(), String
     }
     super::runtime().block_on(async {
         let resp = start_export(server, token, &params).await?;
+        // On any error `out` is dropped, and a partial file with it.
         let mut out = Output::open(a.output.as_deref())?;
-        match crate::export_file::copy_body(resp, |bytes| out.write(bytes)).await {
-            Ok(()) => out.finish(),
-            Err(e) => {
-                out.abandon();
-                Err(e)
-            }
-        }
+        crate::export_file::copy_body(resp, |bytes| out.write(bytes)).await?;
+        out.finish()
     })
 }
 
@@ -566,14 +542,8 @@ fn export_store(a: &ExportArgs, workspace: &str, mut range: AuditRange) -> Resul
         let (head, _) = store.audit_head(&ws).await.map_err(|e| e.message)?;
         range.through_seq = Some(head);
         let mut out = Output::open(a.output.as_deref())?;
-        let written = write_store_export(&store, &ws, &range, a.format, &mut out).await;
-        match written {
-            Ok(()) => out.finish(),
-            Err(e) => {
-                out.abandon();
-                Err(e)
-            }
-        }
+        write_store_export(&store, &ws, &range, a.format, &mut out).await?;
+        out.finish()
     });
     store.engine().close();
     result

@@ -141,7 +141,7 @@ pub enum Effect {
     /// Download the whole audit log into a file.
     ExportAudit {
         path: std::path::PathBuf,
-        format: super::dialogs::ExportFormat,
+        format: crate::export_file::Format,
     },
     /// Ring the terminal bell.
     Bell,

@@ -142,11 +142,11 @@ impl Net {
             }
             Effect::ExportAudit { path, format } => {
                 tokio::spawn(async move {
-                    let result = match c.audit_export(format.as_str()).await {
-                        Ok(resp) => crate::export_file::download(resp, &path).await.map_err(crate::client::ClientError::Local),
-                        Err(e) => Err(e),
+                    let result = async {
+                        let resp = c.audit_export(format.as_str()).await?;
+                        crate::export_file::download(resp, &path).await.map_err(crate::client::ClientError::Local)
                     };
-                    net.send(NetMsg::Exported(result));
+                    net.send(NetMsg::Exported(result.await));
                 });
             }
             Effect::Verify => {

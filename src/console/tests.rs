@@ -13,6 +13,7 @@ use super::app::{App, Init};
 use super::theme::Theme;
 use crate::approval::{State, Verdict};
 use crate::audit::{Actor, AuditEvent, EventDraft, GENESIS_HASH, Via};
+use crate::export_file::Format;
 use crate::gate::{Citation, Effect as RuleEffect, Policy, Stage};
 use crate::model::{Approval, ApprovalDecision, DecisionRecord, KillSwitch, KillSwitches, Member, MemberStatus};
 use crate::server::routes::sessions::{Me, WorkspaceRef};
@@ -1006,7 +1007,7 @@ scene!(audit_export_form, |a| {
 scene!(audit_exported, |a| {
     keys(&mut a, "2");
     let path = std::path::PathBuf::from("/home/ada/countersign-audit-acme-20261123-100000.jsonl");
-    super::screens::audit::start_export(&mut a, path.clone(), super::dialogs::ExportFormat::Jsonl);
+    super::screens::audit::start_export(&mut a, path.clone(), Format::Jsonl);
     let done = crate::export_file::Downloaded { path, bytes: 9_216, head_seq: Some(12), complete: true };
     a.update(Action::Net(NetMsg::Exported(Ok(done))));
 });
@@ -1026,14 +1027,13 @@ fn ctrl(app: &mut App, c: char) {
 #[test]
 fn an_export_is_named_for_the_workspace_and_the_time_and_goes_where_the_console_started() {
     use super::action::Effect;
-    use super::dialogs::ExportFormat;
     let dir = tempfile::tempdir().unwrap();
     let mut a = exporting_from(dir.path());
     keys(&mut a, "e");
     ctrl(&mut a, 's');
     let effects = a.take_effects();
     let expected = dir.path().join("countersign-audit-acme-20261123-100000.jsonl");
-    assert!(effects.contains(&Effect::ExportAudit { path: expected.clone(), format: ExportFormat::Jsonl }), "{effects:?}");
+    assert!(effects.contains(&Effect::ExportAudit { path: expected.clone(), format: Format::Jsonl }), "{effects:?}");
     assert!(a.toast.as_ref().is_some_and(|t| t.text.contains("Exporting the whole audit log")));
 
     // While it runs, a second one is refused rather than racing the first.
@@ -1048,13 +1048,13 @@ fn an_export_is_named_for_the_workspace_and_the_time_and_goes_where_the_console_
     key(&mut a, KeyCode::Right);
     ctrl(&mut a, 's');
     let csv = dir.path().join("countersign-audit-acme-20261123-100000.csv");
-    assert!(a.take_effects().contains(&Effect::ExportAudit { path: csv, format: ExportFormat::Csv }));
+    assert!(a.take_effects().contains(&Effect::ExportAudit { path: csv, format: Format::Csv }));
     a.audit.exporting = None;
     keys(&mut a, "e");
     keys(&mut a, "incident-42.jsonl");
     ctrl(&mut a, 's');
     let named = dir.path().join("incident-42.jsonl");
-    assert!(a.take_effects().contains(&Effect::ExportAudit { path: named, format: ExportFormat::Jsonl }));
+    assert!(a.take_effects().contains(&Effect::ExportAudit { path: named, format: Format::Jsonl }));
 }
 
 #[test]
@@ -1090,7 +1090,7 @@ fn exporting_needs_audit_export_and_a_failure_says_nothing_was_written() {
 
     let mut a = app(80, 24);
     let path = std::path::PathBuf::from("/home/ada/audit.jsonl");
-    super::screens::audit::start_export(&mut a, path, super::dialogs::ExportFormat::Jsonl);
+    super::screens::audit::start_export(&mut a, path, Format::Jsonl);
     a.update(Action::Net(NetMsg::Exported(Err(crate::client::ClientError::Local("the export was cut off before its end".into())))));
     let Some(Dialog::Message(m)) = &a.dialog else { panic!("a message says what happened") };
     assert!(m.bad && m.lines[0].contains("Nothing was written to /home/ada/audit.jsonl"), "{:?}", m.lines);
@@ -1136,13 +1136,7 @@ fn approving_a_stopped_tool_says_it_cannot_run_and_the_queue_marks_it() {
         c.lines
     );
     key(&mut a, KeyCode::Esc);
-    assert!(render_text(&a).contains("■ email.send"), "the queue marks the stopped tool");
-}
-
-fn render_text(a: &App) -> String {
-    let b = render(a);
-    let buf = b.buffer();
-    (0..buf.area.height).map(|y| (0..buf.area.width).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>() + "\n").collect()
+    assert!(render(&a).to_string().contains("■ email.send"), "the queue marks the stopped tool");
 }
 
 #[test]
@@ -1244,7 +1238,7 @@ fn quitting_while_an_export_runs_asks_first_and_g_ends_a_detail() {
     use super::dialogs::Dialog;
     let mut a = app(80, 24);
     let path = std::path::PathBuf::from("/home/ada/audit.jsonl");
-    super::screens::audit::start_export(&mut a, path, super::dialogs::ExportFormat::Jsonl);
+    super::screens::audit::start_export(&mut a, path, Format::Jsonl);
     keys(&mut a, "q");
     let Some(Dialog::Confirm(c)) = &a.dialog else { panic!("a confirmation") };
     assert!(c.lines[0].contains("/home/ada/audit.jsonl"), "{:?}", c.lines);
@@ -1263,7 +1257,7 @@ fn an_export_the_server_did_not_mark_complete_is_not_said_to_verify() {
     use super::dialogs::Dialog;
     let mut a = app(80, 24);
     let path = std::path::PathBuf::from("/home/ada/audit.jsonl");
-    super::screens::audit::start_export(&mut a, path.clone(), super::dialogs::ExportFormat::Jsonl);
+    super::screens::audit::start_export(&mut a, path.clone(), Format::Jsonl);
     let done = crate::export_file::Downloaded { path, bytes: 10, head_seq: Some(12), complete: false };
     a.update(Action::Net(NetMsg::Exported(Ok(done))));
     let Some(Dialog::Message(m)) = &a.dialog else { panic!("a message") };

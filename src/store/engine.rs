@@ -365,9 +365,6 @@ impl Drop for Engine {
     }
 }
 
-/// Where the configuration epoch lives when it is shared by replicas (PostgreSQL).
-pub const EPOCH_ROW: &str = "SELECT epoch FROM config_epoch WHERE id = 1";
-
 /// The configuration a decision was made under: the server's epoch (which caches key on;
 /// `Caller::epoch`) and its workspace's configuration version (read with the gate's
 /// context).

@@ -182,7 +182,7 @@ impl Store for SqlStore {
         self.engine
             .read_one(|conn| {
                 let row = conn
-                    .query_opt(engine::EPOCH_ROW, &[])?
+                    .query_opt("SELECT epoch FROM config_epoch WHERE id = 1", &[])?
                     .ok_or_else(|| Error::unavailable("store_unavailable", "the configuration epoch cannot be read"))?;
                 Ok(row.int(0)? as u64)
             })

@@ -501,17 +501,11 @@ async fn a_secret_moved_to_another_tool_cannot_be_opened_and_no_call_is_made() {
     ws.tool("maps.one", query("/maps-one")).await;
     ws.tool("maps.two", query("/maps-two")).await;
     // Someone with the database in hand gives `mail.two` the sealed credential of
-    // `mail.one`: sealed for another tool, it does not open.
-    let moved = server
-        .out_of_band()
-        .execute("UPDATE tools SET connector = (SELECT connector FROM tools WHERE name = 'mail.one') WHERE name = 'mail.two'", &[], false)
-        .unwrap();
-    assert_eq!(moved, 1);
-    let moved = server
-        .out_of_band()
-        .execute("UPDATE tools SET connector = (SELECT connector FROM tools WHERE name = 'maps.one') WHERE name = 'maps.two'", &[], false)
-        .unwrap();
-    assert_eq!(moved, 1);
+    // `mail.one` (and `maps.two` that of `maps.one`): sealed for another tool, it does not open.
+    for (from, to) in [("mail.one", "mail.two"), ("maps.one", "maps.two")] {
+        let sql = format!("UPDATE tools SET connector = (SELECT connector FROM tools WHERE name = '{from}') WHERE name = '{to}'");
+        assert_eq!(server.out_of_band().execute(&sql, &[], false).unwrap(), 1);
+    }
     server.restart().await;
     let owner = server.sign_in("owner@acme.test").await;
     let r = submit(&owner, "mail.two", json!({"to": ["a@example.com"]})).await;

@@ -845,9 +845,8 @@ mod properties {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn what_if_pages_through_a_long_history_lists_at_most_a_thousand_and_counts_them_all() {
-    use countersign::gate::{Outcome, Policy};
-    use countersign::model::DecisionRecord;
-    use countersign::store::{Actions, NewAction, Origin, Store, WorkspaceId};
+    use countersign::gate::Outcome;
+    use countersign::store::{Actions, Origin, Store, WorkspaceId};
 
     let s = scene("whatiflong").await;
     s.ws.record_tool("crm.read", "read", "auto", false).await;
@@ -862,28 +861,7 @@ async fn what_if_pages_through_a_long_history_lists_at_most_a_thousand_and_count
     for i in 0..n {
         let (store, ws, owner) = (s.server.store.clone(), ws.clone(), s.ws.owner_id.clone());
         writes.push(tokio::spawn(async move {
-            let payload = json!({"q": format!("query {i}"), "n": i});
-            let pinned = countersign::canonical::pin(&payload).unwrap();
-            let new = NewAction {
-                tool: "crm.read".into(),
-                payload: pinned.canonical,
-                payload_value: payload,
-                payload_sha256: pinned.sha256,
-                resource: None,
-                current: None,
-                current_value: None,
-                reason: None,
-                confidence: None,
-                requester_id: owner,
-                agent_token_id: None,
-                decision: DecisionRecord { trace: vec![], cited_rules: vec![], constitution_version: None, code: None, message: None },
-                outcome: Outcome::Execute,
-                policy: Policy::Auto,
-                approval_ttl_seconds: 1800,
-                record_now: true,
-                idempotency: None,
-                decided_under: under,
-            };
+            let new = decided_action("crm.read", json!({"q": format!("query {i}"), "n": i}), &owner, None, Outcome::Execute, under);
             store.record_action(&ws, &Origin::system("test"), new).await.unwrap();
         }));
     }

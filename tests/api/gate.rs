@@ -700,33 +700,11 @@ async fn a_change_between_the_re_decision_and_the_consumption_refuses_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_change_while_an_action_is_decided_stops_it_from_running_in_that_workspace_only() {
-    use countersign::gate::{Outcome, Policy};
-    use countersign::model::DecisionRecord;
-    use countersign::store::{Actions, DecidedUnder, NewAction, Origin, Store, Tools, WorkspaceId};
+    use countersign::gate::Outcome;
+    use countersign::store::{Actions, DecidedUnder, Origin, Store, Tools, WorkspaceId};
     let s = scene().await;
     let new = |under: DecidedUnder, outcome: Outcome| {
-        let payload = json!({"q": "accounts"});
-        let pinned = countersign::canonical::pin(&payload).unwrap();
-        NewAction {
-            tool: "crm.read".into(),
-            payload: pinned.canonical,
-            payload_value: payload,
-            payload_sha256: pinned.sha256,
-            resource: None,
-            current: None,
-            current_value: None,
-            reason: None,
-            confidence: None,
-            requester_id: s.dev_id.clone(),
-            agent_token_id: Some(s.agent_id.clone()),
-            decision: DecisionRecord { trace: vec![], cited_rules: vec![], constitution_version: None, code: None, message: None },
-            outcome,
-            policy: Policy::Auto,
-            approval_ttl_seconds: 60,
-            record_now: true,
-            idempotency: None,
-            decided_under: under,
-        }
+        decided_action("crm.read", json!({"q": "accounts"}), &s.dev_id, Some(&s.agent_id), outcome, under)
     };
     let ws = WorkspaceId::trusted(&s.ws.id);
     let by = Origin { actor: countersign::audit::Actor::agent(&s.agent_id), via: countersign::audit::Via::Agent };

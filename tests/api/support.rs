@@ -729,3 +729,42 @@ pub fn cli_bare(args: &[&str]) -> (i32, String, String) {
     let out = bin_command(None).args(args).env("RUST_LOG", "warn").output().expect("run the countersign binary");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// An auto `crm.read`-like action decided by the test rather than the gate, to record
+/// straight through the store (`Actions::record_action`) as the gate would.
+pub fn decided_action(
+    tool: &str,
+    payload: Value,
+    requester: &str,
+    agent: Option<&str>,
+    outcome: countersign::gate::Outcome,
+    under: countersign::store::DecidedUnder,
+) -> countersign::store::NewAction {
+    let pinned = countersign::canonical::pin(&payload).expect("a payload the gate accepts");
+    countersign::store::NewAction {
+        tool: tool.into(),
+        payload: pinned.canonical,
+        payload_value: payload,
+        payload_sha256: pinned.sha256,
+        resource: None,
+        current: None,
+        current_value: None,
+        reason: None,
+        confidence: None,
+        requester_id: requester.into(),
+        agent_token_id: agent.map(str::to_string),
+        decision: countersign::model::DecisionRecord {
+            trace: vec![],
+            cited_rules: vec![],
+            constitution_version: None,
+            code: None,
+            message: None,
+        },
+        outcome,
+        policy: countersign::gate::Policy::Auto,
+        approval_ttl_seconds: 1800,
+        record_now: true,
+        idempotency: None,
+        decided_under: under,
+    }
+}

@@ -67,26 +67,8 @@ pub enum PendingOp {
     /// Export the whole audit log to `path` (absolute; it does not exist yet).
     ExportAudit {
         path: std::path::PathBuf,
-        format: ExportFormat,
+        format: crate::export_file::Format,
     },
-}
-
-/// The formats an export can be written in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExportFormat {
-    /// One event per line exactly as stored: the whole chain, which verifies offline.
-    Jsonl,
-    /// For spreadsheets: RFC 4180, formulas neutralised.
-    Csv,
-}
-
-impl ExportFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExportFormat::Jsonl => "jsonl",
-            ExportFormat::Csv => "csv",
-        }
-    }
 }
 
 /// A change to members, roles or tokens.

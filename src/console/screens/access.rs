@@ -163,6 +163,7 @@ fn new(app: &mut App) {
             if let Some(why) = app.missing("members:manage", "add members") {
                 return app.warn(why);
             }
+            let roles = role_names(app, false);
             Form {
                 title: "Add a member".into(),
                 purpose: Purpose::NewMember,
@@ -172,8 +173,8 @@ fn new(app: &mut App) {
                     Field::Choice {
                         label: "Role".into(),
                         // The least power that is still useful, unless chosen otherwise.
-                        selected: role_names(app, false).iter().position(|r| r == "member").unwrap_or(0),
-                        options: role_names(app, false),
+                        selected: roles.iter().position(|r| r == "member").unwrap_or(0),
+                        options: roles,
                     },
                     Field::Text {
                         label: "Password".into(),

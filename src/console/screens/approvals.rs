@@ -387,9 +387,6 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
     let start = super::window_start(a.cursor, a.visible_len(), height);
     // Beside the detail there is no room for the agent column.
     let narrow = area.width < 80;
-    let engaged = app.engaged();
-    let workspace_stopped = engaged.iter().any(|(t, _)| t.is_none());
-    let stopped: Vec<&str> = engaged.iter().filter_map(|(t, _)| t.as_deref()).collect();
     let rows: Vec<Row> = (start..(start + height).min(a.visible_len()))
         .filter_map(|i| a.visible(i).map(|x| (i, x)))
         .map(|(i, x)| {
@@ -409,7 +406,7 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
             let conf_style = if x.confidence.is_some_and(|c| c < 0.5) { t.warn } else { t.base };
             let requester = x.requester_email.as_deref().unwrap_or(&x.requester_id);
             // A stopped tool is marked: approving it is allowed, running it is not.
-            let tool = if stopped.contains(&x.tool.as_str()) || workspace_stopped {
+            let tool = if stopped_by(app, &x.tool).is_some() {
                 Cell::from(Span::styled(format!("■ {}", x.tool), t.danger))
             } else {
                 Cell::from(x.tool.clone())

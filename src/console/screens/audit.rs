@@ -18,10 +18,10 @@ use crate::audit::{AuditEvent, VerifyReport};
 use crate::client::ClientError;
 use crate::console::action::Effect;
 use crate::console::app::App;
-use crate::console::dialogs::{Dialog, ExportFormat, Field, Form, Message, PendingOp, Purpose};
+use crate::console::dialogs::{Dialog, Field, Form, Message, PendingOp, Purpose};
 use crate::console::keys::Command;
 use crate::console::widgets::{clip, printable};
-use crate::export_file::Downloaded;
+use crate::export_file::{Downloaded, Format};
 
 /// The most recent events kept in memory.
 pub const RING: usize = 10_000;
@@ -134,7 +134,7 @@ pub struct Audit {
     /// No events exist before the oldest held.
     pub at_start: bool,
     /// The file an export is being written to, and in what format, while it runs.
-    pub exporting: Option<(PathBuf, ExportFormat)>,
+    pub exporting: Option<(PathBuf, Format)>,
 }
 
 impl Default for Audit {
@@ -367,14 +367,15 @@ fn default_stem(workspace: &str, now: chrono::DateTime<chrono::Utc>) -> String {
 /// Turns the export form into an operation: where (absolute, not there yet) and how.
 pub fn op_from_form(f: &Form) -> Result<PendingOp, String> {
     let Purpose::ExportAudit { default_stem, dir } = &f.purpose else { return Err("this form is not an export".into()) };
-    let format = if f.choice(1) == "csv" { ExportFormat::Csv } else { ExportFormat::Jsonl };
+    let format = if f.choice(1) == "csv" { Format::Csv } else { Format::Jsonl };
     let typed = f.text(0);
     let name = if typed.is_empty() { format!("{default_stem}.{}", format.as_str()) } else { typed };
     let path = resolve(dir, &name).ok_or("There is no home directory to put `~/` in; give the file's full path.")?;
     if path.is_dir() {
         return Err(format!("{} is a directory: give a file name.", path.display()));
     }
-    if path.exists() || path.symlink_metadata().is_ok() {
+    // A dangling link counts: something is at that name.
+    if path.symlink_metadata().is_ok() {
         return Err(format!("{} already exists: choose another name (an export never replaces a file).", path.display()));
     }
     match path.parent() {
@@ -396,7 +397,7 @@ fn resolve(dir: &Path, name: &str) -> Option<PathBuf> {
 }
 
 /// Starts the export confirmed in the form.
-pub fn start_export(app: &mut App, path: PathBuf, format: ExportFormat) {
+pub fn start_export(app: &mut App, path: PathBuf, format: Format) {
     app.say(format!("Exporting the whole audit log to {}…", path.display()));
     app.audit.exporting = Some((path.clone(), format));
     app.effect(Effect::ExportAudit { path, format });
@@ -425,7 +426,7 @@ pub fn on_exported(app: &mut App, r: Result<Downloaded, ClientError>) {
     let mut lines = vec![format!("{events}, {}, written to:", size(d.bytes)), d.path.display().to_string(), String::new()];
     if !d.complete {
         lines.push("The server did not mark it complete: it is not the whole chain, and will not verify.".into());
-    } else if format != Some(ExportFormat::Csv) {
+    } else if format != Some(Format::Csv) {
         lines.push("It verifies offline, without the server:".into());
         lines.push(format!("countersign audit verify --file {}", shell_word(&d.path)));
     } else {

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::AuditEvent;
 use crate::csv;
 use crate::error::{Error, Result};
+use crate::export_file::Format;
 use crate::model::{Approval, Connector, Member, Token, Tool};
 use crate::server::AppState;
 use crate::server::auth::{Auth, need};
@@ -39,12 +40,6 @@ pub const EXPORT_PAGE: i64 = 1000;
 pub const JSONL_TYPE: &str = "application/jsonl";
 /// The media type of a CSV export (RFC 4180, with its header row).
 pub const CSV_TYPE: &str = "text/csv; charset=utf-8; header=present";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    Jsonl,
-    Csv,
-}
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -84,24 +79,22 @@ pub async fn export_audit(
     caller: Auth<need::AuditExport>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response> {
-    let format = match q.format.as_deref().unwrap_or("jsonl") {
-        "jsonl" => Format::Jsonl,
-        "csv" => Format::Csv,
-        other => {
-            let shown: String = other.chars().filter(|c| c.is_ascii_graphic()).take(20).collect();
-            return Err(Error::bad_request("invalid_query", format!("format must be `jsonl` or `csv`, not `{shown}`")));
-        }
+    let asked = q.format.as_deref().unwrap_or("jsonl");
+    let Some(format) = Format::parse(asked) else {
+        let shown: String = asked.chars().filter(|c| c.is_ascii_graphic()).take(20).collect();
+        return Err(Error::bad_request("invalid_query", format!("format must be `jsonl` or `csv`, not `{shown}`")));
     };
     let mut range = AuditRange::parse(q.since.as_deref(), q.until.as_deref(), q.types.as_deref())?;
     let (head, _) = state.store.audit_head(&caller.workspace).await?;
     range.through_seq = Some(head);
     let filtered = range.is_filtered();
-    let (ext, content_type) = match format {
-        Format::Jsonl => ("jsonl", JSONL_TYPE),
-        Format::Csv => ("csv", CSV_TYPE),
+    let content_type = match format {
+        Format::Jsonl => JSONL_TYPE,
+        Format::Csv => CSV_TYPE,
     };
     let pages = AuditPages { store: state.store.clone(), ws: caller.workspace.clone(), range, after: 0, format, started: false };
-    let mut response = attachment(content_type, &file_name(&state, "audit", &caller.workspace_name, ext), stream(&state.shutdown, pages));
+    let mut response =
+        attachment(content_type, &file_name(&state, "audit", &caller.workspace_name, format.as_str()), stream(&state.shutdown, pages));
     let h = response.headers_mut();
     h.insert("x-countersign-head-seq", HeaderValue::from(head));
     h.insert("x-countersign-export", HeaderValue::from_static(if filtered { "filtered" } else { "complete" }));

@@ -118,7 +118,7 @@ fn seal_or_keep(
     mut seal: impl FnMut(&str, &str) -> Result<String>,
 ) -> Result<Option<BTreeMap<String, String>>> {
     match sent {
-        Some(secrets) => secrets.into_iter().map(|(k, v)| Ok((k.clone(), seal(&k, &v)?))).collect::<Result<_>>().map(Some),
+        Some(secrets) => secrets.into_iter().map(|(k, v)| seal(&k, &v).map(|sealed| (k, sealed))).collect::<Result<_>>().map(Some),
         None => match stored {
             Some(kept) if !kept.is_empty() && !same_receiver => {
                 let (code, field) = required;
