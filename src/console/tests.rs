@@ -379,6 +379,23 @@ fn new_arrivals_do_not_move_the_selection() {
 }
 
 #[test]
+fn an_open_event_stays_put_while_the_tail_follows() {
+    let mut a = app(80, 24);
+    keys(&mut a, "2");
+    key(&mut a, KeyCode::Enter);
+    assert!(a.audit.follow);
+    for e in events(15).into_iter().skip(12) {
+        a.update(Action::Net(NetMsg::Stream(StreamMsg::Event(Box::new(e)))));
+    }
+    // The detail is still the event that was opened, not the newest.
+    let text = render(&a).to_string();
+    assert!(text.contains("seq 12 ·") && !text.contains("seq 15 ·"), "{text}");
+    // The tail followed underneath it.
+    key(&mut a, KeyCode::Esc);
+    assert_eq!(a.audit.current().map(|e| e.seq), Some(15));
+}
+
+#[test]
 fn a_decision_sends_the_hash_that_was_shown() {
     let mut a = app(80, 24);
     let selected = a.approvals.current().unwrap().clone();

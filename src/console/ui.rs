@@ -160,7 +160,7 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
         None => {
             let open = match app.screen {
                 Screen::Approvals => app.approvals.open,
-                Screen::Audit => app.audit.open,
+                Screen::Audit => app.audit.open.is_some(),
                 _ => false,
             };
             let mut spans = Vec::new();

@@ -172,7 +172,7 @@ pub fn on_command(app: &mut App, cmd: Command) {
     let page = app.size.1.saturating_sub(8).max(1) as usize;
     if cmd == Command::Bottom && app.approvals.open {
         // The end of the detail, not the last approval.
-        let lines = app.approvals.current().map_or(0, |x| detail_lines(app, x).len());
+        let lines = app.approvals.current().map_or(0, |x| detail_lines(app, x, detail_width(app.size.0)).len());
         app.approvals.scroll = lines.saturating_sub(page) as u16;
         return;
     }
@@ -344,12 +344,22 @@ fn stopped_by(app: &App, tool: &str) -> Option<String> {
 // Drawing
 // ---------------------------------------------------------------------------------------
 
+/// From this width the queue and the open approval's detail share the screen.
+const WIDE: u16 = 120;
+/// The queue's width beside the detail, which gets the rest: a 64-digit hash must fit on
+/// one line.
+const LIST_BESIDE: u16 = 50;
+
+/// The columns the detail's text has on a screen `width` wide (its left edge, when beside
+/// the queue, takes one).
+fn detail_width(width: u16) -> usize {
+    if width >= WIDE { width.saturating_sub(LIST_BESIDE + 1) as usize } else { width as usize }
+}
+
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let a = &app.approvals;
-    let wide = area.width >= 120;
-    if wide {
-        // The detail gets the room: a 64-digit hash must fit on one line.
-        let [list, detail] = Layout::horizontal([Constraint::Length(50), Constraint::Fill(1)]).areas(area);
+    if area.width >= WIDE {
+        let [list, detail] = Layout::horizontal([Constraint::Length(LIST_BESIDE), Constraint::Fill(1)]).areas(area);
         draw_list(f, list, app);
         draw_detail(f, detail, app);
     } else if a.open {
@@ -446,7 +456,7 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
 }
 
 /// The lines of an approval's detail: everything an approver must see.
-pub fn detail_lines(app: &App, base: &Approval) -> Vec<Line<'static>> {
+pub fn detail_lines(app: &App, base: &Approval, width: usize) -> Vec<Line<'static>> {
     let t = &app.theme;
     let full = app.approvals.details.get(&base.id);
     let a = full.unwrap_or(base);
@@ -516,11 +526,22 @@ pub fn detail_lines(app: &App, base: &Approval) -> Vec<Line<'static>> {
             let err = c.error.as_deref().map(|e| format!(" (failed: {e})")).unwrap_or_default();
             out.push(Line::styled(format!("rule {} → {}{err}  {}", c.rule_id, c.effect.as_str(), c.title), t.warn));
         }
-        for s in &d.trace {
-            let style = if s.verdict == "pass" { t.muted } else { t.base };
-            let detail = if s.detail.is_empty() { String::new() } else { format!(" — {}", widgets::printable(&s.detail)) };
-            out.push(Line::styled(format!("{}: {}{detail}", s.stage, s.verdict), style));
-        }
+        let rows: Vec<widgets::TraceRow> = d
+            .trace
+            .iter()
+            .map(|s| {
+                let style = if s.verdict == "pass" { t.muted } else { t.base };
+                widgets::TraceRow {
+                    stage: s.stage.clone(),
+                    verdict: s.verdict.clone(),
+                    detail: s.detail.clone(),
+                    stage_style: style,
+                    verdict_style: style,
+                    detail_style: style,
+                }
+            })
+            .collect();
+        out.extend(widgets::trace(&rows, 0, width));
     }
     out
 }
@@ -537,6 +558,6 @@ fn draw_detail(f: &mut Frame, area: Rect, app: &App) {
         f.render_widget(Paragraph::new(Line::styled("Select an approval to see its payload.", t.muted)), inner);
         return;
     };
-    let lines = detail_lines(app, a);
+    let lines = detail_lines(app, a, inner.width as usize);
     f.render_widget(Paragraph::new(lines).scroll((app.approvals.scroll, 0)).wrap(Wrap { trim: false }), inner);
 }

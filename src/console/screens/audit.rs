@@ -14,13 +14,13 @@ use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
 
-use crate::audit::{AuditEvent, VerifyReport};
+use crate::audit::{ActorKind, AuditEvent, VerifyReport, outcome};
 use crate::client::ClientError;
 use crate::console::action::Effect;
 use crate::console::app::App;
 use crate::console::dialogs::{Dialog, Field, Form, Message, PendingOp, Purpose};
 use crate::console::keys::Command;
-use crate::console::widgets::{clip, printable};
+use crate::console::widgets::{self, clip, printable};
 use crate::export_file::{Downloaded, Format};
 
 /// The most recent events kept in memory.
@@ -126,7 +126,9 @@ pub struct Audit {
     /// Matching events that arrived while paused.
     pub paused_new: usize,
     pub cursor: usize,
-    pub open: bool,
+    /// The event whose detail is open: a copy, so it stays put while the tail follows
+    /// new events underneath and after the ring has let it go.
+    pub open: Option<TailEvent>,
     pub scroll: u16,
     /// The last seq received: the stream resumes after it.
     pub last_seq: i64,
@@ -148,7 +150,7 @@ impl Default for Audit {
             follow: true,
             paused_new: 0,
             cursor: 0,
-            open: false,
+            open: None,
             scroll: 0,
             last_seq: 0,
             loading_older: false,
@@ -279,6 +281,14 @@ impl Audit {
 
 pub fn on_command(app: &mut App, cmd: Command) {
     let page = app.size.1.saturating_sub(8).max(1) as usize;
+    if cmd == Command::Bottom
+        && let Some(e) = &app.audit.open
+    {
+        // The end of the detail, not the newest event.
+        let lines = detail_lines(app, e, app.size.0 as usize).len();
+        app.audit.scroll = lines.saturating_sub(page) as u16;
+        return;
+    }
     let a = &mut app.audit;
     match cmd {
         Command::PauseTail => {
@@ -288,13 +298,16 @@ pub fn on_command(app: &mut App, cmd: Command) {
                 a.cursor = a.view.len().saturating_sub(1);
             }
         }
-        Command::Up if a.open => a.scroll = a.scroll.saturating_sub(1),
-        Command::Down if a.open => a.scroll = a.scroll.saturating_add(1),
+        Command::Up if a.open.is_some() => a.scroll = a.scroll.saturating_sub(1),
+        Command::Down if a.open.is_some() => a.scroll = a.scroll.saturating_add(1),
+        Command::PageUp if a.open.is_some() => a.scroll = a.scroll.saturating_sub(page as u16),
+        Command::PageDown if a.open.is_some() => a.scroll = a.scroll.saturating_add(page as u16),
+        Command::Top if a.open.is_some() => a.scroll = 0,
         Command::Open => {
-            a.open = a.current().is_some();
+            a.open = a.current().cloned();
             a.scroll = 0;
         }
-        Command::Back => a.open = false,
+        Command::Back => a.open = None,
         Command::Up | Command::PageUp | Command::Top => {
             a.follow = false;
             a.cursor = match cmd {
@@ -485,6 +498,81 @@ pub fn on_verified(app: &mut App, r: Result<VerifyReport, ClientError>) {
 // Drawing
 // ---------------------------------------------------------------------------------------
 
+/// The label column of an event's detail.
+const LABEL: usize = 14;
+
+/// One event, as a person reads it: what happened, who did it and through what, the
+/// event's own data field by field, and its place in the chain. Member and token ids are
+/// named when the Access lists are loaded; the ids stay, since they are what the log holds.
+pub fn detail_lines(app: &App, e: &TailEvent, width: usize) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    let Ok(ev) = serde_json::from_str::<AuditEvent>(&e.raw) else {
+        // Not expected (the tail wrote it), but never hide what arrived.
+        return e.raw.lines().map(|l| Line::styled(printable(l), t.base)).collect();
+    };
+    let row = |label: &str, value: &str, style| {
+        widgets::hanging(vec![Span::styled(format!("{label:<LABEL$}"), t.muted)], &printable(value), style, width)
+    };
+    let mut out = vec![
+        Line::styled(ev.event_type.clone(), t.title),
+        Line::styled(format!("seq {} · {} · {}", ev.seq, ev.ts, widgets::ago(app.now, &ev.ts)), t.muted),
+        Line::default(),
+    ];
+    let kind = match ev.actor.kind {
+        ActorKind::User => "member",
+        ActorKind::Agent => "agent",
+        ActorKind::System => "system task",
+    };
+    // A known name already says what it is: an e-mail, or "agent <name>".
+    let actor = match app.names.get(&ev.actor.id) {
+        Some(name) => format!("{name} ({})", ev.actor.id),
+        None => format!("{kind} {}", ev.actor.id),
+    };
+    out.extend(row("actor", &actor, t.base));
+    out.extend(row("via", ev.via.as_str(), t.base));
+    if let Some(r) = &ev.resource {
+        out.extend(row("resource", r, t.base));
+    }
+    out.extend(row("outcome", &ev.outcome, outcome_style(t, &ev.outcome)));
+    if let Some(h) = &ev.payload_sha256 {
+        out.extend(row("payload sha256", h, t.accent));
+    }
+    out.push(Line::default());
+    out.push(Line::styled("── Data ──", t.title));
+    match &ev.data {
+        serde_json::Value::Object(m) if m.is_empty() => out.push(Line::styled("(none)", t.muted)),
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match v {
+                    serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
+                        out.push(Line::styled(k.clone(), t.muted));
+                        let pretty = serde_json::to_string_pretty(v).unwrap_or_default();
+                        out.extend(pretty.lines().map(|l| Line::styled(format!("  {}", printable(l)), t.base)));
+                    }
+                    serde_json::Value::String(text) => out.extend(row(k, text, t.base)),
+                    other => out.extend(row(k, &other.to_string(), t.base)),
+                }
+            }
+        }
+        other => out.push(Line::styled(printable(&other.to_string()), t.base)),
+    }
+    out.push(Line::default());
+    out.push(Line::styled("── Chain ──", t.title));
+    out.extend(row("event id", &ev.id, t.base));
+    out.extend(row("prev hash", &ev.prev_hash, t.muted));
+    out.extend(row("hash", &ev.hash, t.accent));
+    out
+}
+
+/// Refusals stand out, failures more; the rest is plain.
+fn outcome_style(t: &crate::console::theme::Theme, outcome: &str) -> ratatui::style::Style {
+    match outcome {
+        outcome::DENIED | outcome::BLOCKED => t.warn,
+        outcome::FAILURE => t.danger,
+        _ => t.base,
+    }
+}
+
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let a = &app.audit;
@@ -495,13 +583,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let block = Block::default().borders(Borders::TOP).border_style(t.border).title(Line::styled(title, title_style));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    if a.open
-        && let Some(e) = a.current()
-    {
-        let text = serde_json::from_str::<serde_json::Value>(&e.raw)
-            .and_then(|v| serde_json::to_string_pretty(&v))
-            .unwrap_or_else(|_| e.raw.to_string());
-        let lines: Vec<Line> = text.lines().map(|l| Line::styled(printable(l), t.base)).collect();
+    if let Some(e) = &a.open {
+        let lines = detail_lines(app, e, inner.width as usize);
         f.render_widget(Paragraph::new(lines).scroll((a.scroll, 0)).wrap(Wrap { trim: false }), inner);
         return;
     }
@@ -516,11 +599,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let rows: Vec<Row> = (start..(start + height).min(a.len()))
         .filter_map(|i| a.at(i).map(|e| (i, e)))
         .map(|(i, e)| {
-            let style = match &*e.outcome {
-                "denied" | "blocked" => t.warn,
-                "failure" => t.danger,
-                _ => t.base,
-            };
+            let style = outcome_style(t, &e.outcome);
             let time = e.ts.get(11..19).unwrap_or("").to_string();
             let actor = match app.names.get(&*e.actor_id) {
                 Some(name) => clip(name, if wide { 30 } else { 20 }),

@@ -20,7 +20,7 @@ use crate::console::app::App;
 use crate::console::dialogs::{Confirm, Dialog, Message, PendingOp};
 use crate::console::keys::Command;
 use crate::console::theme::Theme;
-use crate::console::widgets::{clip, diff};
+use crate::console::widgets::{self, clip, diff, printable};
 use crate::constitution::Rule;
 
 /// How many recorded actions a what-if replays: `w` cycles through them.
@@ -716,7 +716,7 @@ fn draw_dry(f: &mut Frame, area: Rect, app: &App) {
                 lines.push(Line::styled("Your edited draft rules (Draft rules tab) will be used instead of those in force.", t.warn));
             }
         }
-        (Some((v, under_draft, sent)), false) => dry_lines(&mut lines, v, *under_draft, sent, s, t),
+        (Some((v, under_draft, sent)), false) => dry_lines(&mut lines, v, *under_draft, sent, s, t, inner.width as usize),
     }
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).scroll((s.scroll, 0)), inner);
 }
@@ -730,7 +730,7 @@ fn outcome_style(t: &Theme, status: &str) -> ratatui::style::Style {
     }
 }
 
-fn dry_lines(lines: &mut Vec<Line<'static>>, v: &Value, under_draft: bool, sent: &Value, s: &Simulate, t: &Theme) {
+fn dry_lines(lines: &mut Vec<Line<'static>>, v: &Value, under_draft: bool, sent: &Value, s: &Simulate, t: &Theme, width: usize) {
     // A dry run answers `simulated`; what it would be is in the outcome stage.
     let trace = v["trace"].as_array().map_or(&[][..], |a| &a[..]);
     let would = trace.iter().find(|st| st["stage"] == "outcome").map(|st| str_of(&st["verdict"]).to_string()).unwrap_or_default();
@@ -756,30 +756,37 @@ fn dry_lines(lines: &mut Vec<Line<'static>>, v: &Value, under_draft: bool, sent:
     lines.push(Line::styled(format!("payload sha256 {}", str_of(&v["payload_sha256"])), t.muted));
     lines.push(Line::default());
     lines.push(Line::styled("Trace", t.title));
-    for st in trace {
-        let verdict = str_of(&st["verdict"]).to_string();
-        let style = match verdict.as_str() {
-            "pass" | "allow" | "skip" => t.ok,
-            "require_approval" | "require_dual" => t.warn,
-            _ if st["stage"] == "outcome" => outcome_style(t, verdict.split(' ').next().unwrap_or("")),
-            _ => t.danger,
-        };
-        lines.push(Line::from(vec![
-            Span::styled(format!("  {:<22}", str_of(&st["stage"])), t.base),
-            Span::styled(format!("{verdict:<17}"), style),
-            Span::styled(str_of(&st["detail"]).to_string(), t.muted),
-        ]));
-    }
+    let rows: Vec<widgets::TraceRow> = trace
+        .iter()
+        .map(|st| {
+            let verdict = str_of(&st["verdict"]).to_string();
+            let verdict_style = match verdict.as_str() {
+                "pass" | "allow" | "skip" => t.ok,
+                "require_approval" | "require_dual" => t.warn,
+                _ if st["stage"] == "outcome" => outcome_style(t, verdict.split(' ').next().unwrap_or("")),
+                _ => t.danger,
+            };
+            widgets::TraceRow {
+                stage: str_of(&st["stage"]).to_string(),
+                verdict,
+                detail: str_of(&st["detail"]).to_string(),
+                stage_style: t.base,
+                verdict_style,
+                detail_style: t.muted,
+            }
+        })
+        .collect();
+    lines.extend(widgets::trace(&rows, 2, width));
     lines.push(Line::default());
     let cited = v["cited_rules"].as_array().map_or(&[][..], |a| &a[..]);
     lines.push(Line::styled(if cited.is_empty() { "Cited rules: none".to_string() } else { "Cited rules".to_string() }, t.title));
     for r in cited {
         let err = r["error"].as_str().map(|e| format!(" — failed: {e}")).unwrap_or_default();
-        lines.push(Line::from(vec![
+        let lead = vec![
             Span::styled(format!("  {} ", str_of(&r["rule_id"])), t.accent),
             Span::styled(format!("({}) ", str_of(&r["effect"])), t.warn),
-            Span::styled(format!("{}{err}", str_of(&r["title"])), t.base),
-        ]));
+        ];
+        lines.extend(widgets::hanging(lead, &printable(&format!("{}{err}", str_of(&r["title"]))), t.base, width));
     }
     if let Some(o) = &s.origin {
         lines.push(Line::default());

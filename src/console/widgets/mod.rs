@@ -4,6 +4,8 @@ pub mod diff;
 pub mod fields;
 
 use chrono::{DateTime, Utc};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
 
 /// "12:34" (or "1h02m") until `t`, or "expired".
 pub fn countdown(now: DateTime<Utc>, t: &str) -> (String, i64) {
@@ -81,6 +83,58 @@ pub fn wrap(s: &str, width: usize, max: usize) -> Vec<String> {
     lines
 }
 
+/// `lead` and then `text` wrapped into the columns to its right, each further line
+/// starting under the text rather than at column 0, so a column of labels (trace stages,
+/// field names) stays readable however long the values are. Where the lead leaves fewer
+/// than 16 columns the text goes on the lines below it, indented by two.
+pub fn hanging(lead: Vec<Span<'static>>, text: &str, style: Style, width: usize) -> Vec<Line<'static>> {
+    const MIN_ROOM: usize = 16;
+    let lead_width: usize = lead.iter().map(Span::width).sum();
+    if text.trim().is_empty() {
+        return vec![Line::from(lead)];
+    }
+    let (indent, room, beside) =
+        if width >= lead_width + MIN_ROOM { (lead_width, width - lead_width, true) } else { (2, width.saturating_sub(2).max(1), false) };
+    let mut parts = wrap(text, room, usize::MAX).into_iter();
+    let mut first = lead;
+    let mut out = Vec::new();
+    if beside && let Some(p) = parts.next() {
+        first.push(Span::styled(p, style));
+    }
+    out.push(Line::from(first));
+    out.extend(parts.map(|p| Line::from(vec![Span::raw(" ".repeat(indent)), Span::styled(p, style)])));
+    out
+}
+
+/// One stage of a decision's trace, with how each of its parts is drawn.
+pub struct TraceRow {
+    pub stage: String,
+    pub verdict: String,
+    pub detail: String,
+    pub stage_style: Style,
+    pub verdict_style: Style,
+    pub detail_style: Style,
+}
+
+/// A trace as a table: stage, verdict, then the detail wrapped in its own column. The
+/// columns are as wide as this trace needs, not the widest any trace could need, so a
+/// narrow pane keeps room for the details; a verdict with no detail beside it (the
+/// outcome's) may run past its column.
+pub fn trace(rows: &[TraceRow], indent: usize, width: usize) -> Vec<Line<'static>> {
+    let stage_w = rows.iter().map(|r| r.stage.chars().count()).max().unwrap_or(0) + 1;
+    let verdict_w = rows.iter().filter(|r| !r.detail.is_empty()).map(|r| r.verdict.chars().count()).max().unwrap_or(0) + 1;
+    let pad = " ".repeat(indent);
+    rows.iter()
+        .flat_map(|r| {
+            let lead = vec![
+                Span::styled(format!("{pad}{:<stage_w$}", r.stage), r.stage_style),
+                Span::styled(format!("{:<verdict_w$}", r.verdict), r.verdict_style),
+            ];
+            hanging(lead, &printable(&r.detail), r.detail_style, width)
+        })
+        .collect()
+}
+
 /// Removes control characters, which could repaint the terminal: a line break shows as
 /// `↵`, anything else as `␣`.
 pub fn printable(s: &str) -> String {
@@ -95,4 +149,40 @@ pub fn printable(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(lines: &[Line]) -> Vec<String> {
+        lines.iter().map(|l| l.spans.iter().map(|s| s.content.as_ref()).collect()).collect()
+    }
+
+    #[test]
+    fn wrapped_text_hangs_under_its_column() {
+        let lines = hanging(vec![Span::raw("stage  ")], "one two three four five six", Style::default(), 23);
+        assert_eq!(text(&lines), ["stage  one two three", "       four five six"]);
+    }
+
+    #[test]
+    fn too_narrow_to_hang_goes_below_the_lead() {
+        let lines = hanging(vec![Span::raw("a long label here ")], "one two", Style::default(), 20);
+        assert_eq!(text(&lines), ["a long label here ", "  one two"]);
+    }
+
+    #[test]
+    fn trace_columns_fit_this_trace() {
+        let row = |stage: &str, verdict: &str, detail: &str| TraceRow {
+            stage: stage.into(),
+            verdict: verdict.into(),
+            detail: detail.into(),
+            stage_style: Style::default(),
+            verdict_style: Style::default(),
+            detail_style: Style::default(),
+        };
+        let rows = [row("scope", "pass", "within the caller's tools"), row("outcome", "pending_approval (1)", "")];
+        // The outcome's long verdict has no detail beside it, so it does not widen the column.
+        assert_eq!(text(&trace(&rows, 2, 80)), ["  scope   pass within the caller's tools", "  outcome pending_approval (1)"]);
+    }
 }
