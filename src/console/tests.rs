@@ -396,6 +396,40 @@ fn an_open_event_stays_put_while_the_tail_follows() {
 }
 
 #[test]
+fn the_first_of_two_approvals_keeps_the_payload_on_screen() {
+    let mut a = app(80, 24);
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(a.approvals.current().unwrap().tool, "payments.charge");
+    // The decision's answer says where the approval stands, without payload or trace.
+    let mut answer = approvals().into_iter().find(|x| x.id == "apv_pay").unwrap();
+    answer.approvals = 1;
+    a.update(Action::Net(NetMsg::Decided { verdict: Verdict::Approve, result: Ok(answer) }));
+    let text = render(&a).to_string();
+    assert!(text.contains("cus_northwind") && !text.contains("null"), "{text}");
+}
+
+#[test]
+fn an_approval_that_expires_while_read_leaves_nothing_selected() {
+    let mut a = app(80, 24);
+    key(&mut a, KeyCode::Enter);
+    let read = a.approvals.current().unwrap().id.clone();
+    let left: Vec<Approval> = approvals().into_iter().filter(|x| x.id != read).collect();
+    a.update(Action::Net(NetMsg::Approvals(Ok(left))));
+    assert!(!a.approvals.open && a.approvals.current().is_none());
+    let text = render(&a).to_string();
+    assert!(text.contains("payments.charge approval you were reading left the queue"), "{text}");
+    // A reflexive approve finds nothing to approve: the approval that slid into its
+    // place has not been read.
+    a.take_effects();
+    keys(&mut a, "ay");
+    assert!(a.dialog.is_none());
+    assert!(!a.take_effects().iter().any(|e| matches!(e, super::action::Effect::Decide { .. })));
+    // The first move selects the row under the cursor.
+    keys(&mut a, "j");
+    assert_eq!(a.approvals.current().map(|x| x.tool.as_str()), Some("milestones.update"));
+}
+
+#[test]
 fn a_decision_sends_the_hash_that_was_shown() {
     let mut a = app(80, 24);
     let selected = a.approvals.current().unwrap().clone();

@@ -33,6 +33,13 @@ pub struct Approvals {
     pub details: HashMap<String, Approval>,
     /// Whether the detail is open (full-screen when the terminal is narrow).
     pub open: bool,
+    /// The approval open in the detail left the queue: nothing is selected until the
+    /// person moves, so a reflexive `a` can never land on the approval that slid into its
+    /// place, which they have not read.
+    pub gone: bool,
+    /// The last approval this console decided, so its leaving the queue is not reported
+    /// as news.
+    pub decided: Option<String>,
     pub scroll: u16,
     pub loaded: bool,
     pub inflight: bool,
@@ -49,7 +56,7 @@ impl Approvals {
     }
 
     pub fn current(&self) -> Option<&Approval> {
-        self.visible(self.cursor)
+        if self.gone { None } else { self.visible(self.cursor) }
     }
 
     fn matches(filter: &str, a: &Approval) -> bool {
@@ -71,6 +78,7 @@ impl Approvals {
             (Some(_), None) => {
                 // The approval being read left the queue (decided, expired, consumed): never
                 // show another one in its place, half-way down, as if it were the same.
+                self.gone |= self.open;
                 self.open = false;
                 self.scroll = 0;
                 self.cursor.min(self.view.len().saturating_sub(1))
@@ -99,11 +107,23 @@ impl Approvals {
         self.details.insert(a.id.clone(), a);
     }
 
+    /// Takes a decision's answer, which says where the approval stands but carries
+    /// neither payload nor trace: what was already fetched in full is kept.
+    fn merge_detail(&mut self, mut a: Approval) {
+        if let Some(had) = self.details.remove(&a.id) {
+            a.payload = a.payload.or(had.payload);
+            a.current = a.current.or(had.current);
+            a.decision = a.decision.or(had.decision);
+        }
+        self.details.insert(a.id.clone(), a);
+    }
+
     fn select(&mut self, cursor: usize) -> Option<Effect> {
         if self.view.is_empty() {
             return None;
         }
         self.cursor = cursor.min(self.view.len() - 1);
+        self.gone = false;
         self.scroll = 0;
         let id = self.current()?.id.clone();
         self.selected = Some(id.clone());
@@ -133,7 +153,20 @@ pub fn on_list(app: &mut App, r: Result<Vec<Approval>, ClientError>) {
                 app.dialog = None;
                 app.warn("That approval is no longer pending (decided by someone else, expired or used); nothing was sent.");
             }
+            // The approval open in the detail left the queue, and not by this console's
+            // own decision: say so, since the detail closes under the person's eyes.
+            let lost = match (&app.approvals.selected, app.approvals.open) {
+                (Some(id), true) if !items.iter().any(|a| a.id == *id) && app.approvals.decided.as_ref() != Some(id) => {
+                    app.approvals.items.iter().find(|a| a.id == *id).map(|a| a.tool.clone())
+                }
+                _ => None,
+            };
             app.approvals.set_items(items);
+            if let Some(tool) = lost {
+                app.warn(format!(
+                    "The {tool} approval you were reading left the queue (decided by someone else, expired or used). Nothing is selected: j/k picks one."
+                ));
+            }
             if let Some(a) = app.approvals.current()
                 && !app.approvals.details.contains_key(&a.id)
             {
@@ -160,7 +193,8 @@ pub fn on_decided(app: &mut App, verdict: Verdict, r: Result<Approval, ClientErr
                 }
             };
             app.say(text);
-            app.approvals.put_detail(a);
+            app.approvals.decided = Some(a.id.clone());
+            app.approvals.merge_detail(a);
         }
         Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),
         Err(e) => app.warn(format!("Not decided: {e}")),
@@ -198,6 +232,8 @@ pub fn on_command(app: &mut App, cmd: Command) {
             a.scroll = 0;
             None
         }
+        // Nothing selected: the first move selects the row under the cursor.
+        Command::Up | Command::Down if a.gone => a.select(a.cursor),
         Command::Up => a.select(a.cursor.saturating_sub(1)),
         Command::Down => a.select(a.cursor + 1),
         Command::Top => a.select(0),
@@ -205,6 +241,9 @@ pub fn on_command(app: &mut App, cmd: Command) {
         Command::PageDown => a.select(a.cursor + page),
         Command::PageUp => a.select(a.cursor.saturating_sub(page)),
         Command::Open => {
+            if a.gone {
+                a.select(a.cursor);
+            }
             a.open = a.current().is_some();
             a.scroll = 0;
             a.current().filter(|x| !a.details.contains_key(&x.id)).map(|x| Effect::FetchApproval(x.id.clone()))
@@ -431,7 +470,7 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
             cells.push(Cell::from(need));
             cells.push(Cell::from(Span::styled(conf, conf_style)));
             let row = Row::new(cells);
-            if i == a.cursor { row.style(t.selection) } else { row.style(t.base) }
+            if i == a.cursor && !a.gone { row.style(t.selection) } else { row.style(t.base) }
         })
         .collect();
     let (header, widths) = if narrow {
