@@ -87,8 +87,23 @@ pub enum Input {
 }
 
 /// The palette's commands, for completion.
-pub const PALETTE: &[&str] =
-    &["approvals", "audit", "access", "simulate", "switches", "kill ", "lift ", "theme ", "verify", "export", "help", "q"];
+pub const PALETTE: &[&str] = &[
+    "approvals",
+    "audit",
+    "access",
+    "members",
+    "roles",
+    "tokens",
+    "simulate",
+    "switches",
+    "kill ",
+    "lift ",
+    "theme ",
+    "verify",
+    "export",
+    "help",
+    "q",
+];
 
 pub struct App {
     pub theme: Theme,
@@ -417,8 +432,7 @@ impl App {
             "kill" => self.open_kill_dialog(Some(arg)),
             "lift" => {
                 self.screen = Screen::Switches;
-                let target = if arg.is_empty() || arg == "workspace" { None } else { Some(arg.to_string()) };
-                super::screens::switches::ask_lift(self, target);
+                super::screens::switches::lift_by_name(self, arg);
             }
             "theme" => match Theme::resolve(Some(arg), None)
                 .or_else(|_| Theme::built_in(arg).ok_or_else(|| format!("there is no theme `{arg}`")))
@@ -431,10 +445,14 @@ impl App {
                     self.input = Some(Input::Palette { text: text.to_string(), error: Some(format!("themes: {}", self.themes.join(", "))) })
                 }
             },
+            "members" | "roles" | "tokens" => {
+                self.show(Screen::Access);
+                super::screens::access::show_tab(self, cmd);
+            }
             name => match Screen::by_name(name) {
                 Some(s) => self.show(s),
                 None => {
-                    let error = format!("`{name}` is not a command; try approvals, audit, switches, kill TOOL, theme NAME, q");
+                    let error = format!("`{name}` is not a command: tab lists them all (tokens, kill TOOL, lift, theme NAME…)");
                     self.input = Some(Input::Palette { text: text.to_string(), error: Some(error) });
                 }
             },

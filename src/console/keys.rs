@@ -249,7 +249,7 @@ pub fn help(screen: Screen) -> Vec<(&'static str, &'static str)> {
         ("j k ↑ ↓", "move"),
         ("g G", "first, last"),
         ("ctrl-d ctrl-u", "page down, up"),
-        (":", "commands: kill TOOL, lift, export, verify, theme NAME, q"),
+        (":", "commands, tab lists all: kill TOOL, lift, tokens, theme"),
         ("K", "kill switch: stop a tool or everything"),
         ("ctrl-r", "fetch everything again"),
         ("?", "this help"),

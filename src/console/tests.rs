@@ -429,6 +429,43 @@ fn an_approval_that_expires_while_read_leaves_nothing_selected() {
     assert_eq!(a.approvals.current().map(|x| x.tool.as_str()), Some("milestones.update"));
 }
 
+fn palette(a: &mut App, command: &str) {
+    keys(a, &format!(":{command}"));
+    key(a, KeyCode::Enter);
+}
+
+#[test]
+fn bare_lift_lifts_the_one_engaged_switch_and_never_one_that_is_not() {
+    use super::dialogs::{Dialog, ReasonFor};
+    let mut a = app(80, 24);
+    // Nothing engaged: nothing to lift, and nothing asked.
+    palette(&mut a, "lift");
+    assert!(a.dialog.is_none());
+    assert!(a.toast.as_ref().is_some_and(|t| t.text.contains("nothing to lift")));
+    // Only `email.send` engaged: a bare :lift asks to lift it, not the workspace.
+    a.update(Action::Net(NetMsg::Switches(Ok(switches(true)))));
+    palette(&mut a, "lift");
+    assert!(matches!(&a.dialog, Some(Dialog::Reason(r)) if matches!(&r.purpose, ReasonFor::Lift { tool: Some(t) } if t == "email.send")));
+    key(&mut a, KeyCode::Esc);
+    // Naming a switch that is not engaged says so.
+    palette(&mut a, "lift workspace");
+    assert!(a.dialog.is_none());
+    assert!(a.toast.as_ref().is_some_and(|t| t.text == "The workspace is not stopped: nothing to lift."));
+}
+
+#[test]
+fn the_palette_opens_access_tabs_by_name() {
+    let mut a = app(80, 24);
+    with_access(&mut a);
+    palette(&mut a, "tokens");
+    let text = render(&a).to_string();
+    assert_eq!(a.screen, super::app::Screen::Access);
+    assert!(text.contains("billing-agent"), "{text}");
+    palette(&mut a, "nonsense");
+    let text = render(&a).to_string();
+    assert!(text.contains("`nonsense` is not a command: tab lists them all"), "{text}");
+}
+
 #[test]
 fn a_decision_sends_the_hash_that_was_shown() {
     let mut a = app(80, 24);

@@ -125,6 +125,13 @@ fn scope_options(app: &App) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `:members`, `:roles`, `:tokens`: that tab of Access.
+pub fn show_tab(app: &mut App, name: &str) {
+    if let Some(tab) = Tab::ALL.into_iter().find(|t| t.title().eq_ignore_ascii_case(name)) {
+        app.access.tab = tab;
+    }
+}
+
 pub fn on_command(app: &mut App, cmd: Command) {
     let page = app.size.1.saturating_sub(8).max(1) as usize;
     match cmd {

@@ -57,6 +57,30 @@ pub fn on_command(app: &mut App, cmd: Command) {
     }
 }
 
+/// `:lift`, `:lift workspace` or `:lift TOOL`. Bare, it lifts the one engaged switch, or
+/// asks which when there are several; a switch that is not engaged is never "lifted" (that
+/// would only write an audit event and leave the operator thinking something changed).
+pub fn lift_by_name(app: &mut App, arg: &str) {
+    let engaged = app.engaged();
+    let target = match arg {
+        "" => match engaged.as_slice() {
+            [] => return app.say("No kill switch is engaged: nothing to lift."),
+            [(only, _)] => only.clone(),
+            many => {
+                app.switches.cursor = 0;
+                return app.say(format!("{} switches are engaged: pick one and press l (or :lift workspace, :lift TOOL).", many.len()));
+            }
+        },
+        "workspace" => None,
+        tool => Some(tool.to_string()),
+    };
+    if app.switches.data.is_some() && !engaged.iter().any(|(t, _)| *t == target) {
+        let what = target.as_deref().map_or("The workspace".to_string(), |t| format!("`{t}`"));
+        return app.warn(format!("{what} is not stopped: nothing to lift."));
+    }
+    ask_lift(app, target);
+}
+
 /// Asks for the reason to lift a switch (after checking the permission).
 pub fn ask_lift(app: &mut App, target: Option<String>) {
     if let Some(why) = app.missing("killswitch:lift", "lift a kill switch") {
@@ -70,16 +94,23 @@ pub fn on_set(app: &mut App, tool: Option<String>, engaged: bool, r: Result<Swit
     let what = tool.as_deref().map(|t| format!("`{t}`")).unwrap_or_else(|| "the workspace".into());
     match r {
         Ok(s) if !s.changed && engaged => app.say(format!(
-            "{what} was already stopped ({}); your reason is on the audit log.",
+            "{} was already stopped ({}); your reason is on the audit log.",
+            capitalised(&what),
             s.switch.reason.as_deref().unwrap_or("no reason given")
         )),
-        Ok(s) if !s.changed => app.say(format!("{what} was not stopped; your reason is on the audit log.")),
+        Ok(s) if !s.changed => app.say(format!("{} was not stopped; your reason is on the audit log.", capitalised(&what))),
         Ok(_) if engaged => app.say(format!("Kill switch engaged: {what} is stopped.")),
         Ok(_) => app.say(format!("Kill switch lifted: {what} runs again.")),
         Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),
         Err(e) => app.warn(format!("The kill switch for {what} was not changed: {e}")),
     }
     app.effect(crate::console::action::Effect::FetchSwitches);
+}
+
+/// "the workspace" at the start of a sentence.
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
