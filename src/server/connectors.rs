@@ -54,10 +54,14 @@ pub async fn run_http(client: &reqwest::Client, keys: &MasterKeys, ws: &Workspac
             return (json!({"connector": "http", "error": format!("the tool's URL cannot be used ({e}); the call was not made")}), false);
         }
     };
+    // Every secret sent, so that a receiver echoing one back does not put it in the
+    // action's result, the audit log and every reader's view.
+    let mut sent_secrets: Vec<String> = Vec::new();
     for (k, sealed) in secret_query.iter().flatten() {
         match keys.open(sealed, &vault::query_aad(ws.as_str(), &tool.name, k)) {
             Ok(v) => {
                 target.query_pairs_mut().append_pair(k, &v);
+                sent_secrets.push(v.to_string());
             }
             // Fail closed, as for a header.
             Err(e) => {
@@ -80,7 +84,10 @@ pub async fn run_http(client: &reqwest::Client, keys: &MasterKeys, ws: &Workspac
     }
     for (k, sealed) in secret_headers.iter().flatten() {
         match keys.open(sealed, &vault::header_aad(ws.as_str(), &tool.name, k)) {
-            Ok(v) => req = req.header(k, v),
+            Ok(v) => {
+                sent_secrets.push(v.to_string());
+                req = req.header(k, v);
+            }
             // Fail closed: without its credentials the call is not made at all.
             Err(e) => {
                 return (
@@ -126,18 +133,56 @@ pub async fn run_http(client: &reqwest::Client, keys: &MasterKeys, ws: &Workspac
         }
         kept.extend_from_slice(&chunk);
     }
-    let body = match serde_json::from_slice::<Value>(&kept) {
+    let mut text = String::from_utf8_lossy(&kept).into_owned();
+    let redacted_secrets = redact_secrets(&mut text, &sent_secrets, truncated);
+    // Kept as JSON only if it is JSON that RFC 8785 keeps exactly: the result is hashed
+    // into the audit log, and a number like 9007199254740993 would be rounded there
+    // while the action showed it whole. Anything else is kept as the text received.
+    let body = match canonical::parse(text.as_bytes()) {
         Ok(v) if !truncated => v,
-        _ => Value::String(String::from_utf8_lossy(&kept).into_owned()),
+        _ => Value::String(text),
     };
-    let result = json!({
+    let mut result = json!({
         "connector": "http",
         "status": status.as_u16(),
         "body": body,
         "truncated": truncated,
         "elapsed_ms": started.elapsed().as_millis() as u64,
     });
+    if redacted_secrets {
+        result["secrets_redacted"] = Value::Bool(true);
+    }
     (result, status.is_success())
+}
+
+/// What a redacted secret reads as in a recorded answer.
+pub const REDACTED: &str = "[redacted]";
+
+/// Replaces every secret value sent with the call, as written and as written inside a
+/// JSON string, in the receiver's answer; when the answer was cut short, also a secret's
+/// beginning left at its end. Values shorter than 4 characters are left: replacing them
+/// would garble the answer and they protect nothing. Says whether anything was replaced.
+fn redact_secrets(text: &mut String, secrets: &[String], truncated: bool) -> bool {
+    let mut any = false;
+    for secret in secrets.iter().filter(|s| s.chars().count() >= 4) {
+        let escaped = serde_json::to_string(secret).unwrap_or_default();
+        let escaped = escaped.trim_matches('"');
+        for form in [secret.as_str(), escaped] {
+            if text.contains(form) {
+                *text = text.replace(form, REDACTED);
+                any = true;
+            }
+        }
+        if truncated {
+            let cut = (4..secret.len()).rev().filter(|&n| secret.is_char_boundary(n)).find(|&n| text.ends_with(&secret[..n]));
+            if let Some(n) = cut {
+                text.truncate(text.len() - n);
+                text.push_str(REDACTED);
+                any = true;
+            }
+        }
+    }
+    any
 }
 
 /// The URL without its query or fragment, safe to record.

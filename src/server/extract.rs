@@ -91,14 +91,73 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
                     return Err(json_error(j));
                 }
                 let path = e.path().to_string();
-                let what = without_strings(&strip_position(&inner.to_string()));
+                let what = plain_words(&without_values(&strip_position(&inner.to_string())));
                 let message = if path == "." || path.is_empty() { what } else { format!("{path}: {what}") };
                 Err(Error::unprocessable("invalid_field", message))
+            } else if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+                // The text is JSON, but serde calls a value of the wrong type where a
+                // named value belongs (`"kind": null`) a syntax error: it is a field's —
+                // unless it is a number JSON allows and RFC 8785 cannot keep (`1e400`).
+                if let Err(j) = canonical::check_json_text(bytes) {
+                    return Err(json_error(j));
+                }
+                let path = e.path().to_string();
+                Err(Error::unprocessable(
+                    "invalid_field",
+                    format!("{path}: wrong type: expected a string naming one of its documented values"),
+                ))
             } else {
                 Err(json_error(canonical::check_broken_json_text(bytes).unwrap_or_else(|| JsonError::from_serde(inner))))
             }
         }
     }
+}
+
+/// serde names a wrongly typed value by the value itself (`invalid type: integer
+/// `4111111111111111``): it may be a secret sent in the wrong place, so only its kind is
+/// said, as for strings below.
+fn without_values(s: &str) -> String {
+    let mut s = without_strings(s);
+    for (kind, says) in [("integer `", "a whole number"), ("floating point `", "a number"), ("boolean `", "a boolean")] {
+        while let Some(start) = s.find(kind) {
+            let after = &s[start + kind.len()..];
+            let end = after.find('`').map_or(s.len(), |i| start + kind.len() + i + 1);
+            s = format!("{}{says}{}", &s[..start], &s[end..]);
+        }
+    }
+    s
+}
+
+/// serde's words for types are Rust's (`expected f64`, `internally tagged enum
+/// Connector`); a client reads JSON's.
+fn plain_words(s: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("invalid type: ", "wrong type: "),
+        ("wrong type: map", "wrong type: an object"),
+        ("wrong type: sequence", "wrong type: an array"),
+        ("expected internally tagged enum Connector", "expected an object with a `type` of `record` or `http`"),
+        ("expected variant identifier", "expected one of the documented values"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected i64", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u8", "expected a whole number"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected an object"),
+        ("expected a boolean", "expected `true` or `false`"),
+    ];
+    let mut s = s.to_string();
+    for (from, to) in WORDS {
+        s = s.replace(from, to);
+    }
+    if let Some(i) = s.find("expected struct ") {
+        let rest = &s[i + "expected struct ".len()..];
+        let end = rest.find(|c: char| !c.is_alphanumeric() && c != '_').unwrap_or(rest.len());
+        s = format!("{}expected an object{}", &s[..i], &rest[end..]);
+    }
+    s
 }
 
 /// serde names a wrongly typed string by its value (`invalid type: string "Bearer …",
@@ -170,7 +229,22 @@ fn serde_urlencoded_parse<T: DeserializeOwned>(q: &str) -> Result<T, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::without_strings;
+    use super::{plain_words, without_strings, without_values};
+
+    #[test]
+    fn no_value_is_repeated_and_types_are_named_as_json_names_them() {
+        assert_eq!(
+            plain_words(&without_values("invalid type: integer `4111111111111111`, expected a string")),
+            "wrong type: a whole number, expected a string"
+        );
+        assert_eq!(
+            plain_words(&without_values("invalid type: floating point `1.5`, expected u64")),
+            "wrong type: a number, expected a whole number"
+        );
+        assert_eq!(plain_words(&without_values("invalid type: boolean `true`, expected f64")), "wrong type: a boolean, expected a number");
+        assert_eq!(plain_words("invalid type: sequence, expected struct SubmitAction"), "wrong type: an array, expected an object");
+        assert_eq!(plain_words("invalid type: sequence, expected a map"), "wrong type: an array, expected an object");
+    }
 
     #[test]
     fn strings_in_messages_are_named_not_repeated() {

@@ -60,6 +60,20 @@ async fn wrong_types_are_422_naming_the_field() {
     p.send(br#"["email", "password"]"#).await.assert_error(422, "invalid_field");
     p.send(br#""just a string""#).await.assert_error(422, "invalid_field");
     p.send(br#"{"email": "a@bad.test", "role": "viewer"}"#).await.assert_error(422, "invalid_field");
+    // A value of the wrong type where one of a set of names belongs is valid JSON:
+    // a field's error naming the field, never `malformed_json`.
+    for role in ["null", "1", "true", "[\"viewer\"]"] {
+        let body = format!(r#"{{"kind": {role}, "irreversible": false, "policy": "approve", "connector": {{"type": "record"}}}}"#);
+        let r = p.ws.owner.raw("PUT", "/v1/tools/email.send", body.as_bytes()).await;
+        r.assert_error(422, "invalid_field");
+        assert!(r.body["error"]["message"].as_str().unwrap().starts_with("kind: "), "{}", r.text);
+    }
+    // Types are named as JSON names them, not as Rust does.
+    let tool =
+        json!({"kind": "write", "irreversible": false, "policy": "approve", "min_confidence": "high", "connector": {"type": "record"}});
+    let r = p.ws.owner.put("/v1/tools/email.send", tool).await;
+    r.assert_error(422, "invalid_field");
+    assert!(r.text.contains("expected a number") && !r.text.contains("f64"), "{}", r.text);
     p.unchanged().await;
 }
 
@@ -96,6 +110,10 @@ async fn a_value_sent_in_the_wrong_place_is_not_repeated_in_the_error() {
     let r = p.ws.owner.put("/v1/tools/email.send", tool).await;
     r.assert_error(422, "invalid_field");
     assert!(!r.text.contains("LEAKME") && r.text.contains("approval_ttl_seconds"), "{}", r.text);
+    // Nor a number or a boolean: a card number pasted where a password belongs.
+    let r = p.send(br#"{"email": "n@bad.test", "password": 4111111111111111, "role": "viewer"}"#).await;
+    r.assert_error(422, "invalid_field");
+    assert!(!r.text.contains("4111111111111111") && r.text.contains("a whole number"), "{}", r.text);
     // A `record` connector takes nothing but its type.
     let record =
         json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "record", "url": "https://example.com"}});

@@ -24,7 +24,7 @@ struct Received(Arc<Mutex<Vec<(String, HeaderMap, String)>>>);
 async fn receiver() -> (String, Received) {
     let got = Received::default();
     async fn record(State(r): State<Received>, uri: axum::http::Uri, headers: HeaderMap, body: String) -> (StatusCode, String) {
-        r.0.lock().unwrap().push((uri.path_and_query().map_or_else(|| uri.path().to_string(), |p| p.to_string()), headers, body));
+        r.0.lock().unwrap().push((uri.path_and_query().map_or_else(|| uri.path().to_string(), |p| p.to_string()), headers.clone(), body));
         match uri.path() {
             "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"mailbox full\"}".into()),
             "/slow" => {
@@ -32,6 +32,14 @@ async fn receiver() -> (String, Received) {
                 (StatusCode::OK, "late".into())
             }
             "/big" => (StatusCode::OK, "x".repeat(100 * 1024)),
+            // A careless receiver that repeats the credentials it was sent.
+            "/echo" => {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                let query = uri.query().unwrap_or_default();
+                (StatusCode::OK, json!({"echo_auth": auth, "echo_query": query}).to_string())
+            }
+            // A number RFC 8785 cannot keep exactly.
+            "/bignum" => (StatusCode::OK, "{\"id\":9007199254740993}".into()),
             _ => (StatusCode::OK, "{\"sent\":true,\"id\":\"msg_1\"}".into()),
         }
     }
@@ -339,6 +347,41 @@ async fn secrets_reach_the_tool_and_nowhere_else() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_answer_is_recorded_exactly_and_without_the_secrets_sent() {
+    let (url, _got) = receiver().await;
+    let server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    let tool = |path: &str| {
+        json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": format!("{url}{path}"),
+        "secret_headers": {"Authorization": SECRET}, "secret_query": {"key": QUERY_SECRET}}})
+    };
+    assert_eq!(ws.owner.put("/v1/tools/email.send", tool("/echo")).await.status, 201);
+    let r = submit(&ws.owner, "email.send", json!({"n": 1})).await;
+    assert_eq!(r.body["status"], "executed", "{}", r.body);
+    // The receiver repeated both secrets: neither is kept, and the result says so.
+    assert_eq!(r.body["result"]["body"]["echo_auth"], "[redacted]", "{}", r.body);
+    assert_eq!(r.body["result"]["body"]["echo_query"], "key=[redacted]", "{}", r.body);
+    assert_eq!(r.body["result"]["secrets_redacted"], true);
+    let id = r.body["id"].as_str().unwrap();
+    let stored = ws.owner.get(&format!("/v1/actions/{id}")).await.text;
+    let audit = serde_json::to_string(&ws.owner.all_events().await).unwrap();
+    for (place, text) in [("action", stored.as_str()), ("audit", audit.as_str())] {
+        assert!(!text.contains("sk_live_9f8e7d6c5b4a") && !text.contains(QUERY_SECRET), "a secret echoed back is in the {place}: {text}");
+    }
+
+    // An answer with a number RFC 8785 would round is kept as the text received, the
+    // same on the action and in the audit log (whose hash covers it).
+    assert_eq!(ws.owner.put("/v1/tools/email.send", tool("/bignum")).await.status, 200);
+    let r = submit(&ws.owner, "email.send", json!({"n": 2})).await;
+    assert_eq!(r.body["result"]["body"], "{\"id\":9007199254740993}", "{}", r.body);
+    let id = r.body["id"].as_str().unwrap();
+    let executed =
+        ws.owner.all_events().await.into_iter().find(|e| e["event_type"] == "action.executed" && e["data"]["action_id"] == id).unwrap();
+    assert_eq!(executed["data"]["result"], r.body["result"]);
+    assert_eq!(ws.owner.get(&format!("/v1/actions/{id}")).await.body["result"], r.body["result"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn stored_secrets_never_follow_a_tool_to_another_receiver() {
     let ((ours, got_ours), (theirs, got_theirs)) = (receiver().await, receiver().await);
     let server = TestServer::start().await;
@@ -531,6 +574,16 @@ async fn connector_urls_and_headers_are_validated() {
         (json!({"type": "http", "url": "https://example.com", "headers": {"Host": "evil"}}), "invalid_header"),
         (json!({"type": "http", "url": "https://example.com", "headers": {"X-A": "a\r\nX-B: b"}}), "invalid_header"),
         (json!({"type": "http", "url": "https://example.com", "timeout_ms": 5}), "invalid_timeout"),
+        (json!({"type": "http", "url": "https://example.com/x#part"}), "invalid_url"),
+        (json!({"type": "http", "url": format!("https://example.com/{}", "a".repeat(2048))}), "invalid_url"),
+        // A credential in a plain header would be shown and audited: it goes in secret_headers.
+        (json!({"type": "http", "url": "https://example.com", "headers": {"Authorization": "Bearer plain"}}), "invalid_header"),
+        (json!({"type": "http", "url": "https://example.com", "headers": {"X-Auth-Token": "plain"}}), "invalid_header"),
+        // One header, twice in different case: sent twice, read as either.
+        (
+            json!({"type": "http", "url": "https://example.com", "secret_headers": {"X-Api-Key": "one", "x-api-key": "two"}}),
+            "invalid_header",
+        ),
         // A credential in the URL's query would be shown and audited: it has its own place.
         (json!({"type": "http", "url": "https://example.com/x?api_key=abc"}), "invalid_url"),
         (json!({"type": "http", "url": "https://example.com/x?Token=abc"}), "invalid_url"),

@@ -69,6 +69,42 @@ fn check_header(name: &str, value: &str, secret: bool) -> Result<()> {
     Ok(())
 }
 
+/// Plain header names that carry credentials by convention (exactly, or as a part of the
+/// name): a plain header is shown by the API and kept in the audit log, so these go in
+/// `secret_headers` instead.
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+const CREDENTIAL_HEADER_PARTS: &[&str] =
+    &["token", "secret", "password", "passwd", "apikey", "api-key", "api_key", "auth", "signature", "credential"];
+
+fn check_plain_header_is_not_a_credential(name: &str) -> Result<()> {
+    let lower = name.to_ascii_lowercase();
+    if CREDENTIAL_HEADERS.contains(&lower.as_str()) || CREDENTIAL_HEADER_PARTS.iter().any(|p| lower.contains(p)) {
+        return Err(Error::unprocessable(
+            "invalid_header",
+            format!(
+                "`{name}` looks like a credential, and a plain header is shown by the API and kept in the audit log: \
+                 put it in connector.secret_headers"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Header names are case-insensitive: the same header given twice (`X-Api-Key` and
+/// `x-api-key`) would be sent twice, and which one a receiver reads is its own choice.
+fn check_distinct_headers<'a>(names: impl Iterator<Item = &'a String>) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return Err(Error::unprocessable(
+                "invalid_header",
+                format!("`{name}` is given twice (header names are case-insensitive): give it once"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Query parameter names that carry credentials by convention: in a URL they would be
 /// shown by the API and kept in the audit log, so they go in `secret_query` instead.
 const CREDENTIAL_PARAMS: &[&str] = &[
@@ -142,7 +178,14 @@ fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Conne
     let Connector::Http { url, headers, secret_headers, secret_query, timeout_ms } = sent else {
         return Ok(Connector::Record {});
     };
+    // The same bounds as a webhook's URL: one rule for every URL Countersign calls.
+    if url.len() > crate::webhook::MAX_URL_LEN {
+        return Err(Error::unprocessable("invalid_url", format!("connector.url is at most {} bytes", crate::webhook::MAX_URL_LEN)));
+    }
     let parsed = reqwest::Url::parse(&url).map_err(|e| Error::unprocessable("invalid_url", format!("connector.url is not a URL: {e}")))?;
+    if parsed.fragment().is_some() {
+        return Err(Error::unprocessable("invalid_url", "connector.url must not have a fragment (`#…`): it is never sent to the receiver"));
+    }
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(Error::unprocessable("invalid_url", "connector.url must be an http:// or https:// URL with a host"));
     }
@@ -176,6 +219,11 @@ fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Conne
     }
     for (k, v) in &headers {
         check_header(k, v, false)?;
+        check_plain_header_is_not_a_credential(k)?;
+    }
+    check_distinct_headers(headers.keys())?;
+    if let Some(sent) = &secret_headers {
+        check_distinct_headers(sent.keys())?;
     }
     if secret_query.as_ref().map_or(0, BTreeMap::len) > MAX_SECRET_QUERY {
         return Err(Error::unprocessable(
