@@ -58,6 +58,13 @@ pub struct Approval {
     pub decisions: Vec<(String, Verdict)>,
 }
 
+/// Where a hash was checked against the pinned one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Decide,
+    Execute,
+}
+
 /// Why an operation was refused. Each maps to one error code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -65,6 +72,9 @@ pub enum Refusal {
     HashMismatch {
         pinned: String,
         given: String,
+        /// Whose hash it was: an approver's (what they were shown) or an executing
+        /// agent's (the payload it sent). The two are told different things to do.
+        at: Step,
     },
     /// The requester never counts towards their own approval.
     RequesterCannotDecide,
@@ -99,8 +109,15 @@ impl Refusal {
 
     pub fn message(&self) -> String {
         match self {
-            Refusal::HashMismatch { pinned, given } => format!(
-                "the payload's SHA-256 is {} but the approval is pinned to {}: the payload changed after it was shown",
+            Refusal::HashMismatch { pinned, given, at: Step::Decide } => format!(
+                "you were shown a payload whose SHA-256 is {} but this approval is pinned to {}: nothing was decided; \
+                 read the approval again (GET /v1/approvals/{{id}}) and decide on what it holds",
+                short(given),
+                short(pinned)
+            ),
+            Refusal::HashMismatch { pinned, given, at: Step::Execute } => format!(
+                "the payload sent hashes to {} but the approval is pinned to {}: the payload changed after it was approved, \
+                 so it did not run; send exactly the payload that was approved, or submit the new one for approval",
                 short(given),
                 short(pinned)
             ),
@@ -160,7 +177,7 @@ impl Approval {
             return Err(Refusal::NotPending(self.state));
         }
         if shown_sha256 != self.payload_sha256 {
-            return Err(Refusal::HashMismatch { pinned: self.payload_sha256.clone(), given: shown_sha256.to_string() });
+            return Err(Refusal::HashMismatch { pinned: self.payload_sha256.clone(), given: shown_sha256.to_string(), at: Step::Decide });
         }
         if who == self.requester_id {
             return Err(Refusal::RequesterCannotDecide);
@@ -198,7 +215,11 @@ impl Approval {
             State::Expired => return Err(Refusal::Expired),
         }
         if payload_sha256 != self.payload_sha256 {
-            return Err(Refusal::HashMismatch { pinned: self.payload_sha256.clone(), given: payload_sha256.to_string() });
+            return Err(Refusal::HashMismatch {
+                pinned: self.payload_sha256.clone(),
+                given: payload_sha256.to_string(),
+                at: Step::Execute,
+            });
         }
         self.state = State::Consumed;
         Ok(())

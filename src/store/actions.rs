@@ -157,7 +157,8 @@ pub enum Standing {
 #[async_trait]
 pub trait Approvals {
     /// Pending approvals soonest-expiry first; other states newest first.
-    async fn list_approvals(&self, ws: &WorkspaceId, state: State, limit: i64) -> Result<Vec<Approval>>;
+    /// Approvals in `state`; with `requester`, only those that member requested.
+    async fn list_approvals(&self, ws: &WorkspaceId, state: State, limit: i64, requester: Option<&str>) -> Result<Vec<Approval>>;
     /// One approval with its payload, current state and the gate's reasons.
     async fn get_approval(&self, ws: &WorkspaceId, id: &str) -> Result<Approval>;
     /// A human's decision. `Ok(Err(_))` is a refusal that has been audited.
@@ -872,26 +873,31 @@ impl Actions for SqlStore {
 
 #[async_trait]
 impl Approvals for SqlStore {
-    async fn list_approvals(&self, ws: &WorkspaceId, state: State, limit: i64) -> Result<Vec<Approval>> {
+    async fn list_approvals(&self, ws: &WorkspaceId, state: State, limit: i64, requester: Option<&str>) -> Result<Vec<Approval>> {
         let ws = ws.clone();
         let now = self.now_ts();
+        let requester = requester.map(str::to_string);
         self.engine
             .read(move |conn| {
                 let w = ws.as_str();
                 conn.set_workspace(w)?;
                 // An approval past its time is not pending, even in the moment before the
                 // sweeper records its expiry.
+                let whose = if requester.is_some() { "AND a.requester_id = $5" } else { "" };
                 let sql = match state {
                     State::Pending => format!(
                         "SELECT {APPROVAL_COLS} FROM {APPROVAL_FROM} \
-                         WHERE a.workspace_id = $1 AND a.state = $2 AND a.expires_at > $3 ORDER BY a.expires_at, a.id LIMIT $4"
+                         WHERE a.workspace_id = $1 AND a.state = $2 AND a.expires_at > $3 {whose} ORDER BY a.expires_at, a.id LIMIT $4"
                     ),
                     _ => format!(
                         "SELECT {APPROVAL_COLS} FROM {APPROVAL_FROM} \
-                         WHERE a.workspace_id = $1 AND a.state = $2 AND ($3 IS NOT NULL) ORDER BY a.id DESC LIMIT $4"
+                         WHERE a.workspace_id = $1 AND a.state = $2 AND ($3 IS NOT NULL) {whose} ORDER BY a.id DESC LIMIT $4"
                     ),
                 };
-                let rows = conn.query(&sql, params![w, state.as_str(), &now, limit])?;
+                let rows = match &requester {
+                    Some(r) => conn.query(&sql, params![w, state.as_str(), &now, limit, r.as_str()])?,
+                    None => conn.query(&sql, params![w, state.as_str(), &now, limit])?,
+                };
                 let mut out = Vec::with_capacity(rows.len());
                 for r in &rows {
                     let decisions = read_decisions(conn, w, &r.text(0)?)?;

@@ -117,7 +117,8 @@ const CASES: &[Case] = &[
     case("GET", "/v1/actions/{id}", Target::Action, no_body, "oa-vt", 200),
     case("POST", "/v1/actions/{id}/execute", Target::ApprovedAction, |_| Some(json!({"payload": {"to": ["a@example.com"]}})), "o---t", 200),
     case("GET", "/v1/approvals", Target::None, no_body, "oamvt", 200),
-    case("GET", "/v1/approvals/{id}", Target::PendingApproval, no_body, "oamvt", 200),
+    // A member reads the approvals they asked for; this one is another member's.
+    case("GET", "/v1/approvals/{id}", Target::PendingApproval, no_body, "oa-vt", 200),
     case(
         "POST",
         "/v1/approvals/{id}/decisions",
@@ -583,4 +584,41 @@ async fn no_agent_token_can_hold_the_powers_that_govern_agents() {
     let agent = ws.owner.as_token(&secret);
     agent.patch("/v1/settings", json!({"agent_writes_enabled": true})).await.assert_error(403, "permission_denied");
     assert_eq!(ws.owner.get("/v1/settings").await.body["agent_writes_enabled"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_reads_the_approvals_they_asked_for_and_a_token_those_of_its_tools() {
+    let server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    ws.record_tool("email.send", "read", "approve", false).await;
+    ws.record_tool("payments.charge", "read", "approve", false).await;
+    let (_, ada) = ws.member(&server, "member").await;
+    let (_, bob) = ws.member(&server, "member").await;
+    let theirs = submit(&ada, "payments.charge", json!({"amount": 1200, "to": "cus_1"})).await;
+    assert_eq!(theirs.body["status"], "pending_approval", "{}", theirs.body);
+    let mine = submit(&bob, "email.send", json!({"to": "x@example.com"})).await;
+    let (theirs, mine) = (theirs.body["approval_id"].as_str().unwrap(), mine.body["approval_id"].as_str().unwrap());
+    let ids = |r: Resp| r.body["items"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+
+    // Another member's approval, payload and all, is not a member's to read.
+    assert_eq!(ids(bob.get("/v1/approvals").await), [mine]);
+    bob.get(&format!("/v1/approvals/{theirs}")).await.assert_error(403, "permission_denied");
+    assert_eq!(bob.get(&format!("/v1/approvals/{mine}")).await.status, 200);
+    // Whoever decides approvals, or reads every action, sees the whole queue.
+    let (_, viewer) = ws.member(&server, "viewer").await;
+    for api in [&ws.owner, &viewer] {
+        let mut all = ids(api.get("/v1/approvals").await);
+        all.sort();
+        let mut want = vec![theirs.to_string(), mine.to_string()];
+        want.sort();
+        assert_eq!(all, want);
+    }
+    // A token sees the approvals of the tools it covers.
+    let (_, token) = Workspace::token(&ws.owner, &["approvals:read", "actions:read"], &["email.*"]).await;
+    let agent = ws.owner.as_token(&token);
+    assert_eq!(ids(agent.get("/v1/approvals").await), [mine]);
+    agent.get(&format!("/v1/approvals/{theirs}")).await.assert_error(403, "tool_not_in_scope");
+    // With `approvals:read` alone, a token is its owner's: the owner asked for none.
+    let (_, token) = Workspace::token(&ws.owner, &["approvals:read"], &["*"]).await;
+    assert!(ids(ws.owner.as_token(&token).get("/v1/approvals").await).is_empty());
 }

@@ -15,6 +15,8 @@ async fn the_secret_is_shown_once_and_never_again() {
     let ws = server.workspace("once").await;
     let r = ws.owner.post("/v1/tokens", json!({"name": "billing agent", "scopes": ["actions:submit"], "tools": ["email.*"]})).await;
     let body = r.assert_status(201).clone();
+    // No cache on the way keeps a copy of the one answer that holds it.
+    assert_eq!(r.headers["cache-control"], "no-store");
     let secret = body["token"].as_str().unwrap().to_string();
     let id = body["id"].as_str().unwrap().to_string();
     assert!(secret.starts_with("csa_"), "{secret}");

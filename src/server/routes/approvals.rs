@@ -9,8 +9,9 @@ use crate::approval::{State as ApprovalState, Verdict};
 use crate::error::{Error, Result};
 use crate::ids::{self, IdKind};
 use crate::model::Approval;
+use crate::permissions::Permission;
 use crate::server::AppState;
-use crate::server::auth::{Auth, need};
+use crate::server::auth::{Auth, Caller, need};
 use crate::server::error::ErrorBody;
 use crate::server::extract::{Body, Query};
 use crate::store::DecisionRequest;
@@ -48,7 +49,17 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(Error::bad_request("invalid_query", "limit must be between 1 and 500"));
     }
-    Ok(Json(ApprovalList { items: state.store.list_approvals(&caller.workspace, st, limit).await? }))
+    let own = (!sees_every_approval(&caller)).then_some(caller.member_id.as_str());
+    let items = state.store.list_approvals(&caller.workspace, st, limit, own).await?;
+    // A token sees the approvals of the tools it covers, as it may submit only those.
+    Ok(Json(ApprovalList { items: items.into_iter().filter(|a| caller.covers_tool(&a.tool)).collect() }))
+}
+
+/// Who reads every approval, payload and all: whoever reads every action (`actions:read`)
+/// or decides approvals (`approvals:decide`: an approver must see what they decide).
+/// Anyone else with `approvals:read` — a member — sees the approvals they asked for.
+fn sees_every_approval(caller: &Caller) -> bool {
+    caller.can(Permission::ActionsRead) || caller.can(Permission::ApprovalsDecide)
 }
 
 /// One approval: the exact payload, `current`, the pinned hash, the decisions so far, and
@@ -59,7 +70,20 @@ pub async fn list(
 ))]
 pub async fn get(State(state): State<AppState>, caller: Auth<need::ApprovalsRead>, Path(id): Path<String>) -> Result<Json<Approval>> {
     ids::parse(IdKind::Approval, &id)?;
-    Ok(Json(state.store.get_approval(&caller.workspace, &id).await?))
+    let a = state.store.get_approval(&caller.workspace, &id).await?;
+    if !caller.covers_tool(&a.tool) {
+        return Err(Error::forbidden(
+            "tool_not_in_scope",
+            format!("this token's tools do not cover `{}`, the tool this approval is for", a.tool),
+        ));
+    }
+    if !sees_every_approval(&caller) && a.requester_id != caller.member_id {
+        return Err(Error::forbidden(
+            "permission_denied",
+            "reading other members' approvals needs the `actions:read` or the `approvals:decide` permission",
+        ));
+    }
+    Ok(Json(a))
 }
 
 #[derive(Deserialize, ToSchema)]
