@@ -88,7 +88,7 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
         404 => (Kind::NotFound, "route_not_found"),
         405 => (Kind::MethodNotAllowed, "method_not_allowed"),
         413 => (Kind::PayloadTooLarge, "payload_too_large"),
-        415 => (Kind::BadRequest, "unsupported_media_type"),
+        415 => (Kind::UnsupportedMediaType, "unsupported_media_type"),
         422 => (Kind::Unprocessable, "invalid_request"),
         408 | 503 => (Kind::Unavailable, "unavailable"),
         s if s < 500 => (Kind::BadRequest, "bad_request"),

@@ -11,6 +11,11 @@ use crate::error::{Error, Kind};
 /// The most bytes a request body may have. Explicit and documented (docs/API.md).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// How long a request's body may take to arrive, whole (a layer puts it on every
+/// request; without one, the default of [`super::ServerConfig`]).
+#[derive(Clone, Copy, Debug)]
+pub struct BodyDeadline(pub std::time::Duration);
+
 /// A JSON body, checked the way every body is: not empty, UTF-8, syntactically JSON,
 /// nested no deeper than [`canonical::MAX_DEPTH`], numbers that survive RFC 8785, and
 /// the shape of `T` (unknown fields refused).
@@ -35,7 +40,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for RawBody<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        // A compressed body would be read as its compressed bytes: say so rather than
+        // call it malformed JSON.
+        if let Some(enc) = req.headers().get(axum::http::header::CONTENT_ENCODING)
+            && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+        {
+            return Err(Error::new(
+                Kind::UnsupportedMediaType,
+                "unsupported_content_encoding",
+                "request bodies are not accepted compressed (Content-Encoding): send the JSON as it is",
+            ));
+        }
+        let deadline = req.extensions().get::<BodyDeadline>().map_or(std::time::Duration::from_secs(30), |d| d.0);
+        let read = tokio::time::timeout(deadline, Bytes::from_request(req, state)).await.map_err(|_| {
+            Error::new(
+                Kind::RequestTimeout,
+                "request_timeout",
+                format!("the request body did not arrive within {} s; nothing was done", deadline.as_secs_f64()),
+            )
+        })?;
+        let bytes = read.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 Error::new(
                     Kind::PayloadTooLarge,

@@ -7,6 +7,7 @@ pub mod checkpoints;
 pub mod connectors;
 pub mod error;
 pub mod extract;
+mod listen;
 pub mod openapi;
 pub mod routes;
 pub mod stream;
@@ -53,6 +54,10 @@ pub struct ServerConfig {
     /// How often what is kept only for a while (failed sign-ins, finished deliveries) is
     /// looked at and forgotten when its time is up.
     pub prune_interval: Duration,
+    /// How long a client has to send a request's headers, and then its body: a slow or
+    /// stalled client is cut off (headers) or answered `408 request_timeout` (body).
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +73,8 @@ impl Default for ServerConfig {
             checkpoint_interval: checkpoints::INTERVAL,
             webhook_delivery_retention: webhooks::RETENTION,
             prune_interval: Duration::from_secs(300),
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -214,6 +221,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(axum::Extension(extract::BodyDeadline(state.config.body_read_timeout)))
         .layer(axum::middleware::from_fn(error::json_errors))
         // Every answer is one workspace's private data, and some carry a secret shown once
         // (a new token, a session): no cache on the way may keep a copy (RFC 9111).
@@ -282,9 +290,7 @@ impl Running {
 pub async fn start(listener: TcpListener, state: AppState) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let token = state.shutdown.clone();
-    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let task =
-        tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(async move { token.cancelled().await }).await });
+    let task = tokio::spawn(listen::serve(listener, app(state.clone()), token, state.config.header_read_timeout));
     let background = vec![
         tokio::spawn(prune(state.clone())),
         tokio::spawn(sweep(state.clone())),

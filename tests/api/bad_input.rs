@@ -3,6 +3,8 @@
 
 use serde_json::json;
 
+use countersign::server::ServerConfig;
+
 use crate::support::*;
 
 /// A workspace whose owner sends bad bodies to POST /v1/members (a write that would add
@@ -256,4 +258,56 @@ async fn a_name_given_twice_is_refused_not_collapsed() {
     r.assert_error(422, "duplicate_name");
     assert!(r.body["error"]["message"].as_str().unwrap().contains(r#""to" appears twice"#), "{}", r.text);
     assert_eq!(p.ws.owner.all_events().await.len(), before, "nothing was recorded");
+}
+
+/// Reads from `s` until `want` has arrived or the peer closes, for at most 10 s.
+async fn read_until(s: &mut tokio::net::TcpStream, want: Option<&str>) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if want.is_some_and(|w| String::from_utf8_lossy(&got).contains(w)) {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read).await.expect("the server answered or closed within 10 s");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_too_slow_to_send_its_request_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let quick = std::time::Duration::from_millis(500);
+    let server =
+        TestServer::start_with(ServerConfig { header_read_timeout: quick, body_read_timeout: quick, ..ServerConfig::default() }).await;
+    let ws = server.workspace("slow").await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+
+    // Headers begun and never finished: the connection is closed, not held open.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"POST /v1/members HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    read_until(&mut s, None).await;
+
+    // A body that never arrives whole: 408 in the usual error shape, and nothing written.
+    let members = ws.owner.get("/v1/members").await.body["items"].as_array().unwrap().len();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/members HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"email\"",
+        ws.owner.token.as_deref().unwrap()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until(&mut s, Some("request_timeout")).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+    assert_eq!(ws.owner.get("/v1/members").await.body["items"].as_array().unwrap().len(), members);
+
+    // A compressed body is named as such, not called malformed JSON.
+    let r = ws.owner.send(reqwest::Method::POST, "/v1/members", Some(b"\x1f\x8b\x08".to_vec()), &[("content-encoding", "gzip")]).await;
+    r.assert_error(415, "unsupported_content_encoding");
 }

@@ -46,11 +46,30 @@ pub fn clip(s: &str, n: usize) -> String {
 /// anything was left over.
 pub fn wrap(s: &str, width: usize, max: usize) -> Vec<String> {
     let width = width.max(1);
+    let mut lines = wrap_rooms(s, width, width);
+    if lines.len() > max.max(1) {
+        lines.truncate(max.max(1));
+        let last = lines.last_mut().expect("at least one line");
+        if last.chars().count() + 2 <= width {
+            last.push_str(" …");
+        } else {
+            last.pop();
+            last.push('…');
+        }
+    }
+    lines
+}
+
+/// `s` broken between words into a first line of at most `first` characters and further
+/// lines of at most `rest` (a word longer than a line is cut).
+fn wrap_rooms(s: &str, first: usize, rest: usize) -> Vec<String> {
+    let (first, rest) = (first.max(1), rest.max(1));
     let mut lines: Vec<String> = Vec::new();
     let mut line = String::new();
     for word in s.split_whitespace() {
         let mut word: Vec<char> = word.chars().collect();
         loop {
+            let width = if lines.is_empty() { first } else { rest };
             let used = line.chars().count();
             let room = if used == 0 { width } else { width.saturating_sub(used + 1) };
             if word.len() <= room {
@@ -70,36 +89,37 @@ pub fn wrap(s: &str, width: usize, max: usize) -> Vec<String> {
     if !line.is_empty() {
         lines.push(line);
     }
-    if lines.len() > max.max(1) {
-        lines.truncate(max.max(1));
-        let last = lines.last_mut().expect("at least one line");
-        if last.chars().count() + 2 <= width {
-            last.push_str(" …");
-        } else {
-            last.pop();
-            last.push('…');
-        }
-    }
     lines
 }
 
 /// `lead` and then `text` wrapped into the columns to its right, each further line
 /// starting under the text rather than at column 0, so a column of labels (trace stages,
-/// field names) stays readable however long the values are. Where the lead leaves fewer
-/// than 16 columns the text goes on the lines below it, indented by two.
+/// field names) stays readable however long the values are. Where that would leave the
+/// text fewer than 16 columns, it flows on after the lead instead, its further lines
+/// indented by two.
 pub fn hanging(lead: Vec<Span<'static>>, text: &str, style: Style, width: usize) -> Vec<Line<'static>> {
-    const MIN_ROOM: usize = 16;
+    let lead_width: usize = lead.iter().map(Span::width).sum();
+    let indent = if width >= lead_width + 16 { lead_width } else { 2 };
+    flow(lead, text, style, width, indent)
+}
+
+/// `lead`, then `text` on the same line and the lines after it, each of those starting
+/// `indent` columns in.
+pub fn flow(lead: Vec<Span<'static>>, text: &str, style: Style, width: usize, indent: usize) -> Vec<Line<'static>> {
     let lead_width: usize = lead.iter().map(Span::width).sum();
     if text.trim().is_empty() {
         return vec![Line::from(lead)];
     }
-    let (indent, room, beside) =
-        if width >= lead_width + MIN_ROOM { (lead_width, width - lead_width, true) } else { (2, width.saturating_sub(2).max(1), false) };
-    let mut parts = wrap(text, room, usize::MAX).into_iter();
+    let indent = indent.min(width.saturating_sub(8));
+    let mut parts = wrap_rooms(text, width.saturating_sub(lead_width), width.saturating_sub(indent)).into_iter();
     let mut first = lead;
     let mut out = Vec::new();
-    if beside && let Some(p) = parts.next() {
+    // Not even one word fits beside the lead: it starts on the next line.
+    let starts_beside = width.saturating_sub(lead_width) >= text.split_whitespace().next().map_or(0, |w| w.chars().count().min(8));
+    if starts_beside && let Some(p) = parts.next() {
         first.push(Span::styled(p, style));
+    } else {
+        parts = wrap_rooms(text, width.saturating_sub(indent), width.saturating_sub(indent)).into_iter();
     }
     out.push(Line::from(first));
     out.extend(parts.map(|p| Line::from(vec![Span::raw(" ".repeat(indent)), Span::styled(p, style)])));
@@ -124,13 +144,25 @@ pub fn trace(rows: &[TraceRow], indent: usize, width: usize) -> Vec<Line<'static
     let stage_w = rows.iter().map(|r| r.stage.chars().count()).max().unwrap_or(0) + 1;
     let verdict_w = rows.iter().filter(|r| !r.detail.is_empty()).map(|r| r.verdict.chars().count()).max().unwrap_or(0) + 1;
     let pad = " ".repeat(indent);
+    // A table while the details keep a readable column; narrower, each stage flows on one
+    // line and its detail's further lines are indented under the stage's name.
+    let table = width >= indent + stage_w + verdict_w + 30;
     rows.iter()
         .flat_map(|r| {
-            let lead = vec![
-                Span::styled(format!("{pad}{:<stage_w$}", r.stage), r.stage_style),
-                Span::styled(format!("{:<verdict_w$}", r.verdict), r.verdict_style),
-            ];
-            hanging(lead, &printable(&r.detail), r.detail_style, width)
+            if table {
+                let lead = vec![
+                    Span::styled(format!("{pad}{:<stage_w$}", r.stage), r.stage_style),
+                    Span::styled(format!("{:<verdict_w$}", r.verdict), r.verdict_style),
+                ];
+                hanging(lead, &printable(&r.detail), r.detail_style, width)
+            } else {
+                let lead = vec![
+                    Span::styled(format!("{pad}{}: ", r.stage), r.stage_style),
+                    Span::styled(format!("{} ", r.verdict), r.verdict_style),
+                ];
+                let detail = if r.detail.is_empty() { String::new() } else { format!("— {}", printable(&r.detail)) };
+                flow(lead, &detail, r.detail_style, width, indent + 2)
+            }
         })
         .collect()
 }
@@ -166,9 +198,22 @@ mod tests {
     }
 
     #[test]
-    fn too_narrow_to_hang_goes_below_the_lead() {
-        let lines = hanging(vec![Span::raw("a long label here ")], "one two", Style::default(), 20);
-        assert_eq!(text(&lines), ["a long label here ", "  one two"]);
+    fn too_narrow_to_hang_flows_on_indented_by_two() {
+        let lines = hanging(vec![Span::raw("label here ")], "one two three four", Style::default(), 20);
+        assert_eq!(text(&lines), ["label here one two", "  three four"]);
+    }
+
+    #[test]
+    fn a_narrow_trace_flows_instead_of_a_table() {
+        let row = TraceRow {
+            stage: "scope".into(),
+            verdict: "pass".into(),
+            detail: "`milestones.update` is within the caller's tools".into(),
+            stage_style: Style::default(),
+            verdict_style: Style::default(),
+            detail_style: Style::default(),
+        };
+        assert_eq!(text(&trace(&[row], 2, 40)), ["  scope: pass — `milestones.update` is", "    within the caller's tools"]);
     }
 
     #[test]
