@@ -467,6 +467,19 @@ fn the_palette_opens_access_tabs_by_name() {
 }
 
 #[test]
+fn a_detail_says_its_tool_is_stopped_now_whatever_the_trace_said_then() {
+    let mut a = app(80, 24);
+    while a.approvals.current().unwrap().tool != "email.send" {
+        keys(&mut a, "j");
+    }
+    key(&mut a, KeyCode::Enter);
+    a.update(Action::Net(NetMsg::Switches(Ok(switches(true)))));
+    let text = render(&a).to_string();
+    assert!(text.contains("email.send is stopped by a kill switch"), "{text}");
+    assert!(text.contains("run now, even if approved."), "{text}");
+}
+
+#[test]
 fn a_decision_sends_the_hash_that_was_shown() {
     let mut a = app(80, 24);
     let selected = a.approvals.current().unwrap().clone();

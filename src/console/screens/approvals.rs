@@ -189,7 +189,7 @@ pub fn on_decided(app: &mut App, verdict: Verdict, r: Result<Approval, ClientErr
                 (Verdict::Deny, _) => format!("Denied {} — it will not run.", a.tool),
                 (Verdict::Approve, crate::approval::State::Approved) => format!("Approved {} — the agent may now run it once.", a.tool),
                 (Verdict::Approve, _) => {
-                    format!("Approved {} ({} of {}) — it still needs another person.", a.tool, a.approvals, a.required)
+                    format!("Approved {} ({} of {}) — it needs one more approval, from someone else.", a.tool, a.approvals, a.required)
                 }
             };
             app.say(text);
@@ -513,19 +513,29 @@ pub fn detail_lines(app: &App, base: &Approval, width: usize) -> Vec<Line<'stati
     let approvers: Vec<String> = a.decisions.iter().map(|d| d.member_email.clone().unwrap_or(d.member_id.clone())).collect();
     let so_far = if approvers.is_empty() { "nobody yet".to_string() } else { approvers.join(", ") };
     let need = match (a.required, a.approvals) {
-        (1, 0) => "needs one person's approval".to_string(),
-        (2, 0) => "needs two people's approval".to_string(),
+        // Worded alike everywhere: "approvals", counted, "of 2".
+        (1, 0) => "needs one approval".to_string(),
+        (2, 0) => "needs two approvals, from two people".to_string(),
         (r, n) if n >= r => "approved".to_string(),
-        (r, n) => format!("needs {} more ({n} of {r} approved)", r - n),
+        (r, n) => format!("needs one more approval ({n} of {r})"),
     };
-    out.push(Line::from(vec![Span::styled(need, t.accent), Span::styled(format!("  · approved so far: {so_far}"), t.base)]));
+    out.push(Line::from(vec![Span::styled(need, t.accent), Span::styled(format!(" · approved so far: {so_far}"), t.base)]));
+    // Now, not when it was asked: the trace below is the gate's decision at request time.
+    if let Some(switch) = stopped_by(app, &a.tool) {
+        out.extend(widgets::hanging(
+            vec![Span::styled("■ ", t.danger)],
+            &format!("{switch}: it cannot run now, even if approved."),
+            t.danger,
+            width,
+        ));
+    }
     let agent = a.agent_name.as_deref().map(|n| format!(" via agent \"{n}\"")).unwrap_or_default();
     out.push(Line::styled(format!("requested by {}{agent}", a.requester_email.as_deref().unwrap_or(&a.requester_id)), t.base));
     let conf = a.confidence.map_or("not given".to_string(), |c| format!("{c:.2}"));
-    let res = a.resource.as_deref().map(|r| format!("  · resource {r}")).unwrap_or_default();
+    let res = a.resource.as_deref().map(|r| format!(" · resource {r}")).unwrap_or_default();
     out.push(Line::styled(format!("confidence {conf}{res}"), t.base));
     if let Some(r) = &a.reason {
-        out.push(Line::styled(format!("reason: {}", widgets::printable(r)), t.base));
+        out.extend(widgets::hanging(vec![Span::styled("reason: ", t.muted)], &widgets::printable(r), t.base, width));
     }
     out.push(Line::styled("SHA-256 of the canonical payload (your decision is pinned to it):", t.muted));
     out.push(Line::styled(a.payload_sha256.clone(), t.accent));
@@ -543,21 +553,21 @@ pub fn detail_lines(app: &App, base: &Approval, width: usize) -> Vec<Line<'stati
             fields::Kind::Recipients => t.accent,
             fields::Kind::Plain => t.base,
         };
-        out.push(Line::from(vec![Span::styled(format!("{:<16}", clip(&k, 16)), t.muted), Span::styled(v, style)]));
+        out.extend(widgets::hanging(vec![Span::styled(format!("{:<16}", clip(&k, 15)), t.muted)], &v, style, width));
     }
     out.push(Line::default());
     out.push(Line::styled("── Diff: current → proposed ──", t.title));
     let new = diff::pretty(&payload);
     match &full.current {
-        Some(cur) => out.extend(diff::lines(&diff::pretty(cur), &new, t)),
+        Some(cur) => out.extend(diff::lines(&diff::pretty(cur), &new, t, width)),
         None => {
             out.push(Line::styled("(no current state was given: everything is new)", t.muted));
-            out.extend(diff::lines("", &new, t));
+            out.extend(diff::lines("", &new, t, width));
         }
     }
     if let Some(d) = &full.decision {
         out.push(Line::default());
-        out.push(Line::styled("── Why it waits ──", t.title));
+        out.push(Line::styled("── Why it waits (the gate's decision when it was asked) ──", t.title));
         if d.cited_rules.is_empty() {
             out.push(Line::styled("no constitution rule matched", t.muted));
         }

@@ -805,7 +805,7 @@ fn dry_lines(lines: &mut Vec<Line<'static>>, v: &Value, under_draft: bool, sent:
             lines.push(Line::styled(format!("Payload: as in {} (unchanged)", o.action_id), t.muted));
         } else {
             lines.push(Line::styled(format!("Payload: {} → edited", o.action_id), t.title));
-            lines.extend(diff::lines(&old, &new, t));
+            lines.extend(diff::lines(&old, &new, t, width));
         }
     }
 }
@@ -845,15 +845,19 @@ fn draw_whatif(f: &mut Frame, area: Rect, app: &App) {
             Span::styled(format!("{} replayed · ", n("replayed")), t.base),
             Span::styled(format!("{} would change", n("changed")), if n("changed") > 0 { t.warn } else { t.ok }),
         ]),
+        // Each count stays with its words when the line wraps (no-break spaces inside).
         Line::styled(
-            format!(
-                "newly denied {} · need approval {} · need two {} · no longer denied {} · run at once {}",
-                n("newly_denied"),
-                n("newly_need_approval"),
-                n("newly_need_dual"),
-                n("no_longer_denied"),
-                n("newly_run_at_once")
-            ),
+            [
+                ("newly denied", n("newly_denied")),
+                ("need an approval", n("newly_need_approval")),
+                ("need two approvals", n("newly_need_dual")),
+                ("no longer denied", n("no_longer_denied")),
+                ("run at once", n("newly_run_at_once")),
+            ]
+            .iter()
+            .map(|(what, k)| format!("{what}: {k}").replace(' ', "\u{a0}"))
+            .collect::<Vec<_>>()
+            .join(" · "),
             t.muted,
         ),
     ];

@@ -126,6 +126,67 @@ pub fn flow(lead: Vec<Span<'static>>, text: &str, style: Style, width: usize, in
     out
 }
 
+/// A line of styled spans in lines at most `width` columns wide (0: as it is), broken
+/// after a space where it can be and inside a word where it must, each further line
+/// starting with `under`. Styles carry over the breaks.
+pub fn wrap_spans(spans: Vec<Span<'static>>, width: usize, under: Vec<Span<'static>>) -> Vec<Line<'static>> {
+    let total: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    let under_width: usize = under.iter().map(|s| s.content.chars().count()).sum();
+    if width == 0 || total <= width || width <= under_width + 8 {
+        return vec![Line::from(spans)];
+    }
+    // Pieces: runs of characters ending in a space (or the span's end), with their style.
+    let mut pieces: Vec<(String, Style)> = Vec::new();
+    for s in &spans {
+        let mut piece = String::new();
+        for c in s.content.chars() {
+            piece.push(c);
+            if c == ' ' {
+                pieces.push((std::mem::take(&mut piece), s.style));
+            }
+        }
+        if !piece.is_empty() {
+            pieces.push((piece, s.style));
+        }
+    }
+    let mut out = Vec::new();
+    let mut line: Vec<Span<'static>> = Vec::new();
+    let mut used = 0;
+    for (mut text, style) in pieces {
+        loop {
+            let n = text.chars().count();
+            if used + n <= width {
+                used += n;
+                line.push(Span::styled(text, style));
+                break;
+            }
+            let fresh = used == 0 || (out.is_empty() && line.is_empty()) || used == under_width;
+            if !fresh && n <= width - under_width {
+                // The piece fits on a line of its own: break before it.
+                out.push(Line::from(std::mem::take(&mut line)));
+                line = under.clone();
+                used = under_width;
+                continue;
+            }
+            // Longer than a line: cut it where this line ends.
+            let room = width - used;
+            let cut: String = text.chars().take(room).collect();
+            text = text.chars().skip(room).collect();
+            line.push(Span::styled(cut, style));
+            out.push(Line::from(std::mem::take(&mut line)));
+            line = under.clone();
+            used = under_width;
+            if text.is_empty() {
+                break;
+            }
+        }
+    }
+    if used > under_width || out.is_empty() {
+        out.push(Line::from(line));
+    }
+    out
+}
+
 /// One stage of a decision's trace, with how each of its parts is drawn.
 pub struct TraceRow {
     pub stage: String,
