@@ -689,6 +689,19 @@ fn creating_a_token_by_keys_asks_for_what_it_needs() {
     );
 }
 
+#[test]
+fn typing_into_a_choice_says_what_the_field_takes_instead_of_dropping_the_keys() {
+    let mut a = app(120, 40);
+    with_access(&mut a);
+    keys(&mut a, "lln");
+    for _ in 0..3 {
+        key(&mut a, KeyCode::Tab);
+    }
+    keys(&mut a, "email.*");
+    let text = render(&a).to_string();
+    assert!(text.contains("Expires is a choice: ←/→ picks one"), "{text}");
+}
+
 /// Each cell's style as text: the colour theme snapshots compare what a person sees.
 fn styled(b: &TestBackend) -> String {
     let buf = b.buffer();

@@ -73,6 +73,14 @@ fn color(s: &str, key: &str) -> Result<Color, String> {
     Color::from_str(s).map_err(|_| format!("`{key}`: unknown colour `{s}`"))
 }
 
+/// Whether a terminal says it shows 256 colours (or more): `COLORTERM=truecolor|24bit`,
+/// or a `TERM` naming 256 or direct colour. The default theme uses 256; a terminal that
+/// does not say so (an SSH session's plain `xterm`, `screen`, `linux`) gets the 16-colour
+/// theme, whose every colour it has. A theme named by `--theme` or the config wins.
+pub fn colours_256(term: Option<&str>, colorterm: Option<&str>) -> bool {
+    matches!(colorterm, Some("truecolor" | "24bit")) || term.is_some_and(|t| t.contains("256color") || t.contains("direct"))
+}
+
 impl Theme {
     /// Parses a theme file.
     pub fn parse(text: &str) -> Result<Theme, String> {
@@ -157,7 +165,13 @@ impl Theme {
         if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
             return Ok(Theme::monochrome());
         }
-        let Some(name) = name else { return Ok(Theme::default_theme()) };
+        let Some(name) = name else {
+            return Ok(if colours_256(std::env::var("TERM").ok().as_deref(), std::env::var("COLORTERM").ok().as_deref()) {
+                Theme::default_theme()
+            } else {
+                Theme::built_in("ansi16").expect("the built-in ansi16 theme parses")
+            });
+        };
         if let Some(dir) = config_dir {
             let path = dir.join("themes").join(format!("{name}.toml"));
             if path.exists() {
@@ -193,6 +207,16 @@ impl Theme {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_terminal_that_says_it_has_256_colours_gets_them_by_default() {
+        assert!(colours_256(Some("xterm-256color"), None));
+        assert!(colours_256(Some("xterm"), Some("truecolor")));
+        assert!(colours_256(Some("xterm-direct"), None));
+        for term in [Some("xterm"), Some("screen"), Some("linux"), Some("vt100"), None] {
+            assert!(!colours_256(term, None), "{term:?}");
+        }
+    }
 
     #[test]
     fn every_built_in_theme_parses_and_sets_every_meaning() {

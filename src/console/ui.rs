@@ -169,7 +169,11 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
             } else {
                 keys::footer(app.screen, open)
             };
-            for (k, label) in offered {
+            for (k, mut label) in offered {
+                // `space` toggles: say what it will do.
+                if app.screen == Screen::Audit && k == "space" && !app.audit.follow {
+                    label = "follow";
+                }
                 let disabled = match (app.screen, k) {
                     (Screen::Simulate, "P") => !app.can("constitution:publish"),
                     (Screen::Simulate, "r") if app.simulate.mode == super::screens::simulate::Mode::Draft => !app.can("actions:simulate"),

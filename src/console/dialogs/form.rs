@@ -52,6 +52,16 @@ pub struct Form {
     pub error: Option<String>,
 }
 
+/// Takes `i` out of `set` if it was in, else puts it in.
+fn toggle(set: &mut BTreeSet<usize>, i: usize) {
+    if !set.remove(&i) {
+        set.insert(i);
+    }
+}
+
+/// A form's box width, at most.
+const WIDTH: u16 = 86;
+
 impl Form {
     pub fn text(&self, i: usize) -> String {
         match self.fields.get(i) {
@@ -112,19 +122,21 @@ impl Form {
                 KeyCode::Char(c) if !ctrl => value.push(c),
                 _ => {}
             },
-            Some(Field::Choice { options, selected, .. }) => match key.code {
+            Some(Field::Choice { label, options, selected }) => match key.code {
                 KeyCode::Left | KeyCode::Up | KeyCode::Char('k') | KeyCode::Char('h') => *selected = selected.saturating_sub(1),
                 KeyCode::Right | KeyCode::Down | KeyCode::Char('j') | KeyCode::Char('l') => {
                     *selected = (*selected + 1).min(options.len().saturating_sub(1))
                 }
+                // Typing where nothing is typed: say so, rather than drop the keys unseen.
+                KeyCode::Char(_) if !ctrl => self.error = Some(format!("{label} is a choice: ←/→ picks one; tab moves to the next field")),
                 _ => {}
             },
-            Some(Field::Checklist { options, checked, cursor, .. }) => match key.code {
+            Some(Field::Checklist { label, options, checked, cursor }) => match key.code {
                 KeyCode::Up | KeyCode::Char('k') => *cursor = cursor.saturating_sub(1),
                 KeyCode::Down | KeyCode::Char('j') => *cursor = (*cursor + 1).min(options.len().saturating_sub(1)),
-                // Toggle: take it out if it was in, else put it in.
-                KeyCode::Char(' ') | KeyCode::Char('x') if !checked.remove(cursor) => {
-                    checked.insert(*cursor);
+                KeyCode::Char(' ') | KeyCode::Char('x') => toggle(checked, *cursor),
+                KeyCode::Char(_) if !ctrl => {
+                    self.error = Some(format!("{label} is a list: j/k moves, space ticks; tab moves to the next field"))
                 }
                 _ => {}
             },
@@ -150,6 +162,9 @@ impl Form {
     pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme) {
         let mut lines: Vec<Line> = Vec::new();
         let visible_checks = (area.height.saturating_sub(10) as usize).clamp(4, 14);
+        // The box's inner width (see `frame_box`): what a checklist's descriptions have
+        // left after the mark and the name, cut with `…` rather than by the border.
+        let inner_width = area.width.min(WIDTH).saturating_sub(2) as usize;
         for (i, field) in self.fields.iter().enumerate() {
             let focused = i == self.focus;
             let label_style = if focused { theme.accent } else { theme.muted };
@@ -161,15 +176,21 @@ impl Form {
                         spans.push(Span::styled("█", theme.accent));
                     }
                     if value.is_empty() && !hint.is_empty() {
-                        spans.push(Span::styled(format!("  {hint}"), theme.disabled));
+                        let room = inner_width.saturating_sub(14 + 1 + 2);
+                        spans.push(Span::styled(format!("  {}", crate::console::widgets::clip(hint, room)), theme.disabled));
                     }
                     lines.push(Line::from(spans));
                 }
                 Field::Choice { label, options, selected } => {
                     let mut spans = vec![Span::styled(format!("{label:>12}  "), label_style)];
                     for (j, o) in options.iter().enumerate() {
-                        let style = if j == *selected { if focused { theme.selection } else { theme.title } } else { theme.muted };
-                        spans.push(Span::styled(format!(" {o} "), style));
+                        // Brackets mark the choice without colour, too.
+                        let (text, style) = if j == *selected {
+                            (format!("[{o}]"), if focused { theme.selection } else { theme.title })
+                        } else {
+                            (format!(" {o} "), theme.muted)
+                        };
+                        spans.push(Span::styled(text, style));
                     }
                     lines.push(Line::from(spans));
                 }
@@ -181,7 +202,7 @@ impl Form {
                         let style = if focused && j == *cursor { theme.selection } else { theme.base };
                         lines.push(Line::from(vec![
                             Span::styled(format!("{:>14}{mark} {name:<22}", ""), style),
-                            Span::styled(crate::console::widgets::clip(what, 40), theme.muted),
+                            Span::styled(crate::console::widgets::clip(what, inner_width.saturating_sub(40).max(8)), theme.muted),
                         ]));
                     }
                 }
@@ -199,7 +220,7 @@ impl Form {
             Span::styled("esc", theme.key),
             Span::styled(" cancel", theme.muted),
         ]));
-        let inner = frame_box(f, area, 86, lines.len() as u16 + 2, &self.title, theme, false);
+        let inner = frame_box(f, area, WIDTH, lines.len() as u16 + 2, &self.title, theme, false);
         f.render_widget(Paragraph::new(lines), inner);
     }
 }

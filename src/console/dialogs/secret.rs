@@ -15,6 +15,9 @@ pub struct Secret {
     pub name: String,
     pub secret: String,
     pub copied: bool,
+    /// `esc` was pressed once: it is the reflex for "back", and the secret cannot be
+    /// shown again, so the first press only asks.
+    pub leaving: bool,
 }
 
 impl Secret {
@@ -24,7 +27,12 @@ impl Secret {
                 self.copied = copy_osc52(&self.secret);
                 Outcome::Stay
             }
-            KeyCode::Enter | KeyCode::Esc => Outcome::Close,
+            KeyCode::Enter => Outcome::Close,
+            KeyCode::Esc if self.leaving => Outcome::Close,
+            KeyCode::Esc => {
+                self.leaving = true;
+                Outcome::Stay
+            }
             _ => Outcome::Stay,
         }
     }
@@ -38,6 +46,9 @@ impl Secret {
             Line::styled("This is the only time it is shown. Countersign keeps only its hash: store it now.", theme.warn),
             Line::default(),
         ];
+        if self.leaving {
+            lines.push(Line::styled("Close without storing it? esc again closes; it will not be shown again.", theme.danger));
+        }
         if self.copied {
             lines.push(Line::styled("Sent to the clipboard by OSC 52 (tmux and some terminals ignore it).", theme.ok));
         }
@@ -58,4 +69,19 @@ fn copy_osc52(text: &str) -> bool {
     use std::io::Write;
     let seq = format!("\x1b]52;c;{}\x07", base64::engine::general_purpose::STANDARD.encode(text));
     std::io::stdout().write_all(seq.as_bytes()).and_then(|_| std::io::stdout().flush()).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_asks_before_the_secret_is_gone_and_enter_does_not() {
+        let secret = || Secret { title: "t".into(), name: "n".into(), secret: "csa_x".into(), copied: false, leaving: false };
+        let mut d = secret();
+        assert!(matches!(d.on_key(KeyEvent::from(KeyCode::Esc)), Outcome::Stay));
+        assert!(d.leaving);
+        assert!(matches!(d.on_key(KeyEvent::from(KeyCode::Esc)), Outcome::Close));
+        assert!(matches!(secret().on_key(KeyEvent::from(KeyCode::Enter)), Outcome::Close));
+    }
 }

@@ -101,8 +101,13 @@ pub fn on_done(app: &mut App, result: Result<(String, Option<(String, String)>),
         Ok((message, secret)) => {
             app.say(message);
             if let Some((name, token)) = secret {
-                app.dialog =
-                    Some(Dialog::Secret(Secret { title: "New agent token — shown once".into(), name, secret: token, copied: false }));
+                app.dialog = Some(Dialog::Secret(Secret {
+                    title: "New agent token — shown once".into(),
+                    name,
+                    secret: token,
+                    copied: false,
+                    leaving: false,
+                }));
             }
         }
         Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),
@@ -321,7 +326,11 @@ fn remove(app: &mut App) {
                 vec![
                     format!("Deactivate {} ({})?", m.email, m.role),
                     "This ends their sessions now and revokes their agent tokens".into(),
-                    format!("({tokens} active token(s) that you can see). Reactivating later does not bring them back."),
+                    format!(
+                        "({tokens} active {} that you can see). Reactivating later does not bring {} back.",
+                        if tokens == 1 { "token" } else { "tokens" },
+                        if tokens == 1 { "it" } else { "them" }
+                    ),
                 ]
             } else {
                 vec![format!("Reactivate {}? They can sign in again; their old tokens stay revoked.", m.email)]

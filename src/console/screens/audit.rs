@@ -276,6 +276,10 @@ impl Audit {
             Some(s) if !self.follow => self.view.iter().position(|x| *x >= s).unwrap_or(self.view.len().saturating_sub(1)),
             _ => self.view.len().saturating_sub(1),
         };
+        // "New" while paused: what the new filter shows below the paused position.
+        if !self.follow {
+            self.paused_new = self.view.len().saturating_sub(self.cursor + 1);
+        }
     }
 }
 
@@ -601,9 +605,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         .map(|(i, e)| {
             let style = outcome_style(t, &e.outcome);
             let time = e.ts.get(11..19).unwrap_or("").to_string();
+            // Cut as a whole, so the `…` is never itself cut off by the column.
             let actor = match app.names.get(&*e.actor_id) {
                 Some(name) => clip(name, if wide { 30 } else { 20 }),
-                None => format!("{}:{}", e.actor_kind.as_str(), clip(&e.actor_id, if wide { 30 } else { 14 })),
+                None => clip(&format!("{}:{}", e.actor_kind.as_str(), e.actor_id), if wide { 30 } else { 20 }),
             };
             let mut cells = vec![
                 Cell::from(Span::styled(e.seq.to_string(), t.muted)),

@@ -463,7 +463,11 @@ fn ask_publish(app: &mut App) {
     let changed: Vec<String> = d.changed.iter().map(|c| c.id.clone()).collect();
     let next = s.base_version + 1;
     let mut lines = vec![
-        format!("Publish version {next} of the constitution ({} rules), replacing version {}.", rules.len(), s.base_version),
+        format!(
+            "Publish version {next} of the constitution ({}), {}.",
+            plural(rules.len(), "rule", "rules"),
+            if s.base_version == 0 { "the first".to_string() } else { format!("replacing version {}", s.base_version) }
+        ),
         format!("added: {}", list(&d.added)),
         format!("removed: {}", list(&d.removed)),
         format!("changed: {}", list(&changed)),
@@ -940,4 +944,9 @@ pub fn request_from(payload: Option<&Value>, current: Option<&Value>, confidence
         m.insert("resource".into(), json!(r));
     }
     Value::Object(m)
+}
+
+/// "1 rule", "3 rules".
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
