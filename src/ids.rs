@@ -67,7 +67,15 @@ pub fn new_id(kind: IdKind) -> String {
 /// A well-formed id may still name nothing; that is a 404, not a 400.
 pub fn is_valid(kind: IdKind, s: &str) -> bool {
     match s.split_once('_') {
-        Some((prefix, rest)) => prefix == kind.prefix() && rest.len() == 26 && ulid::Ulid::from_string(rest).is_ok(),
+        // As Countersign writes them: upper case, and no larger than a ULID can be (the
+        // first character 0–7). A lower-case or overflowing spelling names nothing here.
+        Some((prefix, rest)) => {
+            prefix == kind.prefix()
+                && rest.len() == 26
+                && rest.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+                && rest.as_bytes()[0] <= b'7'
+                && ulid::Ulid::from_string(rest).is_ok()
+        }
         None => false,
     }
 }
@@ -86,7 +94,7 @@ impl fmt::Display for MalformedId {
         let shown: String = self.given.chars().filter(|c| c.is_ascii_graphic()).take(40).collect();
         write!(
             f,
-            "`{shown}` is not {} {} id; {} ids look like {}_01JB9Y6Z3K8Q4W2N7R5T0V1X2Y",
+            "`{shown}` is not {} {} id; {} ids look like {}_01JB9Y6Z3K8Q4W2N7R5T0V1X2Y (upper case)",
             if self.kind.noun().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" },
             self.kind.noun(),
             self.kind.noun(),
@@ -103,6 +111,14 @@ pub fn parse(kind: IdKind, s: &str) -> Result<&str, MalformedId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_canonical_spelling_is_an_id() {
+        let id = new_id(IdKind::Action);
+        assert!(is_valid(IdKind::Action, &id));
+        assert!(!is_valid(IdKind::Action, &id.to_lowercase()));
+        assert!(!is_valid(IdKind::Action, "act_81M8TRXGPD1QEP5G1VDGS0A2Y6"), "larger than a ULID can be");
+    }
 
     #[test]
     fn ids_carry_their_prefix_and_sort_by_time() {

@@ -37,7 +37,7 @@ pub fn valid_role_name(name: &str) -> bool {
 /// not blank. They are shown in terminals, so control characters could repaint a screen.
 pub fn valid_display_name(name: &str) -> bool {
     let n = name.chars().count();
-    (1..=100).contains(&n) && !name.trim().is_empty() && !name.chars().any(char::is_control)
+    (1..=100).contains(&n) && !name.trim().is_empty() && !name.chars().any(|c| c.is_control() || is_bidi_control(c))
 }
 
 /// A deliberately plain e-mail check: one `@`, something either side, a dot in the
@@ -56,6 +56,19 @@ pub fn valid_email(email: &str) -> bool {
 /// Normalises an e-mail for lookup: addresses are matched case-insensitively.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
+}
+
+/// Unicode's bidirectional controls (embeddings, overrides, isolates, marks): in text an
+/// approver reads, they can show it in another order than it was sent (`U+202E` turns
+/// "txt.exe" into "exe.txt" on screen), so text that people judge refuses them.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Free text that people read (reasons, resources): at most `max` characters; no control
+/// characters, but line breaks and tabs where `multiline`; no bidirectional controls.
+pub fn valid_free_text(s: &str, max: usize, multiline: bool) -> bool {
+    s.chars().count() <= max && !s.chars().any(|c| (c.is_control() && !(multiline && (c == '\n' || c == '\t'))) || is_bidi_control(c))
 }
 
 #[cfg(test)]

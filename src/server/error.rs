@@ -84,6 +84,14 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     let (parts, body) = resp.into_parts();
     let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let (kind, code) = match parts.status.as_u16() {
+        // axum's words for a path segment that does not decode (`%FF`).
+        400 if text.starts_with("Invalid URL") => {
+            let mut out =
+                Error::new(Kind::BadRequest, "invalid_path", "the path does not decode: a percent-encoded part of it is not UTF-8")
+                    .into_response();
+            *out.status_mut() = parts.status;
+            return out;
+        }
         400 => (Kind::BadRequest, "bad_request"),
         404 => (Kind::NotFound, "route_not_found"),
         405 => (Kind::MethodNotAllowed, "method_not_allowed"),

@@ -373,7 +373,7 @@ async fn concurrent_writes_in_two_workspaces_keep_both_chains_whole() {
     });
     let tokens = (0..40).map(|i| {
         let api = b.owner.clone();
-        async move { api.post("/v1/tokens", json!({"name": format!("t{i}"), "scopes": [], "tools": ["*"]})).await.status }
+        async move { api.post("/v1/tokens", json!({"name": format!("t{i}"), "scopes": ["actions:submit"], "tools": ["*"]})).await.status }
     });
     let (settings, dups, tokens) = tokio::join!(join_all(settings), join_all(dups), join_all(tokens));
     assert!(settings.iter().all(|s| *s == 200), "{settings:?}");

@@ -201,11 +201,16 @@ async fn bad_ids_are_400() {
         let method = if path.ends_with("rotate") { "POST" } else { "GET" };
         p.ws.owner.send(method.parse().unwrap(), path, None, &[]).await.assert_error(400, "invalid_id");
     }
+    // Only the spelling Countersign writes is an id: not lower case, not past a ULID's range.
+    let own = p.ws.owner_id.clone();
+    for id in [own.to_lowercase(), format!("usr_8{}", &own[5..])] {
+        p.ws.owner.get(&format!("/v1/members/{id}")).await.assert_error(400, "invalid_id");
+    }
     // An id that is not even UTF-8 once decoded is refused by the framework's path
-    // extractor before our id check runs: still a 400 in our shape, under a generic code.
-    let r = p.ws.owner.get("/v1/roles/%FF%FE").await;
-    assert_eq!(r.status, 400, "{}", r.text);
-    assert_error_shape(&r);
+    // extractor before our id check runs: still a 400 in our shape, with a code that says so.
+    p.ws.owner.get("/v1/roles/%FF%FE").await.assert_error(400, "invalid_path");
+    // A tool name no tool can have is named as such, as on PUT.
+    p.ws.owner.get("/v1/tools/X.A").await.assert_error(422, "invalid_tool_name");
     p.ws.owner.get("/v1/tokens?owner=nobody").await.assert_error(400, "invalid_id");
     p.ws.owner.post("/v1/workspace/transfer", json!({"member_id": "usr_"})).await.assert_error(400, "invalid_id");
     p.unchanged().await;
@@ -310,4 +315,27 @@ async fn a_client_too_slow_to_send_its_request_is_cut_off() {
     // A compressed body is named as such, not called malformed JSON.
     let r = ws.owner.send(reqwest::Method::POST, "/v1/members", Some(b"\x1f\x8b\x08".to_vec()), &[("content-encoding", "gzip")]).await;
     r.assert_error(415, "unsupported_content_encoding");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn small_mistakes_in_an_action_are_each_named() {
+    let server = TestServer::start().await;
+    let ws = server.workspace("acme").await;
+    ws.record_tool("files.share", "read", "approve", false).await;
+    // Bidirectional controls could show an approver another text than was sent.
+    let spoof = json!({"tool": "files.share", "payload": {"f": "x"}, "reason": "share invoice\u{202E}fdp.exe"});
+    ws.owner.post("/v1/actions", spoof).await.assert_error(422, "invalid_reason");
+    let spoof = json!({"tool": "files.share", "payload": {"f": "x"}, "resource": "file:\u{2066}a"});
+    ws.owner.post("/v1/actions", spoof).await.assert_error(422, "invalid_resource");
+    // One Idempotency-Key, not two.
+    let body = serde_json::to_vec(&json!({"tool": "files.share", "payload": {"f": "x"}})).unwrap();
+    let r = ws.owner.send(reqwest::Method::POST, "/v1/actions", Some(body), &[("idempotency-key", "a"), ("idempotency-key", "b")]).await;
+    r.assert_error(400, "invalid_idempotency_key");
+    // A dry run's refusal names both permissions that would allow it.
+    let (_, token) = Workspace::token(&ws.owner, &["tools:read"], &["*"]).await;
+    let r = ws.owner.as_token(&token).post("/v1/actions", json!({"tool": "files.share", "payload": {}, "dry_run": true})).await;
+    r.assert_error(403, "permission_denied");
+    assert!(r.text.contains("actions:simulate") && r.text.contains("actions:submit"), "{}", r.text);
+    // None of it was recorded.
+    assert_eq!(ws.owner.get("/v1/actions").await.body["items"], json!([]));
 }

@@ -118,7 +118,10 @@ async fn expiry_outside_the_allowed_range_is_refused() {
     let server = TestServer::start().await;
     let ws = server.workspace("range").await;
     for bad in [0, 59, -1, 2 * 365 * 24 * 3600 + 1] {
-        let r = ws.owner.post("/v1/tokens", json!({"name": "x", "scopes": [], "tools": ["*"], "expires_in_seconds": bad})).await;
+        let r = ws
+            .owner
+            .post("/v1/tokens", json!({"name": "x", "scopes": ["actions:submit"], "tools": ["*"], "expires_in_seconds": bad}))
+            .await;
         r.assert_error(422, "invalid_expiry");
     }
     assert_eq!(ws.owner.get("/v1/tokens").await.body["items"], json!([]));
@@ -156,10 +159,13 @@ async fn scopes_a_token_may_not_carry_are_refused() {
     r.assert_error(422, "scope_not_allowed");
     let r = ws.owner.post("/v1/tokens", json!({"name": "x", "scopes": ["actions:fly"], "tools": ["*"]})).await;
     r.assert_error(422, "unknown_permission");
-    let r = ws.owner.post("/v1/tokens", json!({"name": "x", "scopes": [], "tools": ["email*"]})).await;
+    let r = ws.owner.post("/v1/tokens", json!({"name": "x", "scopes": ["actions:submit"], "tools": ["email*"]})).await;
     r.assert_error(422, "invalid_tool_pattern");
-    let r = ws.owner.post("/v1/tokens", json!({"name": "", "scopes": [], "tools": ["*"]})).await;
+    let r = ws.owner.post("/v1/tokens", json!({"name": "", "scopes": ["actions:submit"], "tools": ["*"]})).await;
     r.assert_error(422, "invalid_name");
+    // A token that may do nothing is a mistake, not a token.
+    let r = ws.owner.post("/v1/tokens", json!({"name": "x", "scopes": [], "tools": ["*"]})).await;
+    r.assert_error(422, "invalid_field");
     // A member cannot give a token what the member role does not hold.
     let (_, member) = ws.member(&server, "member").await;
     let r = member.post("/v1/tokens", json!({"name": "x", "scopes": ["audit:read"], "tools": ["*"]})).await;

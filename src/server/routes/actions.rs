@@ -65,22 +65,21 @@ fn check_fields(req: &SubmitAction) -> Result<()> {
     }
     // Written by the agent, read by approvers (in a terminal, in a CSV): line breaks and
     // tabs are text, any other control character could be an escape sequence.
-    if req
-        .reason
-        .as_ref()
-        .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS || r.chars().any(|c| c.is_control() && c != '\n' && c != '\t'))
-    {
+    if req.reason.as_ref().is_some_and(|r| !names::valid_free_text(r, MAX_REASON_CHARS, true)) {
         return Err(Error::unprocessable(
             "invalid_reason",
-            format!("reason is at most {MAX_REASON_CHARS} characters, without control characters other than line breaks and tabs"),
+            format!(
+                "reason is at most {MAX_REASON_CHARS} characters, without control characters other than line breaks and tabs, \
+                 and without bidirectional controls (which could show an approver another text than was sent)"
+            ),
         ));
     }
     if let Some(r) = &req.resource
-        && (r.is_empty() || r.chars().count() > MAX_RESOURCE_CHARS || r.chars().any(char::is_control))
+        && (r.is_empty() || !names::valid_free_text(r, MAX_RESOURCE_CHARS, false))
     {
         return Err(Error::unprocessable(
             "invalid_resource",
-            format!("resource is 1 to {MAX_RESOURCE_CHARS} characters, without control characters"),
+            format!("resource is 1 to {MAX_RESOURCE_CHARS} characters, without control or bidirectional control characters"),
         ));
     }
     Ok(())
@@ -95,7 +94,11 @@ fn principal(caller: &Caller) -> String {
 }
 
 fn idempotency(headers: &HeaderMap, caller: &Caller, body: &[u8]) -> Result<Option<IdempotencyKey>> {
-    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let mut given = headers.get_all("idempotency-key").iter();
+    let Some(v) = given.next() else { return Ok(None) };
+    if given.next().is_some() {
+        return Err(Error::bad_request("invalid_idempotency_key", "Idempotency-Key is given more than once: send it once"));
+    }
     let key =
         v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic())).ok_or_else(
             || {
@@ -137,9 +140,13 @@ fn decision_record(d: &gate::Decision) -> DecisionRecord {
     responses(
         (status = 201, description = "decided and recorded", body = ActionOutcome),
         (status = 200, description = "a dry run: decided, nothing recorded", body = ActionOutcome),
-        (status = 403, body = ErrorBody),
-        (status = 404, description = "no such tool", body = ErrorBody),
-        (status = 409, description = "the Idempotency-Key was used for another request", body = ErrorBody),
+        (status = 400, description = "malformed_json, invalid_idempotency_key, nesting_too_deep, …", body = ErrorBody),
+        (status = 401, description = "no usable credential", body = ErrorBody),
+        (status = 403, description = "permission_denied", body = ErrorBody),
+        (status = 404, description = "unknown_tool", body = ErrorBody),
+        (status = 408, description = "request_timeout: the body did not arrive in time", body = ErrorBody),
+        (status = 409, description = "idempotency_key_reused (another request), idempotency_key_in_use (still running), rules_changed (the tool or rules changed while it was decided: send it again)", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 422, body = ErrorBody),
         (status = 503, description = "the store could not be read or written: refused, nothing ran", body = ErrorBody),
     ))]
@@ -151,8 +158,8 @@ pub async fn submit(
 ) -> Result<Response> {
     let RawBody { value: mut req, bytes } = raw;
     if req.dry_run {
-        if !caller.can(Permission::ActionsSimulate) {
-            caller.require(Permission::ActionsSubmit)?;
+        if !caller.can(Permission::ActionsSimulate) && !caller.can(Permission::ActionsSubmit) {
+            return Err(Error::forbidden("permission_denied", "a dry run needs the `actions:simulate` or the `actions:submit` permission"));
         }
     } else {
         caller.require(Permission::ActionsSubmit)?;

@@ -118,9 +118,12 @@ pub async fn decide(
         return Err(Error::unprocessable("invalid_hash", "payload_sha256 must be the 64 hex digits of the SHA-256 you were shown"));
     }
     if let Some(r) = &req.reason
-        && (r.chars().count() > 2000 || r.chars().any(|c| c.is_control() && c != '\n'))
+        && !crate::names::valid_free_text(r, 2000, true)
     {
-        return Err(Error::unprocessable("invalid_reason", "a reason is at most 2000 characters"));
+        return Err(Error::unprocessable(
+            "invalid_reason",
+            "a reason is at most 2000 characters, without control characters other than line breaks and tabs, and without bidirectional controls",
+        ));
     }
     let decision = DecisionRequest {
         approval_id: id,

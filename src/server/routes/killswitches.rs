@@ -45,8 +45,11 @@ async fn set(state: &AppState, caller: &Caller, target: SwitchTarget, req: SetSw
     if reason.is_empty() {
         return Err(Error::unprocessable("reason_required", "say why: a kill switch change needs a reason"));
     }
-    if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
-        return Err(Error::unprocessable("invalid_reason", "a reason is at most 500 characters, without control characters"));
+    if !crate::names::valid_free_text(reason, 500, false) {
+        return Err(Error::unprocessable(
+            "invalid_reason",
+            "a reason is at most 500 characters, without control or bidirectional control characters",
+        ));
     }
     let (switch, changed) = state.store.set_killswitch(&caller.workspace, &caller.origin(), target, req.engaged, reason).await?;
     Ok(Json(SwitchChange { switch, changed }))

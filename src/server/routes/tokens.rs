@@ -69,6 +69,12 @@ fn check_create(caller: &Caller, req: &CreateToken) -> Result<()> {
         ));
     }
     let scopes = permissions::parse_set(&req.scopes).map_err(|e| Error::unprocessable("unknown_permission", e.to_string()))?;
+    if scopes.is_empty() {
+        return Err(Error::unprocessable(
+            "invalid_field",
+            "scopes: a token needs at least one permission (e.g. `actions:submit`); without one it can do nothing",
+        ));
+    }
     if let Some(p) = scopes.iter().find(|p| !p.grantable_to_agents()) {
         let why = if *p == Permission::ApprovalsDecide {
             "approvals are decided by people, never by agents"
@@ -158,8 +164,9 @@ pub async fn list_tokens(
     Ok(Json(TokenList { items: state.store.list_tokens(&caller.workspace, owner.as_deref()).await? }))
 }
 
-/// Loads a token the caller may manage: their own, or any with `tokens:manage`.
-async fn manageable(state: &AppState, caller: &Caller, id: &str) -> Result<Token> {
+/// Loads a token the caller may read or change (`doing` says which, for the refusal):
+/// their own, or any with `tokens:manage`.
+async fn manageable(state: &AppState, caller: &Caller, id: &str, doing: &str) -> Result<Token> {
     ids::parse(IdKind::Token, id)?;
     let token = state.store.get_token(&caller.workspace, id).await?;
     if caller.can(Permission::TokensManage) {
@@ -167,7 +174,7 @@ async fn manageable(state: &AppState, caller: &Caller, id: &str) -> Result<Token
     }
     caller.require(Permission::TokensCreate)?;
     if token.owner_id != caller.member_id {
-        return Err(Error::forbidden("permission_denied", "managing other members' tokens needs the `tokens:manage` permission"));
+        return Err(Error::forbidden("permission_denied", format!("{doing} other members' tokens needs the `tokens:manage` permission")));
     }
     Ok(token)
 }
@@ -179,7 +186,7 @@ async fn manageable(state: &AppState, caller: &Caller, id: &str) -> Result<Token
     (status = 404, body = ErrorBody),
 ))]
 pub async fn get_token(State(state): State<AppState>, caller: Auth<need::Authenticated>, Path(id): Path<String>) -> Result<Json<Token>> {
-    Ok(Json(manageable(&state, &caller, &id).await?))
+    Ok(Json(manageable(&state, &caller, &id, "reading").await?))
 }
 
 /// Replaces a token's secret. The old secret stops working at once; the new one is in
@@ -196,7 +203,7 @@ pub async fn rotate_token(
     Path(id): Path<String>,
 ) -> Result<Json<TokenWithSecret>> {
     caller.require_human("rotating agent tokens")?;
-    manageable(&state, &caller, &id).await?;
+    manageable(&state, &caller, &id, "rotating").await?;
     let secret = secrets::generate(SecretKind::AgentToken);
     let record = state
         .store
@@ -213,6 +220,6 @@ pub async fn rotate_token(
 ))]
 pub async fn revoke_token(State(state): State<AppState>, caller: Auth<need::Authenticated>, Path(id): Path<String>) -> Result<Json<Token>> {
     caller.require_human("revoking agent tokens")?;
-    manageable(&state, &caller, &id).await?;
+    manageable(&state, &caller, &id, "revoking").await?;
     Ok(Json(state.store.revoke_token(&caller.workspace, &caller.origin(), &id).await?))
 }

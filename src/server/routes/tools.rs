@@ -329,5 +329,7 @@ pub async fn list_tools(State(state): State<AppState>, caller: Auth<need::ToolsR
     (status = 404, body = ErrorBody),
 ))]
 pub async fn get_tool(State(state): State<AppState>, caller: Auth<need::ToolsRead>, Path(name): Path<String>) -> Result<Json<Tool>> {
+    // The name checked as on PUT: a name no tool can have is a mistake to say, not a 404.
+    names::check_tool_name(&name)?;
     Ok(Json(state.store.get_tool(&caller.workspace, &name).await?))
 }
