@@ -21,6 +21,8 @@ pub enum IdKind {
     Webhook,
     Delivery,
     Checkpoint,
+    /// One HTTP request, named in its answer's `X-Request-Id` and in the server's log.
+    Request,
 }
 
 impl IdKind {
@@ -37,6 +39,7 @@ impl IdKind {
             IdKind::Webhook => "whk",
             IdKind::Delivery => "dlv",
             IdKind::Checkpoint => "chk",
+            IdKind::Request => "req",
         }
     }
 
@@ -54,6 +57,7 @@ impl IdKind {
             IdKind::Webhook => "webhook",
             IdKind::Delivery => "delivery",
             IdKind::Checkpoint => "checkpoint",
+            IdKind::Request => "request",
         }
     }
 }

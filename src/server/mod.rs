@@ -214,6 +214,19 @@ impl AppState {
     }
 }
 
+/// The header that names a request in its answer and in the server's log.
+const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+/// Makes `req_<ULID>` for each request, replacing any the client sent.
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl tower_http::request_id::MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<tower_http::request_id::RequestId> {
+        axum::http::HeaderValue::from_str(&crate::ids::new_id(crate::ids::IdKind::Request)).ok().map(tower_http::request_id::RequestId::new)
+    }
+}
+
 /// The whole application: routes, fallbacks and layers.
 pub fn app(state: AppState) -> Router {
     let (router, _) = routes::router().split_for_parts();
@@ -233,11 +246,21 @@ pub fn app(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<_>| {
-                    // Method and path only: headers (Authorization!) and bodies are never logged.
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                    // Method, path and the request's id only: headers (Authorization!) and
+                    // bodies are never logged.
+                    let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
                 })
                 .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
+        // Every request gets an id of ours (a client's own is replaced: it would be a
+        // client-chosen string in our log), named in the answer, for support to find it.
+        .layer(tower_http::request_id::PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(tower_http::request_id::SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
+        .layer(axum::middleware::map_request(|mut req: axum::extract::Request| async move {
+            req.headers_mut().remove(REQUEST_ID);
+            req
+        }))
         .with_state(state)
 }
 

@@ -338,4 +338,8 @@ async fn small_mistakes_in_an_action_are_each_named() {
     assert!(r.text.contains("actions:simulate") && r.text.contains("actions:submit"), "{}", r.text);
     // None of it was recorded.
     assert_eq!(ws.owner.get("/v1/actions").await.body["items"], json!([]));
+    // An error names its request by an id of the server's, never one the client chose.
+    let r = ws.owner.send(reqwest::Method::GET, "/v1/tools/X", None, &[("x-request-id", "client-chosen")]).await;
+    let id = r.headers["x-request-id"].to_str().unwrap();
+    assert!(id.starts_with("req_") && countersign::ids::is_valid(countersign::ids::IdKind::Request, id), "{id}");
 }

@@ -17,6 +17,8 @@ async fn the_secret_is_shown_once_and_never_again() {
     let body = r.assert_status(201).clone();
     // No cache on the way keeps a copy of the one answer that holds it.
     assert_eq!(r.headers["cache-control"], "no-store");
+    // Every answer names its request, for support to find it in the server's log.
+    assert!(r.headers["x-request-id"].to_str().unwrap().starts_with("req_"), "{:?}", r.headers);
     let secret = body["token"].as_str().unwrap().to_string();
     let id = body["id"].as_str().unwrap().to_string();
     assert!(secret.starts_with("csa_"), "{secret}");
