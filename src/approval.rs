@@ -7,7 +7,9 @@
 //! ```text
 //!   pending ──approve×required──▶ approved ──consume──▶ consumed
 //!      │ └──deny──▶ denied            │
-//!      └──────────expire──────────────┴──▶ expired
+//!      ├──────────expire──────────────┴──▶ expired
+//!      └──────────withdraw────────────┴──▶ withdrawn   (its requesting token revoked,
+//!                                                       or its requester deactivated)
 //! ```
 
 use chrono::{DateTime, Utc};
@@ -22,6 +24,9 @@ pub enum State {
     Denied,
     Expired,
     Consumed,
+    /// Closed because whoever asked can no longer act: the agent token that requested it
+    /// was revoked, or its requester deactivated. Nobody is left to decide it for.
+    Withdrawn,
 }
 
 impl State {
@@ -32,10 +37,13 @@ impl State {
             State::Denied => "denied",
             State::Expired => "expired",
             State::Consumed => "consumed",
+            State::Withdrawn => "withdrawn",
         }
     }
     pub fn parse(s: &str) -> Option<State> {
-        [State::Pending, State::Approved, State::Denied, State::Expired, State::Consumed].into_iter().find(|x| x.as_str() == s)
+        [State::Pending, State::Approved, State::Denied, State::Expired, State::Consumed, State::Withdrawn]
+            .into_iter()
+            .find(|x| x.as_str() == s)
     }
 }
 
@@ -91,6 +99,7 @@ pub enum Refusal {
     },
     Denied,
     Consumed,
+    Withdrawn,
 }
 
 impl Refusal {
@@ -104,6 +113,7 @@ impl Refusal {
             Refusal::NotApproved { .. } => "approval_pending",
             Refusal::Denied => "approval_denied",
             Refusal::Consumed => "approval_consumed",
+            Refusal::Withdrawn => "approval_withdrawn",
         }
     }
 
@@ -129,6 +139,9 @@ impl Refusal {
                 format!("the approval has {approvals} of {required} approvals; it cannot run yet")
             }
             Refusal::Denied => "the approval was denied".into(),
+            Refusal::Withdrawn => {
+                "the approval was withdrawn: the agent token that requested it was revoked, or its requester deactivated".into()
+            }
             Refusal::Consumed => {
                 "the approval has already been used: each approval runs its action exactly once (its result is on GET /v1/actions/{id})"
                     .into()
@@ -213,6 +226,7 @@ impl Approval {
             State::Denied => return Err(Refusal::Denied),
             State::Consumed => return Err(Refusal::Consumed),
             State::Expired => return Err(Refusal::Expired),
+            State::Withdrawn => return Err(Refusal::Withdrawn),
         }
         if payload_sha256 != self.payload_sha256 {
             return Err(Refusal::HashMismatch {

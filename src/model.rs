@@ -259,6 +259,9 @@ pub enum ActionStatus {
     Blocked,
     /// Its approval expired before it ran.
     Expired,
+    /// Its approval was withdrawn: the token that asked was revoked, or its requester
+    /// deactivated.
+    Withdrawn,
     /// A dry run: nothing happened.
     Simulated,
 }
@@ -274,12 +277,15 @@ impl ActionStatus {
             ActionStatus::Denied => "denied",
             ActionStatus::Blocked => "blocked",
             ActionStatus::Expired => "expired",
+            ActionStatus::Withdrawn => "withdrawn",
             ActionStatus::Simulated => "simulated",
         }
     }
     pub fn parse(s: &str) -> Option<ActionStatus> {
         use ActionStatus::*;
-        [Executed, Failed, PendingApproval, Approved, Executing, Denied, Blocked, Expired, Simulated].into_iter().find(|x| x.as_str() == s)
+        [Executed, Failed, PendingApproval, Approved, Executing, Denied, Blocked, Expired, Withdrawn, Simulated]
+            .into_iter()
+            .find(|x| x.as_str() == s)
     }
 }
 

@@ -315,6 +315,49 @@ fn set_action_status(tx: &mut WriteTx<'_>, ws: &str, id: &str, status: ActionSta
     Ok(())
 }
 
+/// Whose open approvals to withdraw.
+pub(super) enum AskedBy<'a> {
+    /// Through this agent token (just revoked).
+    Token(&'a str),
+    /// By this member (just deactivated), through any token or in person.
+    Member(&'a str),
+}
+
+/// Withdraws every open (pending or approved) approval asked for through a token just
+/// revoked, or by a member just deactivated, in the transaction that did it, each with
+/// its `approval.withdrawn` event: nobody is left to run it, so no approver should be
+/// asked to decide it. Returns how many.
+pub(super) fn withdraw_open_approvals(tx: &mut WriteTx<'_>, ws: &str, by: &Origin, asked_by: AskedBy<'_>) -> Result<usize> {
+    let (filter, who, why) = match asked_by {
+        AskedBy::Token(id) => ("x.agent_token_id = $2", id, "the agent token that asked for it was revoked"),
+        AskedBy::Member(id) => ("a.requester_id = $2", id, "the member who asked for it was deactivated"),
+    };
+    let sql = format!(
+        "SELECT a.id FROM approvals a JOIN actions x ON x.id = a.action_id \
+         WHERE a.workspace_id = $1 AND a.state IN ('pending', 'approved') AND {filter} ORDER BY a.id"
+    );
+    let ids: Vec<String> = tx.query(&sql, params![ws, who])?.iter().map(|r| r.text(0)).collect::<Result<_, _>>()?;
+    let now = tx.now_ts();
+    for id in &ids {
+        let lock = tx.dialect().for_update_of("a");
+        let a = read_approval(&mut *tx, ws, id, &lock)?;
+        tx.execute(
+            "UPDATE approvals SET state = 'withdrawn', decided_at = COALESCE(decided_at, $3) WHERE workspace_id = $1 AND id = $2",
+            params![ws, id, &now],
+        )?;
+        set_action_status(tx, ws, &a.action_id, ActionStatus::Withdrawn)?;
+        tx.append(
+            ws,
+            EventDraft::new("approval.withdrawn", by.actor.clone(), by.via)
+                .resource(a.id.clone())
+                .payload_sha256(a.payload_sha256.clone())
+                .outcome(outcome::FAILURE)
+                .data(approval_event_data(&a, json!({"approvals": a.approvals, "why": why}))),
+        )?;
+    }
+    Ok(ids.len())
+}
+
 /// The result code of a call the sweeper found cut off.
 const INTERRUPTED: &str = "execution_interrupted";
 

@@ -364,6 +364,7 @@ impl Members for SqlStore {
                                 .resource(id.clone())
                                 .data(json!({"email": before.email, "sessions_revoked": sessions, "tokens_revoked": tokens})),
                         )?;
+                        super::actions::withdraw_open_approvals(tx, w, &by, super::actions::AskedBy::Member(&id))?;
                     }
                     Some(MemberStatus::Active) if before.status == MemberStatus::Deactivated => {
                         tx.execute(
@@ -1083,6 +1084,7 @@ impl Tokens for SqlStore {
                         .resource(id.clone())
                         .data(json!({"name": before.name, "owner_id": before.owner_id, "hint": before.hint})),
                 )?;
+                super::actions::withdraw_open_approvals(tx, w, &by, super::actions::AskedBy::Token(&id))?;
                 read_token(&mut *tx, w, &id, &now)
             })
             .await

@@ -4,7 +4,7 @@
 //! same change. Applied versions are recorded in `schema_migrations`; a database written
 //! by a newer Countersign than this one is refused rather than guessed at.
 
-use super::db::{Conn, DbError, Value};
+use super::db::{Conn, DbError, Dialect, Value};
 
 /// One step of the schema.
 pub struct Migration {
@@ -37,23 +37,41 @@ pub fn apply(conn: &mut dyn Conn, migrations: &[Migration]) -> Result<Applied, M
     }
     let mut pending: Vec<&Migration> = migrations.iter().filter(|m| !applied.contains(&m.version)).collect();
     pending.sort_by_key(|m| m.version);
-    for m in pending {
-        conn.batch(conn.dialect().begin_write())?;
-        let step = conn.batch(m.sql).and_then(|_| {
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-                &[Value::Int(m.version), Value::from(m.name), Value::from(crate::clock::format_ts(chrono::Utc::now()))],
-            )
-        });
-        match step {
-            Ok(_) => conn.batch("COMMIT")?,
-            Err(e) => {
-                let _ = conn.batch("ROLLBACK");
-                return Err(MigrateError::Step { version: m.version, name: m.name, source: e });
-            }
+    // SQLite changes a table's constraints only by rebuilding it, which its documentation
+    // says to do with foreign keys off (dropping the old table would otherwise cascade or
+    // fail); each migration's references are checked before it commits instead. The
+    // setting cannot change inside a transaction, hence around them all.
+    let sqlite = conn.dialect() == Dialect::Sqlite;
+    if sqlite && !pending.is_empty() {
+        conn.batch("PRAGMA foreign_keys = OFF")?;
+    }
+    let result = pending.into_iter().try_for_each(|m| apply_one(conn, m, sqlite));
+    if sqlite {
+        conn.batch("PRAGMA foreign_keys = ON")?;
+    }
+    result?;
+    Ok(Applied { from: current, to: latest.max(current) })
+}
+
+/// One migration in its own transaction, recorded as applied in it.
+fn apply_one(conn: &mut dyn Conn, m: &Migration, sqlite: bool) -> Result<(), MigrateError> {
+    conn.batch(conn.dialect().begin_write())?;
+    let step = conn.batch(m.sql).and_then(|_| {
+        if sqlite && let Some(row) = conn.query_opt("PRAGMA foreign_key_check", &[])? {
+            return Err(DbError::Constraint(format!("a reference left dangling in table {}", row.text(0)?)));
+        }
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            &[Value::Int(m.version), Value::from(m.name), Value::from(crate::clock::format_ts(chrono::Utc::now()))],
+        )
+    });
+    match step {
+        Ok(_) => Ok(conn.batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.batch("ROLLBACK");
+            Err(MigrateError::Step { version: m.version, name: m.name, source: e })
         }
     }
-    Ok(Applied { from: current, to: latest.max(current) })
 }
 
 /// The version a database is at (0 when it has no schema yet).
@@ -136,5 +154,35 @@ mod tests {
         apply(&mut *conn, &merged).unwrap();
         // A binary older than the database is still refused.
         assert!(matches!(apply(&mut *conn, &early[..2]), Err(MigrateError::TooNew { found: 5, known: 2 })));
+    }
+
+    #[test]
+    fn approvals_rebuilt_for_withdrawal_keep_every_row_and_reference() {
+        use crate::store::sqlite::MIGRATIONS;
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = SqliteConnector::new(dir.path().join("m.db")).open_writer().unwrap();
+        apply(&mut *conn, &MIGRATIONS[..8]).unwrap();
+        conn.batch(
+            "INSERT INTO workspaces (id, name, created_at) VALUES ('org_1', 'acme', 't');
+             INSERT INTO members (id, workspace_id, email, name, role, password_hash, status, created_at, updated_at)
+                 VALUES ('usr_1', 'org_1', 'a@x.test', 'A', 'owner', 'h', 'active', 't', 't'),
+                        ('usr_2', 'org_1', 'b@x.test', 'B', 'admin', 'h', 'active', 't', 't');
+             INSERT INTO actions (id, workspace_id, tool, status, payload, payload_sha256, requester_id, via, approval_id,
+                                  required_approvals, decision, created_at, updated_at)
+                 VALUES ('act_1', 'org_1', 'email.send', 'pending_approval', '{}', 'h', 'usr_1', 'agent', 'apv_1', 1, '{}', 't', 't');
+             INSERT INTO approvals (id, workspace_id, action_id, tool, payload_sha256, policy, required, requester_id, state, created_at, expires_at)
+                 VALUES ('apv_1', 'org_1', 'act_1', 'email.send', 'h', 'approve', 1, 'usr_1', 'approved', 't', 'u');
+             INSERT INTO approval_decisions (approval_id, workspace_id, member_id, decision, payload_sha256, created_at)
+                 VALUES ('apv_1', 'org_1', 'usr_2', 'approve', 'h', 't');",
+        )
+        .unwrap();
+        apply(&mut *conn, MIGRATIONS).unwrap();
+        let row = conn.query_opt("SELECT state, expires_at FROM approvals WHERE id = 'apv_1'", &[]).unwrap().unwrap();
+        assert_eq!((row.text(0).unwrap(), row.text(1).unwrap()), ("approved".to_string(), "u".to_string()));
+        conn.execute("UPDATE approvals SET state = 'withdrawn' WHERE id = 'apv_1'", &[]).unwrap();
+        // Foreign keys are on again, and the decisions still point at the rebuilt table.
+        assert!(conn.execute("INSERT INTO approval_decisions (approval_id, workspace_id, member_id, decision, payload_sha256, created_at) VALUES ('apv_9', 'org_1', 'usr_2', 'deny', 'h', 't')", &[]).is_err());
+        assert!(conn.query_opt("PRAGMA foreign_key_check", &[]).unwrap().is_none());
+        assert!(conn.execute("UPDATE approvals SET state = 'lost' WHERE id = 'apv_1'", &[]).is_err(), "the state is still checked");
     }
 }

@@ -51,6 +51,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "workspace configuration version",
         sql: include_str!("migrations/postgres/0008_workspace_config_version.sql"),
     },
+    Migration { version: 9, name: "withdrawn approvals", sql: include_str!("migrations/postgres/0009_withdrawn_approvals.sql") },
 ];
 
 /// The channel replicas announce their commits on.

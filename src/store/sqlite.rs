@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "workspace configuration version",
         sql: include_str!("migrations/sqlite/0008_workspace_config_version.sql"),
     },
+    Migration { version: 9, name: "withdrawn approvals", sql: include_str!("migrations/sqlite/0009_withdrawn_approvals.sql") },
 ];
 
 /// Opens connections to one database file.

@@ -623,13 +623,43 @@ async fn an_approval_does_not_carry_an_action_through_rules_tightened_since() {
 async fn revoking_the_agent_token_withdraws_what_it_asked_for() {
     let s = scene().await;
     let (id, payload) = approved_email(&s, "a@example.com").await;
+    let waiting = submit(&s.agent, "email.send", json!({"to": ["b@example.com"]})).await;
+    let (waiting_approval, waiting_sha) = (waiting.body["approval_id"].as_str().unwrap().to_string(), hash(&waiting));
+    // Another token of the same member, whose approvals stay.
+    let (_, other) = Workspace::token(&s.dev, &["actions:submit"], &["*"]).await;
+    let kept = submit(&s.server.with_token(&other), "email.send", json!({"to": ["c@example.com"]})).await;
+
     s.dev.delete(&format!("/v1/tokens/{}", s.agent_id)).await.assert_status(200);
+    // At once, in the same write: both of the token's approvals are withdrawn, recorded,
+    // and out of the queue, so no approver is asked about something that cannot run.
+    let approval = s.admin.get(&format!("/v1/actions/{id}")).await.body["approval_id"].as_str().unwrap().to_string();
+    assert_eq!(s.admin.get(&format!("/v1/approvals/{approval}")).await.body["state"], "withdrawn");
+    assert_eq!(s.admin.get(&format!("/v1/actions/{id}")).await.body["status"], "withdrawn");
+    assert_eq!(count(&s.ws.owner, "approval.withdrawn").await, 2);
+    let queue = s.admin.get("/v1/approvals").await;
+    let pending: Vec<&str> = queue.body["items"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(pending, [kept.body["approval_id"].as_str().unwrap()]);
+    let withdrawn = s.admin.get("/v1/approvals?state=withdrawn").await;
+    assert_eq!(withdrawn.body["items"].as_array().unwrap().len(), 2);
+    approve(&s.admin, &waiting_approval, &waiting_sha).await.assert_error(409, "approval_not_pending");
     // Not even its owner, signed in, may run what the revoked token asked for.
     let r = execute(&s.dev, &id, payload).await;
-    r.assert_error(409, "requester_token_revoked");
+    r.assert_error(409, "approval_withdrawn");
     assert!(r.body["error"]["message"].as_str().unwrap().contains("revoked"), "{}", r.body);
     assert_eq!(count(&s.ws.owner, "action.executed").await, 0);
     assert_eq!(count(&s.ws.owner, "action.execution_refused").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deactivating_a_member_withdraws_what_they_asked_for() {
+    let s = scene().await;
+    let r = submit(&s.agent, "email.send", json!({"to": ["a@example.com"]})).await;
+    let approval = r.body["approval_id"].as_str().unwrap().to_string();
+    s.ws.owner.patch(&format!("/v1/members/{}", s.dev_id), json!({"status": "deactivated"})).await.assert_status(200);
+    assert_eq!(s.admin.get(&format!("/v1/approvals/{approval}")).await.body["state"], "withdrawn");
+    let event = s.ws.owner.all_events().await.into_iter().find(|e| e["event_type"] == "approval.withdrawn").unwrap();
+    assert_eq!(event["data"]["approval_id"], approval.as_str());
+    assert!(event["data"]["why"].as_str().unwrap().contains("deactivated"), "{event}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -19,7 +19,8 @@ use crate::store::DecisionRequest;
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// `pending` (default, soonest expiry first), `approved`, `denied`, `expired`, `consumed`.
+    /// `pending` (default, soonest expiry first), `approved`, `denied`, `expired`, `consumed`,
+    /// `withdrawn`.
     pub state: Option<String>,
     /// 1 to 500 (default 100).
     pub limit: Option<i64>,
@@ -43,7 +44,10 @@ pub async fn list(
 ) -> Result<Json<ApprovalList>> {
     let wanted = q.state.as_deref().unwrap_or("pending");
     let st = ApprovalState::parse(wanted).ok_or_else(|| {
-        Error::bad_request("invalid_query", format!("`{wanted}` is not an approval state: pending, approved, denied, expired or consumed"))
+        Error::bad_request(
+            "invalid_query",
+            format!("`{wanted}` is not an approval state: pending, approved, denied, expired, consumed or withdrawn"),
+        )
     })?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
