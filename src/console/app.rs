@@ -334,6 +334,7 @@ impl App {
                     self.effect(Effect::FetchConstitution);
                 }
             }
+            Command::Approve | Command::Deny if self.screen != Screen::Approvals => self.decide_from_here(cmd),
             other => match self.screen {
                 Screen::Approvals => super::screens::approvals::on_command(self, other),
                 Screen::Audit => super::screens::audit::on_command(self, other),
@@ -342,6 +343,25 @@ impl App {
                 Screen::Simulate => super::screens::simulate::on_command(self, other),
             },
         }
+    }
+
+    /// `a` or `d` away from the queue: on an audit event about an approval still in the
+    /// queue, opens that approval and asks, as on the Approvals screen; anywhere else,
+    /// says where deciding happens.
+    fn decide_from_here(&mut self, cmd: Command) {
+        let about = match self.screen {
+            Screen::Audit => self.audit.open.as_ref().or(self.audit.current()).and_then(super::screens::audit::approval_of),
+            _ => None,
+        };
+        let Some(id) = about else {
+            return self.say("a and d decide approvals: 1 opens the queue.");
+        };
+        if !self.approvals.reveal(&id) {
+            return self.warn(format!("{id} is not waiting for a decision: it was decided, expired, used or withdrawn."));
+        }
+        self.show(Screen::Approvals);
+        super::screens::approvals::on_command(self, Command::Open);
+        super::screens::approvals::on_command(self, cmd);
     }
 
     fn on_input_key(&mut self, key: KeyEvent) {

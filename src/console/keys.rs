@@ -216,8 +216,10 @@ fn default_command(screen: Screen, key: KeyEvent) -> Option<Command> {
         (KeyCode::Tab, _) => NextScreen,
         (KeyCode::BackTab, _) => PrevScreen,
         (KeyCode::Char(c @ '1'..='5'), false) => Screen(super::app::Screen::ALL[(c as u8 - b'1') as usize]),
-        (KeyCode::Char('a'), false) if screen == super::app::Screen::Approvals => Approve,
-        (KeyCode::Char('d'), false) if screen == super::app::Screen::Approvals => Deny,
+        // On every screen, as the brief's keys are: elsewhere they act on the approval
+        // the selection is about, if any (see `App::decide_from_here`).
+        (KeyCode::Char('a'), false) => Approve,
+        (KeyCode::Char('d'), false) => Deny,
         (KeyCode::Char(' '), _) if screen == super::app::Screen::Audit => PauseTail,
         (KeyCode::Char('v'), false) if screen == super::app::Screen::Audit => Verify,
         (KeyCode::Char('e'), false) if screen == super::app::Screen::Audit => Export,
@@ -250,6 +252,7 @@ pub fn help(screen: Screen) -> Vec<(&'static str, &'static str)> {
         ("g G", "first, last"),
         ("ctrl-d ctrl-u", "page down, up"),
         (":", "commands, tab lists all: kill TOOL, lift, tokens, theme"),
+        ("a d", "approve, deny (on Audit: the event's approval)"),
         ("K", "kill switch: stop a tool or everything"),
         ("ctrl-r", "fetch everything again"),
         ("?", "this help"),

@@ -480,6 +480,27 @@ fn a_detail_says_its_tool_is_stopped_now_whatever_the_trace_said_then() {
 }
 
 #[test]
+fn a_on_an_audit_event_about_a_waiting_approval_asks_to_approve_that_one() {
+    use super::dialogs::Dialog;
+    let mut a = app(80, 24);
+    keys(&mut a, "2");
+    // Anywhere else, `a` says where deciding happens.
+    keys(&mut a, "a");
+    assert!(a.dialog.is_none() && a.toast.as_ref().is_some_and(|t| t.text.contains("1 opens the queue")));
+    // The newest event asks for `apv_mail` (queued third of three, by expiry).
+    let prev = events(12).last().unwrap().hash.clone();
+    let draft = EventDraft::new("approval.requested", Actor::agent("tok_billing"), Via::Agent)
+        .resource("apv_mail")
+        .data(json!({"approval_id": "apv_mail", "tool": "email.send"}));
+    let e = AuditEvent::seal(draft, "org_1", 12, &prev, crate::clock::format_ts(now()));
+    a.update(Action::Net(NetMsg::Stream(StreamMsg::Event(Box::new(e)))));
+    keys(&mut a, "a");
+    assert_eq!(a.screen, super::app::Screen::Approvals);
+    assert_eq!(a.approvals.current().map(|x| x.id.as_str()), Some("apv_mail"));
+    assert!(matches!(&a.dialog, Some(Dialog::Confirm(c)) if c.title == "Approve email.send?"), "{:?}", a.dialog.is_some());
+}
+
+#[test]
 fn a_decision_sends_the_hash_that_was_shown() {
     let mut a = app(80, 24);
     let selected = a.approvals.current().unwrap().clone();

@@ -103,6 +103,24 @@ impl Approvals {
         self.rebuild();
     }
 
+    /// Selects the pending approval `id`, clearing a filter that hides it. False if it is
+    /// not in the queue.
+    pub fn reveal(&mut self, id: &str) -> bool {
+        if !self.items.iter().any(|a| a.id == id) {
+            return false;
+        }
+        if !self.view.iter().any(|&p| self.items[p].id == id) {
+            self.set_filter(String::new());
+        }
+        match self.view.iter().position(|&p| self.items[p].id == id) {
+            Some(at) => {
+                self.select(at);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn put_detail(&mut self, a: Approval) {
         self.details.insert(a.id.clone(), a);
     }

@@ -64,6 +64,13 @@ impl From<&AuditEvent> for TailEvent {
     }
 }
 
+/// The approval an event is about, if any: its `approval_id`, or an approval's id as its
+/// resource.
+pub fn approval_of(e: &TailEvent) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(&e.raw).ok()?;
+    v["data"]["approval_id"].as_str().or(e.resource.as_deref().filter(|r| r.starts_with("apv_"))).map(str::to_string)
+}
+
 /// The parsed filter: `type:approval.*`, `actor:usr_…`, `tool:email.send`,
 /// `outcome:denied`, and free words matched anywhere.
 #[derive(Clone, Debug, Default, PartialEq)]
