@@ -231,6 +231,19 @@ fn json_error(e: JsonError) -> Error {
     }
 }
 
+/// For a PATCH body's fields: left out means "keep it"; `null` is refused, not read as
+/// left out — a client sending `null` to clear a field would otherwise hear it succeeded.
+pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    match <Option<T> as serde::Deserialize>::deserialize(d)? {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom("null is not a value here: leave the field out to keep it as it is")),
+    }
+}
+
 /// A query string parsed into `T`, refusing unknown parameters with our error shape.
 pub struct Query<T>(pub T);
 

@@ -193,6 +193,17 @@ async fn unrepresentable_numbers_are_422() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn null_in_a_patch_is_refused_not_taken_for_left_out() {
+    let p = Probe::new().await;
+    let r = p.ws.owner.patch("/v1/settings", json!({"approval_ttl_seconds": null})).await;
+    r.assert_error(422, "invalid_field");
+    assert!(r.text.contains("approval_ttl_seconds") && r.text.contains("leave the field out"), "{}", r.text);
+    p.ws.owner.patch(&format!("/v1/members/{}", p.ws.owner_id), json!({"role": null})).await.assert_error(422, "invalid_field");
+    // Left out is still "keep it".
+    assert_eq!(p.ws.owner.patch("/v1/settings", json!({"agent_writes_enabled": true})).await.body["approval_ttl_seconds"], 1800);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_ids_are_400() {
     let p = Probe::new().await;
     for path in

@@ -115,9 +115,12 @@ pub async fn create_role(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRole {
+    #[serde(default, deserialize_with = "crate::server::extract::present")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "crate::server::extract::present")]
     pub description: Option<String>,
     /// The whole new permission list (not a diff).
+    #[serde(default, deserialize_with = "crate::server::extract::present")]
     pub permissions: Option<Vec<String>>,
 }
 

@@ -43,11 +43,15 @@ pub struct CreateWebhook {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
+    #[serde(default, deserialize_with = "crate::server::extract::present")]
     pub url: Option<String>,
     /// The whole new filter list (not a diff).
+    #[serde(default, deserialize_with = "crate::server::extract::present")]
     pub event_types: Option<Vec<String>>,
     /// Disabling gives up the outstanding deliveries; enabling clears `disabled_reason`.
+    #[serde(default, deserialize_with = "crate::server::extract::present")]
     pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "crate::server::extract::present")]
     pub description: Option<String>,
 }
 

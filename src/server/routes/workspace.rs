@@ -61,8 +61,10 @@ pub async fn get_settings(State(state): State<AppState>, caller: Auth<need::Sett
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
     /// Lets agent tokens call `write` tools. Off by default.
+    #[serde(default, deserialize_with = "crate::server::extract::present")]
     pub agent_writes_enabled: Option<bool>,
     /// Default approval lifetime, 60 seconds to 7 days.
+    #[serde(default, deserialize_with = "crate::server::extract::present")]
     pub approval_ttl_seconds: Option<i64>,
 }
 
