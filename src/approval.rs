@@ -181,6 +181,16 @@ impl Approval {
         false
     }
 
+    /// Withdraws an open approval (its requesting token revoked, its requester
+    /// deactivated). Returns whether it changed, so the caller records it exactly once.
+    pub fn withdraw(&mut self) -> bool {
+        if matches!(self.state, State::Pending | State::Approved) {
+            self.state = State::Withdrawn;
+            return true;
+        }
+        false
+    }
+
     /// A human's decision. `shown_sha256` is the hash the decider was shown.
     pub fn decide(&mut self, who: &str, verdict: Verdict, shown_sha256: &str, now: DateTime<Utc>) -> Result<Decided, Refusal> {
         if self.expire_if_due(now) || self.state == State::Expired {
@@ -297,6 +307,7 @@ mod tests {
         Decide(u8, bool, bool),
         Consume(bool),
         Advance(i64),
+        Withdraw,
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {
@@ -304,6 +315,7 @@ mod tests {
             (0u8..4, any::<bool>(), any::<bool>()).prop_map(|(w, ok, h)| Op::Decide(w, ok, h)),
             any::<bool>().prop_map(Op::Consume),
             (0i64..1000).prop_map(Op::Advance),
+            Just(Op::Withdraw),
         ]
     }
 
@@ -315,6 +327,7 @@ mod tests {
             let mut a = approval(required);
             let mut now = 0i64;
             let mut runs = 0;
+            let mut withdrawn = false;
             for op in ops {
                 match op {
                     Op::Decide(w, approve, right_hash) => {
@@ -333,9 +346,12 @@ mod tests {
                             prop_assert!(approvers.len() >= required as usize);
                             prop_assert!(!approvers.contains("usr_req"));
                             prop_assert!(!a.decisions.iter().any(|(_, v)| *v == Verdict::Deny));
+                            prop_assert!(!withdrawn, "a withdrawn approval never runs");
                         }
                     }
                     Op::Advance(s) => now += s,
+                    // Withdrawing what already ran changes nothing (nor may it).
+                    Op::Withdraw => withdrawn |= a.withdraw(),
                 }
             }
             prop_assert!(runs <= 1);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::db::{Conn, DbError, Row};
+use super::db::{Conn, DbError, Row, Value as DbValue};
 use super::engine::{DecidedUnder, WriteTx};
 use super::{Origin, SqlStore, WorkspaceId};
 use crate::approval::{self, Decided, Refusal, State, Verdict};
@@ -157,8 +157,10 @@ pub enum Standing {
 #[async_trait]
 pub trait Approvals {
     /// Pending approvals soonest-expiry first; other states newest first.
-    /// Approvals in `state`; with `requester`, only those that member requested.
-    async fn list_approvals(&self, ws: &WorkspaceId, state: State, limit: i64, requester: Option<&str>) -> Result<Vec<Approval>>;
+    /// Approvals in `state`, in the list's order (pending: soonest expiry first; others:
+    /// newest first), starting after the approval `after` (the last of the previous page);
+    /// with `requester`, only those that member requested.
+    async fn list_approvals(&self, ws: &WorkspaceId, q: ApprovalQuery) -> Result<Vec<Approval>>;
     /// One approval with its payload, current state and the gate's reasons.
     async fn get_approval(&self, ws: &WorkspaceId, id: &str) -> Result<Approval>;
     /// A human's decision. `Ok(Err(_))` is a refusal that has been audited.
@@ -166,6 +168,15 @@ pub trait Approvals {
     /// Expires every open approval whose time has come, in every workspace, recording each
     /// once. Returns how many.
     async fn expire_due(&self, limit: i64) -> Result<usize>;
+}
+
+/// Which approvals to list.
+#[derive(Clone, Debug)]
+pub struct ApprovalQuery {
+    pub state: State,
+    pub limit: i64,
+    pub requester: Option<String>,
+    pub after: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -338,9 +349,13 @@ pub(super) fn withdraw_open_approvals(tx: &mut WriteTx<'_>, ws: &str, by: &Origi
     );
     let ids: Vec<String> = tx.query(&sql, params![ws, who])?.iter().map(|r| r.text(0)).collect::<Result<_, _>>()?;
     let now = tx.now_ts();
+    let mut withdrawn = 0;
     for id in &ids {
         let lock = tx.dialect().for_update_of("a");
         let a = read_approval(&mut *tx, ws, id, &lock)?;
+        if !machine(&a)?.withdraw() {
+            continue;
+        }
         tx.execute(
             "UPDATE approvals SET state = 'withdrawn', decided_at = COALESCE(decided_at, $3) WHERE workspace_id = $1 AND id = $2",
             params![ws, id, &now],
@@ -354,8 +369,9 @@ pub(super) fn withdraw_open_approvals(tx: &mut WriteTx<'_>, ws: &str, by: &Origi
                 .outcome(outcome::FAILURE)
                 .data(approval_event_data(&a, json!({"approvals": a.approvals, "why": why}))),
         )?;
+        withdrawn += 1;
     }
-    Ok(ids.len())
+    Ok(withdrawn)
 }
 
 /// The result code of a call the sweeper found cut off.
@@ -916,31 +932,55 @@ impl Actions for SqlStore {
 
 #[async_trait]
 impl Approvals for SqlStore {
-    async fn list_approvals(&self, ws: &WorkspaceId, state: State, limit: i64, requester: Option<&str>) -> Result<Vec<Approval>> {
+    async fn list_approvals(&self, ws: &WorkspaceId, q: ApprovalQuery) -> Result<Vec<Approval>> {
         let ws = ws.clone();
         let now = self.now_ts();
-        let requester = requester.map(str::to_string);
+        let ApprovalQuery { state, limit, requester, after } = q;
         self.engine
             .read(move |conn| {
                 let w = ws.as_str();
                 conn.set_workspace(w)?;
                 // An approval past its time is not pending, even in the moment before the
                 // sweeper records its expiry.
-                let whose = if requester.is_some() { "AND a.requester_id = $5" } else { "" };
+                // Optional conditions, each with its own numbered parameter after the four
+                // every query has.
+                let mut args: Vec<DbValue> = params![w, state.as_str(), &now, limit].to_vec();
+                let mut and = String::new();
+                if let Some(r) = &requester {
+                    args.push(DbValue::from(r.as_str()));
+                    and.push_str(&format!(" AND a.requester_id = ${}", args.len()));
+                }
+                if let Some(after) = &after {
+                    // Where the previous page ended, in the list's own order.
+                    let Some(last) =
+                        conn.query_opt("SELECT expires_at FROM approvals WHERE workspace_id = $1 AND id = $2", params![w, after])?
+                    else {
+                        return Err(Error::bad_request(
+                            "invalid_query",
+                            format!("`after`: there is no approval `{after}` in this workspace"),
+                        ));
+                    };
+                    args.push(DbValue::from(after.as_str()));
+                    let id = args.len();
+                    if state == State::Pending {
+                        args.push(DbValue::from(last.text(0)?));
+                        let at = args.len();
+                        and.push_str(&format!(" AND (a.expires_at > ${at} OR (a.expires_at = ${at} AND a.id > ${id}))"));
+                    } else {
+                        and.push_str(&format!(" AND a.id < ${id}"));
+                    }
+                }
                 let sql = match state {
                     State::Pending => format!(
                         "SELECT {APPROVAL_COLS} FROM {APPROVAL_FROM} \
-                         WHERE a.workspace_id = $1 AND a.state = $2 AND a.expires_at > $3 {whose} ORDER BY a.expires_at, a.id LIMIT $4"
+                         WHERE a.workspace_id = $1 AND a.state = $2 AND a.expires_at > $3{and} ORDER BY a.expires_at, a.id LIMIT $4"
                     ),
                     _ => format!(
                         "SELECT {APPROVAL_COLS} FROM {APPROVAL_FROM} \
-                         WHERE a.workspace_id = $1 AND a.state = $2 AND ($3 IS NOT NULL) {whose} ORDER BY a.id DESC LIMIT $4"
+                         WHERE a.workspace_id = $1 AND a.state = $2 AND ($3 IS NOT NULL){and} ORDER BY a.id DESC LIMIT $4"
                     ),
                 };
-                let rows = match &requester {
-                    Some(r) => conn.query(&sql, params![w, state.as_str(), &now, limit, r.as_str()])?,
-                    None => conn.query(&sql, params![w, state.as_str(), &now, limit])?,
-                };
+                let rows = conn.query(&sql, &args)?;
                 let mut out = Vec::with_capacity(rows.len());
                 for r in &rows {
                     let decisions = read_decisions(conn, w, &r.text(0)?)?;

@@ -29,8 +29,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use actions::{
-    ActionFilter, Actions, Approvals, Basis, DecisionRequest, ExecuteRequest, IdempotencyKey, NewAction, Standing, Submitted,
-    record_receipt,
+    ActionFilter, Actions, ApprovalQuery, Approvals, Basis, DecisionRequest, ExecuteRequest, IdempotencyKey, NewAction, Standing,
+    Submitted, record_receipt,
 };
 pub use audit_log::{AuditLog, AuditRange, MAX_PAGE as AUDIT_MAX_PAGE, valid_type_pattern};
 pub use checkpoints::{Checkpoints, MAX_CHECKPOINT_PAGE};

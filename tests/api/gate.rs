@@ -786,3 +786,48 @@ async fn a_change_while_an_action_is_decided_stops_it_from_running_in_that_works
     let refused = s.server.store.record_action(&ws, &by, new(decided, Outcome::Execute)).await.unwrap_err();
     assert_eq!(refused.code, "rules_changed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approval_lists_page_through_every_approval_in_order() {
+    let s = scene().await;
+    let mut asked = Vec::new();
+    for i in 0..5 {
+        let r = submit(&s.agent, "email.send", json!({"to": [format!("{i}@example.com")]})).await;
+        asked.push((r.body["approval_id"].as_str().unwrap().to_string(), hash(&r)));
+    }
+    let pages = |state: &'static str| {
+        let admin = s.admin.clone();
+        async move {
+            let (mut seen, mut after, mut pages) = (Vec::new(), None::<String>, 0);
+            loop {
+                let path = match &after {
+                    Some(a) => format!("/v1/approvals?state={state}&limit=2&after={a}"),
+                    None => format!("/v1/approvals?state={state}&limit=2"),
+                };
+                let r = admin.get(&path).await;
+                pages += 1;
+                seen.extend(r.body["items"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()));
+                match r.body["next"].as_str() {
+                    Some(n) => after = Some(n.to_string()),
+                    None => break,
+                }
+            }
+            (seen, pages)
+        }
+    };
+    // Pending: soonest expiry first (all have the same lifetime: the order they were asked).
+    let (seen, pages_read) = pages("pending").await;
+    assert_eq!(seen, asked.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
+    assert_eq!(pages_read, 3);
+    // Denied: newest first, each once.
+    for (id, sha) in &asked[..3] {
+        s.admin
+            .post(&format!("/v1/approvals/{id}/decisions"), json!({"decision": "deny", "payload_sha256": sha, "reason": "no"}))
+            .await
+            .assert_status(200);
+    }
+    let (seen, _) = pages("denied").await;
+    assert_eq!(seen, asked[..3].iter().rev().map(|(id, _)| id.clone()).collect::<Vec<_>>());
+    // A cursor that names nothing is a mistake, said as one.
+    s.admin.get("/v1/approvals?after=apv_01JB9Y6Z3K8Q4W2N7R5T0V1X2Y").await.assert_error(400, "invalid_query");
+}

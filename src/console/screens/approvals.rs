@@ -268,6 +268,7 @@ pub fn on_command(app: &mut App, cmd: Command) {
         }
         Command::Back => {
             a.open = false;
+            a.scroll = 0;
             None
         }
         Command::Approve => {
@@ -586,9 +587,6 @@ pub fn detail_lines(app: &App, base: &Approval, width: usize) -> Vec<Line<'stati
     if let Some(d) = &full.decision {
         out.push(Line::default());
         out.push(Line::styled("── Why it waits (the gate's decision when it was asked) ──", t.title));
-        if d.cited_rules.is_empty() {
-            out.push(Line::styled("no constitution rule matched", t.muted));
-        }
         for c in &d.cited_rules {
             let err = c.error.as_deref().map(|e| format!(" (failed: {e})")).unwrap_or_default();
             out.push(Line::styled(format!("rule {} → {}{err}  {}", c.rule_id, c.effect.as_str(), c.title), t.warn));

@@ -139,7 +139,14 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             let row = Row::new(vec![
                 Cell::from(name),
                 Cell::from(state),
-                Cell::from(clip(s.reason.as_deref().unwrap_or(""), reason_width)),
+                // A lifted switch keeps the reason it was lifted for: say which it is.
+                Cell::from(clip(
+                    &match (s.engaged, s.reason.as_deref()) {
+                        (false, Some(r)) if !r.is_empty() => format!("lifted: {r}"),
+                        (_, r) => r.unwrap_or("").to_string(),
+                    },
+                    reason_width,
+                )),
                 Cell::from(clip(s.changed_by.as_deref().map(|id| app.names.get(id).map(String::as_str).unwrap_or(id)).unwrap_or(""), 16)),
                 Cell::from(s.changed_at.as_deref().map(|c| ago(app.now, c)).unwrap_or_default()),
             ]);

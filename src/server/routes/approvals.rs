@@ -14,7 +14,7 @@ use crate::server::AppState;
 use crate::server::auth::{Auth, Caller, need};
 use crate::server::error::ErrorBody;
 use crate::server::extract::{Body, Query};
-use crate::store::DecisionRequest;
+use crate::store::{ApprovalQuery, DecisionRequest};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -24,11 +24,16 @@ pub struct ListQuery {
     pub state: Option<String>,
     /// 1 to 500 (default 100).
     pub limit: Option<i64>,
+    /// The `next` of the previous page: the approvals listed after it.
+    pub after: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct ApprovalList {
     pub items: Vec<Approval>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// The approval queue (or approvals in another state).
@@ -53,10 +58,15 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(Error::bad_request("invalid_query", "limit must be between 1 and 500"));
     }
-    let own = (!sees_every_approval(&caller)).then_some(caller.member_id.as_str());
-    let items = state.store.list_approvals(&caller.workspace, st, limit, own).await?;
+    if let Some(a) = &q.after {
+        ids::parse(IdKind::Approval, a)?;
+    }
+    let own = (!sees_every_approval(&caller)).then(|| caller.member_id.clone());
+    let items = state.store.list_approvals(&caller.workspace, ApprovalQuery { state: st, limit, requester: own, after: q.after }).await?;
+    // The page is full: there may be more after its last.
+    let next = (items.len() as i64 == limit).then(|| items.last().map(|a| a.id.clone())).flatten();
     // A token sees the approvals of the tools it covers, as it may submit only those.
-    Ok(Json(ApprovalList { items: items.into_iter().filter(|a| caller.covers_tool(&a.tool)).collect() }))
+    Ok(Json(ApprovalList { items: items.into_iter().filter(|a| caller.covers_tool(&a.tool)).collect(), next }))
 }
 
 /// Who reads every approval, payload and all: whoever reads every action (`actions:read`)
