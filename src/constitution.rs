@@ -366,21 +366,21 @@ pub fn compile(rules: &[Rule], version: Option<i64>) -> Result<Compiled, Vec<Rul
             report("duplicate_rule_id", None, "another rule has the same id; ids must be unique within a constitution".into());
         }
         let title_chars = rule.title.chars().count();
-        if title_chars == 0 || title_chars > MAX_TITLE_CHARS || rule.title.trim().is_empty() || rule.title.chars().any(char::is_control) {
+        if title_chars == 0 || rule.title.trim().is_empty() || !crate::names::valid_free_text(&rule.title, MAX_TITLE_CHARS, false) {
             report(
                 "invalid_title",
                 None,
-                format!("the title must be 1 to {MAX_TITLE_CHARS} characters, not blank, without control characters"),
+                format!(
+                    "the title must be 1 to {MAX_TITLE_CHARS} characters, not blank, without control or bidirectional control characters"
+                ),
             );
         }
-        if rule.description.chars().count() > MAX_DESCRIPTION_CHARS
-            || rule.description.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
-        {
+        if !crate::names::valid_free_text(&rule.description, MAX_DESCRIPTION_CHARS, true) {
             report(
                 "invalid_description",
                 None,
                 format!(
-                    "the description must be at most {MAX_DESCRIPTION_CHARS} characters, without control characters other than newlines and tabs"
+                    "the description must be at most {MAX_DESCRIPTION_CHARS} characters, without control characters other than newlines and tabs, or bidirectional controls"
                 ),
             );
         }

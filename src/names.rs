@@ -33,11 +33,11 @@ pub fn valid_role_name(name: &str) -> bool {
         && name.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '_'))
 }
 
-/// Display names (workspaces, tokens, members): 1..=100 characters, no control characters,
-/// not blank. They are shown in terminals, so control characters could repaint a screen.
+/// Display names (workspaces, tokens, members): 1..=100 characters, not blank, as free
+/// text on one line. They are shown in terminals, so control characters could repaint a
+/// screen and bidirectional ones reorder it.
 pub fn valid_display_name(name: &str) -> bool {
-    let n = name.chars().count();
-    (1..=100).contains(&n) && !name.trim().is_empty() && !name.chars().any(|c| c.is_control() || is_bidi_control(c))
+    !name.trim().is_empty() && valid_free_text(name, 100, false)
 }
 
 /// A deliberately plain e-mail check: one `@`, something either side, a dot in the

@@ -165,9 +165,12 @@ pub const REDACTED: &str = "[redacted]";
 fn redact_secrets(text: &mut String, secrets: &[String], truncated: bool) -> bool {
     let mut any = false;
     for secret in secrets.iter().filter(|s| s.chars().count() >= 4) {
-        let escaped = serde_json::to_string(secret).unwrap_or_default();
-        let escaped = escaped.trim_matches('"');
-        for form in [secret.as_str(), escaped] {
+        // As sent, as JSON writes it inside a string, and as a query string carries it
+        // (a receiver echoing its URL shows `+`, `/` and `=` percent-encoded).
+        let quoted = serde_json::to_string(secret).unwrap_or_default();
+        let escaped = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).unwrap_or(&quoted);
+        let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        for form in [secret.as_str(), escaped, encoded.as_str()] {
             if text.contains(form) {
                 *text = text.replace(form, REDACTED);
                 any = true;

@@ -98,7 +98,8 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
         413 => (Kind::PayloadTooLarge, "payload_too_large"),
         415 => (Kind::UnsupportedMediaType, "unsupported_media_type"),
         422 => (Kind::Unprocessable, "invalid_request"),
-        408 | 503 => (Kind::Unavailable, "unavailable"),
+        408 => (Kind::RequestTimeout, "request_timeout"),
+        503 => (Kind::Unavailable, "unavailable"),
         s if s < 500 => (Kind::BadRequest, "bad_request"),
         _ => (Kind::Internal, "internal_error"),
     };

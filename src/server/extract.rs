@@ -51,7 +51,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for RawBody<T> {
                 "request bodies are not accepted compressed (Content-Encoding): send the JSON as it is",
             ));
         }
-        let deadline = req.extensions().get::<BodyDeadline>().map_or(std::time::Duration::from_secs(30), |d| d.0);
+        let deadline = req.extensions().get::<BodyDeadline>().map_or(super::READ_TIMEOUT, |d| d.0);
         let read = tokio::time::timeout(deadline, Bytes::from_request(req, state)).await.map_err(|_| {
             Error::new(
                 Kind::RequestTimeout,

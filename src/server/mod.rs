@@ -54,9 +54,10 @@ pub struct ServerConfig {
     /// How often what is kept only for a while (failed sign-ins, finished deliveries) is
     /// looked at and forgotten when its time is up.
     pub prune_interval: Duration,
-    /// How long a client has to send a request's headers, and then its body: a slow or
-    /// stalled client is cut off (headers) or answered `408 request_timeout` (body).
+    /// How long a client has to send a request's headers (or, connected, to start one): a
+    /// slow, stalled or silent client is cut off.
     pub header_read_timeout: Duration,
+    /// How long a request's body has to arrive whole: else `408 request_timeout`.
     pub body_read_timeout: Duration,
 }
 
@@ -73,11 +74,14 @@ impl Default for ServerConfig {
             checkpoint_interval: checkpoints::INTERVAL,
             webhook_delivery_retention: webhooks::RETENTION,
             prune_interval: Duration::from_secs(300),
-            header_read_timeout: Duration::from_secs(30),
-            body_read_timeout: Duration::from_secs(30),
+            header_read_timeout: READ_TIMEOUT,
+            body_read_timeout: READ_TIMEOUT,
         }
     }
 }
+
+/// The default deadline for a request's headers, and for its body.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Shared by every request.
 #[derive(Clone)]
@@ -236,13 +240,15 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(axum::Extension(extract::BodyDeadline(state.config.body_read_timeout)))
         .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(CatchPanicLayer::custom(error::panic_response))
         // Every answer is one workspace's private data, and some carry a secret shown once
-        // (a new token, a session): no cache on the way may keep a copy (RFC 9111).
-        .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+        // (a new token, a session): no cache on the way may keep a copy (RFC 9111). Set over
+        // whatever is there (the event stream's `no-cache`), outside the panic handler, so
+        // no answer goes without it.
+        .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
             axum::http::header::CACHE_CONTROL,
             axum::http::HeaderValue::from_static("no-store"),
         ))
-        .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<_>| {

@@ -353,11 +353,18 @@ pub(super) fn withdraw_open_approvals(tx: &mut WriteTx<'_>, ws: &str, by: &Origi
     for id in &ids {
         let lock = tx.dialect().for_update_of("a");
         let a = read_approval(&mut *tx, ws, id, &lock)?;
-        if !machine(&a)?.withdraw() {
+        let mut m = machine(&a)?;
+        // Past its time, it expired first: recorded as such, as any touch would.
+        if m.expire_if_due(tx.now()) {
+            record_expiry(tx, ws, &a, by.actor.clone(), by.via)?;
+            continue;
+        }
+        if !m.withdraw() {
             continue;
         }
         tx.execute(
-            "UPDATE approvals SET state = 'withdrawn', decided_at = COALESCE(decided_at, $3) WHERE workspace_id = $1 AND id = $2",
+            "UPDATE approvals SET state = 'withdrawn', decided_at = COALESCE(decided_at, $3) \
+             WHERE workspace_id = $1 AND id = $2 AND state IN ('pending', 'approved')",
             params![ws, id, &now],
         )?;
         set_action_status(tx, ws, &a.action_id, ActionStatus::Withdrawn)?;
@@ -610,10 +617,12 @@ impl Actions for SqlStore {
                 // Checked in the transaction that records it, once the workspace's chain head
                 // is locked (the append above): a change to the workspace either committed
                 // before — and is seen — or waits for this job and comes after it in the
-                // log. A refusal or an approval decided under stale rules is harmless (the
-                // execution is decided again); a run is not. Refused, the savepoint takes
-                // the row and the event back.
-                if matches!(new.outcome, Outcome::Execute) && tx.workspace_config_moved(w, &new.decided_under)? {
+                // log. A refusal decided under stale rules is harmless; a run is not, and
+                // neither is an approval asked for by a token revoked (or a member
+                // deactivated) in between: the revocation withdrew the open ones before this
+                // one existed, so it would wait for approvers with nobody left to run it.
+                // Refused, the savepoint takes the row and the event back.
+                if matches!(new.outcome, Outcome::Execute | Outcome::NeedsApproval { .. }) && tx.workspace_config_moved(w, &new.decided_under)? {
                     return Err(rules_changed_while_deciding());
                 }
                 let summary = |extra: Value| {
@@ -940,8 +949,6 @@ impl Approvals for SqlStore {
             .read(move |conn| {
                 let w = ws.as_str();
                 conn.set_workspace(w)?;
-                // An approval past its time is not pending, even in the moment before the
-                // sweeper records its expiry.
                 // Optional conditions, each with its own numbered parameter after the four
                 // every query has.
                 let mut args: Vec<DbValue> = params![w, state.as_str(), &now, limit].to_vec();
@@ -970,6 +977,8 @@ impl Approvals for SqlStore {
                         and.push_str(&format!(" AND a.id < ${id}"));
                     }
                 }
+                // An approval past its time is not pending, even in the moment before the
+                // sweeper records its expiry.
                 let sql = match state {
                     State::Pending => format!(
                         "SELECT {APPROVAL_COLS} FROM {APPROVAL_FROM} \

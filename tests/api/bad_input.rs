@@ -305,10 +305,16 @@ async fn a_client_too_slow_to_send_its_request_is_cut_off() {
     let ws = server.workspace("slow").await;
     let addr = server.base.trim_start_matches("http://").to_string();
 
-    // Headers begun and never finished: the connection is closed, not held open.
+    // Headers begun and never finished: the connection is closed, not held open. So is
+    // one that never sends a byte, and one that opens as HTTP/2 (not spoken here).
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     s.write_all(b"POST /v1/members HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     read_until(&mut s, None).await;
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    read_until(&mut silent, None).await;
+    let mut h2 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    read_until(&mut h2, None).await;
 
     // A body that never arrives whole: 408 in the usual error shape, and nothing written.
     let members = ws.owner.get("/v1/members").await.body["items"].as_array().unwrap().len();

@@ -351,9 +351,11 @@ async fn an_answer_is_recorded_exactly_and_without_the_secrets_sent() {
     let (url, _got) = receiver().await;
     let server = TestServer::start().await;
     let ws = server.workspace("acme").await;
+    // A base64 key, as many APIs issue: a query string carries it percent-encoded.
+    const B64_KEY: &str = "kq+7/Zp9w=";
     let tool = |path: &str| {
         json!({"kind": "write", "irreversible": false, "policy": "auto", "connector": {"type": "http", "url": format!("{url}{path}"),
-        "secret_headers": {"Authorization": SECRET}, "secret_query": {"key": QUERY_SECRET}}})
+        "secret_headers": {"Authorization": SECRET}, "secret_query": {"key": B64_KEY}}})
     };
     assert_eq!(ws.owner.put("/v1/tools/email.send", tool("/echo")).await.status, 201);
     let r = submit(&ws.owner, "email.send", json!({"n": 1})).await;
@@ -366,7 +368,8 @@ async fn an_answer_is_recorded_exactly_and_without_the_secrets_sent() {
     let stored = ws.owner.get(&format!("/v1/actions/{id}")).await.text;
     let audit = serde_json::to_string(&ws.owner.all_events().await).unwrap();
     for (place, text) in [("action", stored.as_str()), ("audit", audit.as_str())] {
-        assert!(!text.contains("sk_live_9f8e7d6c5b4a") && !text.contains(QUERY_SECRET), "a secret echoed back is in the {place}: {text}");
+        assert!(!text.contains("sk_live_9f8e7d6c5b4a"), "a secret echoed back is in the {place}: {text}");
+        assert!(!text.contains(B64_KEY) && !text.contains("kq%2B7%2FZp9w%3D"), "the query secret echoed back is in the {place}: {text}");
     }
 
     // An answer with a number RFC 8785 would round is kept as the text received, the

@@ -770,10 +770,11 @@ async fn a_change_while_an_action_is_decided_stops_it_from_running_in_that_works
     // Sent again, it is decided under the switch: blocked, over HTTP as always.
     let again = submit(&s.agent, "crm.read", json!({"q": "accounts"})).await;
     assert_eq!((again.body["status"].as_str(), again.body["code"].as_str()), (Some("blocked"), Some("tool_kill_switch")));
-    // What waits for a person is not run here, so a stale decision to hold it is kept
-    // (its execution is decided again); and one made under what is in force runs.
-    let held = s.server.store.record_action(&ws, &by, new(decided, Outcome::NeedsApproval { required: 1 })).await.unwrap();
-    assert!(matches!(held, countersign::store::Submitted::New { .. }));
+    // A stale decision to hold it for a person is refused too: a token revoked in between
+    // would have withdrawn what it asked for before this approval existed.
+    let held = s.server.store.record_action(&ws, &by, new(decided, Outcome::NeedsApproval { required: 1 })).await.unwrap_err();
+    assert_eq!(held.code, "rules_changed");
+    // One made under what is in force runs.
     s.ws.owner.put("/v1/killswitches/tools/crm.read", json!({"engaged": false, "reason": "resolved"})).await.assert_status(200);
     let now = under(s.server.store.clone(), ws.clone()).await;
     let ran = s.server.store.record_action(&ws, &by, new(now, Outcome::Execute)).await.unwrap();

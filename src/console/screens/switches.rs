@@ -61,6 +61,9 @@ pub fn on_command(app: &mut App, cmd: Command) {
 /// asks which when there are several; a switch that is not engaged is never "lifted" (that
 /// would only write an audit event and leave the operator thinking something changed).
 pub fn lift_by_name(app: &mut App, arg: &str) {
+    if app.switches.data.is_none() {
+        return app.say("The kill switches are still loading: try again in a moment.");
+    }
     let engaged = app.engaged();
     let target = match arg {
         "" => match engaged.as_slice() {
@@ -74,7 +77,7 @@ pub fn lift_by_name(app: &mut App, arg: &str) {
         "workspace" => None,
         tool => Some(tool.to_string()),
     };
-    if app.switches.data.is_some() && !engaged.iter().any(|(t, _)| *t == target) {
+    if !engaged.iter().any(|(t, _)| *t == target) {
         let what = target.as_deref().map_or("The workspace".to_string(), |t| format!("`{t}`"));
         return app.warn(format!("{what} is not stopped: nothing to lift."));
     }

@@ -228,14 +228,17 @@ pub fn trace(rows: &[TraceRow], indent: usize, width: usize) -> Vec<Line<'static
         .collect()
 }
 
-/// Removes control characters, which could repaint the terminal: a line break shows as
-/// `↵`, anything else as `␣`.
+/// Removes control characters, which could repaint the terminal, and bidirectional
+/// controls, which could reorder what is shown: a line break shows as `↵`, anything else
+/// as `␣`.
 pub fn printable(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c == '\n' {
                 '↵'
-            } else if c.is_control() {
+            } else if c.is_control() || crate::names::is_bidi_control(c) {
+                // Bidirectional controls too: they would show the approver the text in
+                // another order than it was sent.
                 '␣'
             } else {
                 c
@@ -250,6 +253,11 @@ mod tests {
 
     fn text(lines: &[Line]) -> Vec<String> {
         lines.iter().map(|l| l.spans.iter().map(|s| s.content.as_ref()).collect()).collect()
+    }
+
+    #[test]
+    fn what_could_repaint_or_reorder_the_screen_is_shown_as_a_mark() {
+        assert_eq!(printable("a\u{1b}[2Jb\nc\u{202E}d\u{2066}e"), "a␣[2Jb↵c␣d␣e");
     }
 
     #[test]

@@ -62,12 +62,33 @@ pub async fn list(
         ids::parse(IdKind::Approval, a)?;
     }
     let own = (!sees_every_approval(&caller)).then(|| caller.member_id.clone());
-    let items = state.store.list_approvals(&caller.workspace, ApprovalQuery { state: st, limit, requester: own, after: q.after }).await?;
-    // The page is full: there may be more after its last.
-    let next = (items.len() as i64 == limit).then(|| items.last().map(|a| a.id.clone())).flatten();
-    // A token sees the approvals of the tools it covers, as it may submit only those.
-    Ok(Json(ApprovalList { items: items.into_iter().filter(|a| caller.covers_tool(&a.tool)).collect(), next }))
+    // A token sees the approvals of the tools it covers, as it may submit only those. Its
+    // patterns apply here, not in SQL, so pages are read until this one is full or the
+    // list ends (a bounded number of them): a page without `next` is the last.
+    let (mut items, mut after, mut next) = (Vec::new(), q.after, None);
+    for _ in 0..MAX_PAGES_READ {
+        let q = ApprovalQuery { state: st, limit, requester: own.clone(), after: after.clone() };
+        let page = state.store.list_approvals(&caller.workspace, q).await?;
+        let more = page.len() as i64 == limit;
+        after = page.last().map(|a| a.id.clone());
+        items.extend(page.into_iter().filter(|a| caller.covers_tool(&a.tool)));
+        if items.len() as i64 >= limit {
+            items.truncate(limit as usize);
+            next = items.last().map(|a| a.id.clone());
+            break;
+        }
+        if !more {
+            next = None;
+            break;
+        }
+        // Still short after the last read: where to go on from, if this was the last read.
+        next = after.clone();
+    }
+    Ok(Json(ApprovalList { items, next }))
 }
+
+/// The most pages one listing reads to fill a token's page (see `list`).
+const MAX_PAGES_READ: usize = 10;
 
 /// Who reads every approval, payload and all: whoever reads every action (`actions:read`)
 /// or decides approvals (`approvals:decide`: an approver must see what they decide).
@@ -80,21 +101,23 @@ fn sees_every_approval(caller: &Caller) -> bool {
 /// why the gate asked.
 #[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals", params(("id" = String, Path, description = "approval id (`apv_…`)")), responses(
     (status = 200, body = Approval),
+    (status = 403, description = "permission_denied (another member's), tool_not_in_scope (outside a token's tools)", body = ErrorBody),
     (status = 404, body = ErrorBody),
 ))]
 pub async fn get(State(state): State<AppState>, caller: Auth<need::ApprovalsRead>, Path(id): Path<String>) -> Result<Json<Approval>> {
     ids::parse(IdKind::Approval, &id)?;
     let a = state.store.get_approval(&caller.workspace, &id).await?;
-    if !caller.covers_tool(&a.tool) {
-        return Err(Error::forbidden(
-            "tool_not_in_scope",
-            format!("this token's tools do not cover `{}`, the tool this approval is for", a.tool),
-        ));
-    }
+    // Whose it is first: even its tool is for those who may read it.
     if !sees_every_approval(&caller) && a.requester_id != caller.member_id {
         return Err(Error::forbidden(
             "permission_denied",
             "reading other members' approvals needs the `actions:read` or the `approvals:decide` permission",
+        ));
+    }
+    if !caller.covers_tool(&a.tool) {
+        return Err(Error::forbidden(
+            "tool_not_in_scope",
+            format!("this token's tools do not cover `{}`, the tool this approval is for", a.tool),
         ));
     }
     Ok(Json(a))

@@ -78,9 +78,12 @@ fn check_role_fields(
         ));
     }
     if let Some(d) = description
-        && (d.chars().count() > 500 || d.chars().any(char::is_control))
+        && !crate::names::valid_free_text(d, 500, false)
     {
-        return Err(Error::unprocessable("invalid_description", "a description is at most 500 characters, without control characters"));
+        return Err(Error::unprocessable(
+            "invalid_description",
+            "a description is at most 500 characters, without control or bidirectional control characters",
+        ));
     }
     let Some(perms) = perms else { return Ok(None) };
     let set = permissions::parse_set(perms).map_err(|e| Error::unprocessable("unknown_permission", e.to_string()))?;

@@ -298,8 +298,11 @@ pub async fn put_tool(
         check_ttl("approval_ttl_seconds", ttl)?;
     }
     let description = req.description.unwrap_or_default();
-    if description.chars().count() > 500 || description.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(Error::unprocessable("invalid_description", "a description is at most 500 characters, without control characters"));
+    if !names::valid_free_text(&description, 500, true) {
+        return Err(Error::unprocessable(
+            "invalid_description",
+            "a description is at most 500 characters, without control characters (line breaks and tabs aside) or bidirectional controls",
+        ));
     }
     let existing = state.store.get_tool_sealed(&caller.workspace, &name).await?;
     let connector = prepare_connector(&state, &caller.workspace, &name, req.connector, existing.as_ref().map(|t| &t.connector))?;

@@ -150,10 +150,12 @@ fn check_event_types(types: &[String]) -> Result<Vec<String>> {
 }
 
 fn check_description(d: &str) -> Result<()> {
-    if d.chars().count() > MAX_DESCRIPTION || d.chars().any(|c| c.is_control() && c != '\n') {
+    if !crate::names::valid_free_text(d, MAX_DESCRIPTION, true) {
         return Err(Error::unprocessable(
             "invalid_description",
-            format!("a description is at most {MAX_DESCRIPTION} characters, without control characters"),
+            format!(
+                "a description is at most {MAX_DESCRIPTION} characters, without control characters (line breaks and tabs aside) or bidirectional controls"
+            ),
         ));
     }
     Ok(())
