@@ -40,3 +40,19 @@ pub fn base() -> utoipa::openapi::OpenApi {
 pub fn document() -> utoipa::openapi::OpenApi {
     super::routes::router().into_openapi()
 }
+
+#[cfg(test)]
+mod patch_tests {
+    /// A PATCH field is left out to keep it; `null` is refused (`extract::present`), and
+    /// the document says so rather than call the fields nullable.
+    #[test]
+    fn patch_fields_are_not_nullable() {
+        let doc = serde_json::to_value(super::document()).unwrap();
+        let ttl = &doc["components"]["schemas"]["SettingsPatch"]["properties"]["approval_ttl_seconds"];
+        assert!(ttl.is_object(), "{ttl}");
+        assert!(!ttl.to_string().contains("null"), "{ttl}");
+        // As a field that may be null is written, for contrast.
+        let reason = &doc["components"]["schemas"]["SubmitAction"]["properties"]["reason"];
+        assert!(reason.to_string().contains("null"), "{reason}");
+    }
+}

@@ -416,6 +416,15 @@ async fn tool_patterns_scope_what_a_token_may_ask_for() {
     assert_eq!(r.body["status"], "denied");
     assert_eq!(r.body["code"], "tool_not_in_scope");
     assert_eq!(submit(&narrow, "crm.read", json!({})).await.body["status"], "executed");
+    // Outside its tools, a token cannot tell a tool that exists from one that does not:
+    // both are refused at scope, recorded and audited alike.
+    let missing = submit(&narrow, "payroll.run", json!({"to": ["a@example.com"]})).await;
+    assert_eq!(missing.status, 201, "{}", missing.body);
+    let shape = |r: &Resp| (r.body["status"].clone(), r.body["code"].clone(), r.body["trace"].as_array().unwrap().len());
+    assert_eq!(shape(&missing), shape(&r));
+    assert_eq!(count(&s.ws.owner, "action.denied").await, 2);
+    // Within its tools, a name that is no tool is said as such.
+    submit(&narrow, "crm.nothing", json!({})).await.assert_error(404, "unknown_tool");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::canonical;
 use crate::error::{Error, Result};
-use crate::gate::{self, ConstitutionVerdict, Outcome, ToolKind, ToolRules};
+use crate::gate::{self, ConstitutionVerdict, Outcome, Policy, ToolKind, ToolRules};
 use crate::ids::{self, IdKind};
 use crate::model::{Action, ActionOutcome, ActionStatus, Connector, DecisionRecord};
 use crate::names;
@@ -192,6 +192,16 @@ pub async fn submit(
     let rules = match (&ctx.tool, draft_tool) {
         (_, Some(d)) => d,
         (Some(t), None) => tool_rules(t),
+        // Outside the caller's tools, one that does not exist is refused at the scope stage
+        // exactly as one that does: whether it exists is not this caller's to learn. (The
+        // rest of these rules is never read: the pipeline stops at scope.)
+        (None, None) if !caller.covers_tool(&req.tool) => ToolRules {
+            name: req.tool.clone(),
+            kind: ToolKind::Write,
+            irreversible: true,
+            policy: Policy::ApproveDual,
+            min_confidence: None,
+        },
         (None, None) => {
             return Err(Error::new(
                 crate::error::Kind::NotFound,
@@ -273,11 +283,15 @@ pub async fn submit(
         };
         return Ok((StatusCode::OK, Json(outcome)).into_response());
     }
-    let Some(tool) = ctx.tool else { return Err(Error::internal("the tool vanished while deciding")) };
-
-    let record_now = matches!(tool.connector, Connector::Record {});
+    // No tool only when it was refused at scope, before anything read it (see `rules`).
+    let tool = match ctx.tool {
+        Some(t) => Some(t),
+        None if matches!(decision.outcome, Outcome::Denied { .. }) && !in_scope => None,
+        None => return Err(Error::internal("the tool vanished while deciding")),
+    };
+    let record_now = tool.as_ref().is_some_and(|t| matches!(t.connector, Connector::Record {}));
     let new = NewAction {
-        tool: tool.name.clone(),
+        tool: rules.name.clone(),
         payload: pinned.canonical,
         payload_value: req.payload,
         payload_sha256: pinned.sha256,
@@ -293,8 +307,8 @@ pub async fn submit(
         },
         decision: record,
         outcome: decision.outcome,
-        policy: tool.policy,
-        approval_ttl_seconds: tool.approval_ttl_seconds.unwrap_or(ctx.settings.approval_ttl_seconds),
+        policy: tool.as_ref().map_or(rules.policy, |t| t.policy),
+        approval_ttl_seconds: tool.as_ref().and_then(|t| t.approval_ttl_seconds).unwrap_or(ctx.settings.approval_ttl_seconds),
         record_now,
         idempotency: idem,
         decided_under: DecidedUnder { epoch: caller.epoch, workspace_version: ctx.config_version },
@@ -302,6 +316,7 @@ pub async fn submit(
     // A call through an `http` connector: the write that starts it and the call run in a
     // tracked task (see `tracked`). Everything else is one write, done whatever the client does.
     let submitted = if !record_now && matches!(new.outcome, Outcome::Execute) {
+        let Some(tool) = tool else { return Err(Error::internal("the tool vanished while deciding")) };
         tracked(&state, record_and_call(state.clone(), caller.workspace.clone(), caller.origin(), new, tool)).await?
     } else {
         state.store.record_action(&caller.workspace, &caller.origin(), new).await?

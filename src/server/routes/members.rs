@@ -118,10 +118,12 @@ pub async fn create_member(
 pub struct UpdateMember {
     /// A new role: `admin`, `member`, `viewer`, or a custom role's name.
     #[serde(default, deserialize_with = "crate::server::extract::present")]
+    #[schema(nullable = false)]
     pub role: Option<String>,
     /// `deactivated` ends the member's sessions and revokes their agent tokens at once;
     /// `active` lets them sign in again (their old tokens stay revoked).
     #[serde(default, deserialize_with = "crate::server::extract::present")]
+    #[schema(nullable = false)]
     pub status: Option<MemberStatus>,
 }
 

@@ -119,11 +119,14 @@ pub async fn create_role(
 #[serde(deny_unknown_fields)]
 pub struct UpdateRole {
     #[serde(default, deserialize_with = "crate::server::extract::present")]
+    #[schema(nullable = false)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "crate::server::extract::present")]
+    #[schema(nullable = false)]
     pub description: Option<String>,
     /// The whole new permission list (not a diff).
     #[serde(default, deserialize_with = "crate::server::extract::present")]
+    #[schema(nullable = false)]
     pub permissions: Option<Vec<String>>,
 }
 

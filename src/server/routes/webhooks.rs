@@ -44,14 +44,18 @@ pub struct CreateWebhook {
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
     #[serde(default, deserialize_with = "crate::server::extract::present")]
+    #[schema(nullable = false)]
     pub url: Option<String>,
     /// The whole new filter list (not a diff).
     #[serde(default, deserialize_with = "crate::server::extract::present")]
+    #[schema(nullable = false)]
     pub event_types: Option<Vec<String>>,
     /// Disabling gives up the outstanding deliveries; enabling clears `disabled_reason`.
     #[serde(default, deserialize_with = "crate::server::extract::present")]
+    #[schema(nullable = false)]
     pub enabled: Option<bool>,
     #[serde(default, deserialize_with = "crate::server::extract::present")]
+    #[schema(nullable = false)]
     pub description: Option<String>,
 }
 

@@ -62,9 +62,11 @@ pub async fn get_settings(State(state): State<AppState>, caller: Auth<need::Sett
 pub struct SettingsPatch {
     /// Lets agent tokens call `write` tools. Off by default.
     #[serde(default, deserialize_with = "crate::server::extract::present")]
+    #[schema(nullable = false)]
     pub agent_writes_enabled: Option<bool>,
     /// Default approval lifetime, 60 seconds to 7 days.
     #[serde(default, deserialize_with = "crate::server::extract::present")]
+    #[schema(nullable = false)]
     pub approval_ttl_seconds: Option<i64>,
 }
 
