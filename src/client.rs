@@ -98,6 +98,9 @@ impl Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            // The server closes a connection idle for its header deadline (30 s by
+            // default): drop pooled ones well before, never reuse one as it closes.
+            .pool_idle_timeout(crate::server::READ_TIMEOUT / 2)
             .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("build the HTTP client");

@@ -283,7 +283,14 @@ impl Drop for TestServer {
 /// An HTTP client (with the TLS crypto provider reqwest needs installed once).
 pub fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().pool_max_idle_per_host(4).build().expect("http client")
+    // Idle pooled connections are dropped well before any test server closes them (the
+    // shortest header deadline a test sets is 500 ms): a connection is never reused in the
+    // instant the server closes it.
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(4)
+        .pool_idle_timeout(std::time::Duration::from_millis(200))
+        .build()
+        .expect("http client")
 }
 
 /// A workspace made for a test, with its owner signed in.
