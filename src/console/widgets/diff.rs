@@ -41,11 +41,8 @@ pub fn lines(old: &str, new: &str, theme: &Theme, width: usize) -> Vec<Line<'sta
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::text;
     use super::*;
-
-    fn text(lines: &[Line]) -> Vec<String> {
-        lines.iter().map(|l| l.spans.iter().map(|s| s.content.as_ref()).collect()).collect()
-    }
 
     #[test]
     fn changed_lines_carry_marks_that_read_without_colour() {

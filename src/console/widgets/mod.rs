@@ -111,17 +111,15 @@ pub fn flow(lead: Vec<Span<'static>>, text: &str, style: Style, width: usize, in
         return vec![Line::from(lead)];
     }
     let indent = indent.min(width.saturating_sub(8));
-    let mut parts = wrap_rooms(text, width.saturating_sub(lead_width), width.saturating_sub(indent)).into_iter();
+    let (beside, rest) = (width.saturating_sub(lead_width), width.saturating_sub(indent));
+    // Not even one word (or 8 columns of one) fits beside the lead: it starts on the next line.
+    let starts_beside = beside >= text.split_whitespace().next().map_or(0, |w| w.chars().count().min(8));
+    let mut parts = wrap_rooms(text, if starts_beside { beside } else { rest }, rest).into_iter();
     let mut first = lead;
-    let mut out = Vec::new();
-    // Not even one word fits beside the lead: it starts on the next line.
-    let starts_beside = width.saturating_sub(lead_width) >= text.split_whitespace().next().map_or(0, |w| w.chars().count().min(8));
     if starts_beside && let Some(p) = parts.next() {
         first.push(Span::styled(p, style));
-    } else {
-        parts = wrap_rooms(text, width.saturating_sub(indent), width.saturating_sub(indent)).into_iter();
     }
-    out.push(Line::from(first));
+    let mut out = vec![Line::from(first)];
     out.extend(parts.map(|p| Line::from(vec![Span::raw(" ".repeat(indent)), Span::styled(p, style)])));
     out
 }
@@ -248,10 +246,11 @@ pub fn printable(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn text(lines: &[Line]) -> Vec<String> {
+    /// Each line's text, styles dropped (for the widgets' own tests, `diff`'s too).
+    pub(in crate::console::widgets) fn text(lines: &[Line]) -> Vec<String> {
         lines.iter().map(|l| l.spans.iter().map(|s| s.content.as_ref()).collect()).collect()
     }
 
