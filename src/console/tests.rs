@@ -466,6 +466,52 @@ fn the_palette_opens_access_tabs_by_name() {
     assert!(text.contains("`nonsense` is not a command: tab lists them all"), "{text}");
 }
 
+/// Each row of the screen as a terminal shows it: a wide character's second cell is not
+/// a character of its own.
+fn screen_rows(b: &TestBackend) -> Vec<String> {
+    let buf = b.buffer();
+    (0..buf.area.height)
+        .map(|y| {
+            let mut row = String::new();
+            let mut x = 0;
+            while x < buf.area.width {
+                let symbol = buf[(x, y)].symbol();
+                row.push_str(symbol);
+                x += unicode_width::UnicodeWidthStr::width(symbol).max(1) as u16;
+            }
+            row
+        })
+        .collect()
+}
+
+#[test]
+fn a_payload_in_wide_characters_reads_whole_in_its_column() {
+    // Each of these characters takes two columns: laid out by count of characters, half
+    // of each wrapped line would run past the pane's edge and never be seen.
+    let body = "請求書の送付先を変更する必要があります。経理部の山田さんに確認済みです。".repeat(2);
+    for (w, h) in [(80u16, 30u16), (120, 40)] {
+        let mut a = app(w, h);
+        let mut d = detail(&a.approvals.current().unwrap().clone());
+        d.payload = Some(json!({"件名": "請求書", "本文": body, "to": "ap@globex.example"}));
+        a.update(Action::Net(NetMsg::Approval(Ok(d))));
+        key(&mut a, KeyCode::Enter);
+        let rows = screen_rows(&render(&a));
+        let shown = rows.join("\n");
+        let seen: String = shown.chars().filter(|c| !c.is_whitespace() && *c != '│').collect();
+        assert!(seen.contains(&body), "the whole text, line after line:\n{shown}");
+        // Field values start in one column, whatever the width of their names.
+        let value_col = |name: &str, value: &str| {
+            let row = rows.iter().find(|r| r.contains(name) && r.contains(value)).unwrap_or_else(|| panic!("{name}:\n{shown}"));
+            unicode_width::UnicodeWidthStr::width(&row[..row.find(value).unwrap()])
+        };
+        assert_eq!(value_col("件名", "請求書"), value_col("to", "ap@globex"), "\n{shown}");
+        // Every line of the diff, wrapped ones included, carries its mark.
+        let pane = rows.iter().map(|r| r.rsplit('│').next().unwrap_or(r));
+        let diff: Vec<&str> = pane.skip_while(|r| !r.contains("── Diff")).skip(2).take_while(|r| !r.trim().is_empty()).collect();
+        assert!(diff.len() > 4 && diff.iter().all(|r| r.starts_with('+')), "\n{shown}");
+    }
+}
+
 #[test]
 fn a_detail_says_its_tool_is_stopped_now_whatever_the_trace_said_then() {
     let mut a = app(80, 24);

@@ -99,13 +99,13 @@ pub fn banner_lines(app: &App) -> Vec<Line<'static>> {
             .collect();
         let width = app.size.0 as usize;
         let text = super::widgets::clip(&format!(" ■ KILL SWITCH ENGAGED: {} ", what.join(" · ")), width);
-        out.push(Line::styled(format!("{text:<width$}"), t.banner));
+        out.push(Line::styled(super::widgets::pad(&text, width), t.banner));
     }
     if let Conn::Down { error, attempt, retry_at } = &app.conn {
         let secs = (*retry_at - app.now).num_seconds().max(0);
         let text =
             format!(" DISCONNECTED: {} — retrying in {secs}s (attempt {attempt}); data may be stale ", super::widgets::clip(error, 30));
-        out.push(Line::styled(format!("{text:<width$}", width = app.size.0 as usize), t.banner));
+        out.push(Line::styled(super::widgets::pad(&text, app.size.0 as usize), t.banner));
     }
     out
 }

@@ -29,7 +29,7 @@ impl Confirm {
     pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme) {
         // Tall enough for every line once wrapped: the y/n hint must never be cut off.
         let inner_width = (64.min(area.width).saturating_sub(2)).max(1) as usize;
-        let wrapped: u16 = self.lines.iter().map(|l| l.chars().count().div_ceil(inner_width).max(1) as u16).sum();
+        let wrapped: u16 = self.lines.iter().map(|l| crate::console::widgets::cols(l).div_ceil(inner_width).max(1) as u16).sum();
         let height = wrapped + 4;
         let inner = frame_box(f, area, 64, height, &self.title, theme, self.danger);
         let mut text: Vec<Line> = self.lines.iter().map(|l| Line::styled(l.clone(), theme.base)).collect();

@@ -572,7 +572,7 @@ pub fn detail_lines(app: &App, base: &Approval, width: usize) -> Vec<Line<'stati
             fields::Kind::Recipients => t.accent,
             fields::Kind::Plain => t.base,
         };
-        out.extend(widgets::hanging(vec![Span::styled(format!("{:<16}", clip(&k, 15)), t.muted)], &v, style, width));
+        out.extend(widgets::hanging(vec![Span::styled(widgets::pad(&clip(&k, 15), 16), t.muted)], &v, style, width));
     }
     out.push(Line::default());
     out.push(Line::styled("── Diff: current → proposed ──", t.title));

@@ -6,6 +6,44 @@ pub mod fields;
 use chrono::{DateTime, Utc};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+
+/// How many terminal columns `s` takes: a CJK character or most emoji take two, a
+/// combining mark none. Every measure of text on screen goes through this (or
+/// [`char_cols`]), never a count of characters, or wide text overruns its column.
+pub fn cols(s: &str) -> usize {
+    s.width()
+}
+
+/// How many columns one character takes (control characters, which [`printable`] removes
+/// before drawing, none).
+pub fn char_cols(c: char) -> usize {
+    c.width().unwrap_or(0)
+}
+
+/// `s` followed by spaces to fill `n` columns (as it is if it is wider).
+pub fn pad(s: &str, n: usize) -> String {
+    let mut out = s.to_string();
+    out.extend(std::iter::repeat_n(' ', n.saturating_sub(cols(s))));
+    out
+}
+
+/// The longest start of `s` that fits in `n` columns, and the rest. At least one
+/// character goes first when `at_least_one`, so a character wider than the room (a CJK
+/// character in a one-column gap) still moves on.
+fn split_cols(s: &str, n: usize, at_least_one: bool) -> (String, String) {
+    let mut used = 0;
+    let mut end = 0;
+    for (i, c) in s.char_indices() {
+        let w = char_cols(c);
+        if used + w > n && !(at_least_one && i == 0) {
+            break;
+        }
+        used += w;
+        end = i + c.len_utf8();
+    }
+    (s[..end].to_string(), s[end..].to_string())
+}
 
 /// "12:34" (or "1h02m") until `t`, or "expired".
 pub fn countdown(now: DateTime<Utc>, t: &str) -> (String, i64) {
@@ -31,17 +69,17 @@ pub fn ago(now: DateTime<Utc>, t: &str) -> String {
     }
 }
 
-/// The first `n` characters of `s`, with `…` when cut.
+/// The start of `s` that fits in `n` columns, with `…` when cut.
 pub fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
+    if cols(s) <= n {
         return s.to_string();
     }
-    let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
+    let (mut out, _) = split_cols(s, n.saturating_sub(1), false);
     out.push('…');
     out
 }
 
-/// `s` in lines of at most `width` characters, broken between words where it can be (a
+/// `s` in lines of at most `width` columns, broken between words where it can be (a
 /// word longer than a line is cut), at most `max` lines: the last one ends in `…` if
 /// anything was left over.
 pub fn wrap(s: &str, width: usize, max: usize) -> Vec<String> {
@@ -50,38 +88,43 @@ pub fn wrap(s: &str, width: usize, max: usize) -> Vec<String> {
     if lines.len() > max.max(1) {
         lines.truncate(max.max(1));
         let last = lines.last_mut().expect("at least one line");
-        if last.chars().count() + 2 <= width {
+        if cols(last) + 2 <= width {
             last.push_str(" …");
         } else {
-            last.pop();
-            last.push('…');
+            let (kept, _) = split_cols(last, width.saturating_sub(1), false);
+            *last = kept + "…";
         }
     }
     lines
 }
 
-/// `s` broken between words into a first line of at most `first` characters and further
+/// `s` broken between words into a first line of at most `first` columns and further
 /// lines of at most `rest` (a word longer than a line is cut).
 fn wrap_rooms(s: &str, first: usize, rest: usize) -> Vec<String> {
     let (first, rest) = (first.max(1), rest.max(1));
     let mut lines: Vec<String> = Vec::new();
     let mut line = String::new();
     for word in s.split_whitespace() {
-        let mut word: Vec<char> = word.chars().collect();
+        let mut word = word.to_string();
         loop {
             let width = if lines.is_empty() { first } else { rest };
-            let used = line.chars().count();
+            let used = cols(&line);
             let room = if used == 0 { width } else { width.saturating_sub(used + 1) };
-            if word.len() <= room {
+            if cols(&word) <= room {
                 if used > 0 {
                     line.push(' ');
                 }
-                line.extend(word.iter());
+                line.push_str(&word);
                 break;
             }
             if used == 0 {
                 // Longer than a whole line: cut it.
-                line.extend(word.drain(..width));
+                let (head, tail) = split_cols(&word, width, true);
+                line = head;
+                word = tail;
+                if word.is_empty() {
+                    break;
+                }
             }
             lines.push(std::mem::take(&mut line));
         }
@@ -113,7 +156,7 @@ pub fn flow(lead: Vec<Span<'static>>, text: &str, style: Style, width: usize, in
     let indent = indent.min(width.saturating_sub(8));
     let (beside, rest) = (width.saturating_sub(lead_width), width.saturating_sub(indent));
     // Not even one word (or 8 columns of one) fits beside the lead: it starts on the next line.
-    let starts_beside = beside >= text.split_whitespace().next().map_or(0, |w| w.chars().count().min(8));
+    let starts_beside = beside >= text.split_whitespace().next().map_or(0, |w| cols(w).min(8));
     let mut parts = wrap_rooms(text, if starts_beside { beside } else { rest }, rest).into_iter();
     let mut first = lead;
     if starts_beside && let Some(p) = parts.next() {
@@ -128,8 +171,8 @@ pub fn flow(lead: Vec<Span<'static>>, text: &str, style: Style, width: usize, in
 /// after a space where it can be and inside a word where it must, each further line
 /// starting with `under`. Styles carry over the breaks.
 pub fn wrap_spans(spans: Vec<Span<'static>>, width: usize, under: Vec<Span<'static>>) -> Vec<Line<'static>> {
-    let total: usize = spans.iter().map(|s| s.content.chars().count()).sum();
-    let under_width: usize = under.iter().map(|s| s.content.chars().count()).sum();
+    let total: usize = spans.iter().map(Span::width).sum();
+    let under_width: usize = under.iter().map(Span::width).sum();
     if width == 0 || total <= width || width <= under_width + 8 {
         return vec![Line::from(spans)];
     }
@@ -152,7 +195,7 @@ pub fn wrap_spans(spans: Vec<Span<'static>>, width: usize, under: Vec<Span<'stat
     let mut used = 0;
     for (mut text, style) in pieces {
         loop {
-            let n = text.chars().count();
+            let n = cols(&text);
             if used + n <= width {
                 used += n;
                 line.push(Span::styled(text, style));
@@ -167,10 +210,11 @@ pub fn wrap_spans(spans: Vec<Span<'static>>, width: usize, under: Vec<Span<'stat
                 continue;
             }
             // Longer than a line: cut it where this line ends.
-            let room = width - used;
-            let cut: String = text.chars().take(room).collect();
-            text = text.chars().skip(room).collect();
-            line.push(Span::styled(cut, style));
+            let (cut, rest) = split_cols(&text, width - used, used == under_width);
+            text = rest;
+            if !cut.is_empty() {
+                line.push(Span::styled(cut, style));
+            }
             out.push(Line::from(std::mem::take(&mut line)));
             line = under.clone();
             used = under_width;
@@ -200,8 +244,8 @@ pub struct TraceRow {
 /// narrow pane keeps room for the details; a verdict with no detail beside it (the
 /// outcome's) may run past its column.
 pub fn trace(rows: &[TraceRow], indent: usize, width: usize) -> Vec<Line<'static>> {
-    let stage_w = rows.iter().map(|r| r.stage.chars().count()).max().unwrap_or(0) + 1;
-    let verdict_w = rows.iter().filter(|r| !r.detail.is_empty()).map(|r| r.verdict.chars().count()).max().unwrap_or(0) + 1;
+    let stage_w = rows.iter().map(|r| cols(&r.stage)).max().unwrap_or(0) + 1;
+    let verdict_w = rows.iter().filter(|r| !r.detail.is_empty()).map(|r| cols(&r.verdict)).max().unwrap_or(0) + 1;
     let pad = " ".repeat(indent);
     // A table while the details keep a readable column; narrower, each stage flows on one
     // line and its detail's further lines are indented under the stage's name.
@@ -210,8 +254,8 @@ pub fn trace(rows: &[TraceRow], indent: usize, width: usize) -> Vec<Line<'static
         .flat_map(|r| {
             if table {
                 let lead = vec![
-                    Span::styled(format!("{pad}{:<stage_w$}", r.stage), r.stage_style),
-                    Span::styled(format!("{:<verdict_w$}", r.verdict), r.verdict_style),
+                    Span::styled(format!("{pad}{}", self::pad(&r.stage, stage_w)), r.stage_style),
+                    Span::styled(self::pad(&r.verdict, verdict_w), r.verdict_style),
                 ];
                 hanging(lead, &printable(&r.detail), r.detail_style, width)
             } else {
@@ -257,6 +301,23 @@ pub(super) mod tests {
     #[test]
     fn what_could_repaint_or_reorder_the_screen_is_shown_as_a_mark() {
         assert_eq!(printable("a\u{1b}[2Jb\nc\u{202E}d\u{2066}e"), "a␣[2Jb↵c␣d␣e");
+    }
+
+    #[test]
+    fn wide_characters_are_measured_in_columns() {
+        // Two columns each: ten of them fill a line of twenty.
+        let cjk = "請求書の送付先を変更する必要があります";
+        assert_eq!(cols(cjk), 38);
+        assert_eq!(clip(cjk, 9), "請求書の…");
+        assert_eq!(pad("日本", 6), "日本  ");
+        let lines = wrap(&format!("件名 {cjk}"), 12, 10);
+        assert!(lines.iter().all(|l| cols(l) <= 12), "{lines:?}");
+        assert_eq!(lines.concat().replace(' ', ""), format!("件名{cjk}"));
+        // A gap of one column cannot take a wide character: it moves to the next line whole.
+        let spans = wrap_spans(vec![Span::raw("+ abcdefghi"), Span::raw("日本語日本語日本語")], 12, vec![Span::raw("  ")]);
+        assert_eq!(text(&spans), ["+ abcdefghi", "  日本語日本", "  語日本語"]);
+        let lines = hanging(vec![Span::raw("subject   ")], "東京都千代田区丸の内一丁目", Style::default(), 30);
+        assert_eq!(text(&lines), ["subject   東京都千代田区丸の内", "          一丁目"]);
     }
 
     #[test]
