@@ -56,6 +56,13 @@ impl SqliteConnector {
         };
         let conn = Connection::open_with_flags(&self.path, flags).map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(256);
+        // Plans that do not depend on the values bound. Without this, SQLite compiles a
+        // statement again every time it is run with a parameter in a `LIMIT`, or compared
+        // with a column of a table that has a partial index: the session lookup behind
+        // every request, the audit tail's reads, the batch's webhook subscriptions. Our
+        // statements name their partial indexes' conditions as literals, so no plan needs
+        // the values (`store_plans_do_not_recompile_per_value` holds it).
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(map_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(map_err)?;
         let pragmas = if read_only {
             "PRAGMA foreign_keys = ON; PRAGMA query_only = ON;"
@@ -314,6 +321,32 @@ mod tests {
         let mut again = SqliteConnector::new(&db).open_reader().unwrap();
         let seen = count(&mut *again);
         assert_eq!((seen.int(0).unwrap(), seen.int(1).unwrap()), (500, 499 * 500 / 2));
+    }
+
+    #[test]
+    fn store_plans_do_not_recompile_per_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("q.db");
+        crate::store::SqlStore::open_sqlite(&db, crate::clock::Clock::system()).unwrap().engine().close();
+        let mut conn = SqliteConnector::new(&db).open(false).unwrap();
+        // Each of the kinds SQLite would otherwise compile again for every new value: a
+        // parameter in LIMIT, a comparison on a table with a partial index (members,
+        // approvals), and the batch's webhook subscriptions.
+        let statements = [
+            "SELECT seq FROM audit_events WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            "SELECT COUNT(*) FROM members WHERE workspace_id = $1 AND role = $2 AND status = 'active'",
+            "SELECT id FROM approvals WHERE workspace_id = $1 AND state = $2 ORDER BY expires_at LIMIT $3",
+            "SELECT id, event_types FROM webhooks WHERE workspace_id = $1 AND enabled = TRUE ORDER BY id",
+        ];
+        for sql in statements {
+            for i in 0..3 {
+                let values = [Value::from(format!("org_{i}")), Value::from(format!("v{i}")), Value::Int(10 + i)];
+                let wanted = sql.matches('$').count();
+                conn.query(sql, &values[..wanted]).unwrap();
+            }
+            let recompiled = conn.conn.prepare_cached(sql).unwrap().get_status(rusqlite::StatementStatus::RePrepare);
+            assert_eq!(recompiled, 0, "{sql}");
+        }
     }
 
     #[test]
