@@ -283,6 +283,14 @@ impl App {
             self.effect(Effect::Quit);
             return;
         }
+        if super::ui::too_small_for(self.size) {
+            // Nothing on screen but "too small": a key that approved, denied or opened a
+            // dialog would act on what nobody can see.
+            if key.code == KeyCode::Char('q') && self.dialog.is_none() && self.input.is_none() {
+                self.ask_quit();
+            }
+            return;
+        }
         if let Some(mut dialog) = self.dialog.take() {
             match dialog.on_key(key) {
                 Outcome::Stay => self.dialog = Some(dialog),

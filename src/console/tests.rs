@@ -363,6 +363,93 @@ fn too_small() {
 }
 
 #[test]
+fn too_small_keys_do_nothing_but_quit_and_stopped_switches_still_show() {
+    let mut a = app(80, 24);
+    key(&mut a, KeyCode::Enter);
+    a.update(Action::Resize(60, 16));
+    // Blind, an `a` and a `y` must not approve what nobody can see, nor `K` open a dialog.
+    keys(&mut a, "ayKd");
+    assert!(a.dialog.is_none() && a.input.is_none());
+    assert!(a.take_effects().is_empty());
+    a.update(Action::Net(NetMsg::Switches(Ok(switches(true)))));
+    let text = render(&a).to_string();
+    assert!(text.contains("KILL SWITCH ENGAGED: email.send") && text.contains("until then only q works"), "{text}");
+    keys(&mut a, "q");
+    assert!(a.quit);
+}
+
+fn many_switches() -> KillSwitches {
+    let tool = |name: &str, reason: &str| KillSwitch {
+        target: name.into(),
+        engaged: true,
+        reason: Some(reason.into()),
+        changed_by: Some("usr_ada".into()),
+        changed_at: Some(at(-60)),
+    };
+    KillSwitches {
+        workspace: KillSwitch { target: "workspace".into(), engaged: false, reason: None, changed_by: None, changed_at: None },
+        tools: vec![
+            tool("email.send", "phishing incident INC-4411"),
+            tool("payments.charge", "duplicate charges reported by three customers this morning, see INC-4412"),
+            tool("refunds.issue", "paused with payments"),
+            tool("crm.read", "顧客データ漏洩の疑い、調査中です"),
+            KillSwitch { target: "docs.read".into(), engaged: false, reason: None, changed_by: None, changed_at: None },
+        ],
+    }
+}
+
+#[test]
+fn the_banner_names_every_engaged_switch_however_long_the_reasons() {
+    for w in [80u16, 120] {
+        let mut a = app(w, 24);
+        a.update(Action::Net(NetMsg::Switches(Ok(many_switches()))));
+        let banner: String = super::ui::banner_lines(&a).iter().map(|l| l.to_string()).collect::<Vec<_>>().join("\n");
+        for name in ["email.send", "payments.charge", "refunds.issue", "crm.read"] {
+            assert!(banner.contains(name), "{name} missing at {w} columns:\n{banner}");
+        }
+        assert!(!banner.contains("docs.read"));
+        let text = render(&a).to_string();
+        assert!(text.contains("refunds.issue"), "{text}");
+    }
+}
+
+#[test]
+fn the_cursor_stays_on_the_switch_it_was_on_when_the_list_reorders() {
+    let mut a = app(80, 24);
+    a.update(Action::Net(NetMsg::Switches(Ok(many_switches()))));
+    keys(&mut a, "5");
+    while a.switches.rows()[a.switches.cursor].0.as_deref() != Some("crm.read") {
+        keys(&mut a, "j");
+    }
+    // Lifted, crm.read sorts below the engaged ones; the cursor goes with it.
+    let mut lifted = many_switches();
+    lifted.tools.iter_mut().find(|s| s.target == "crm.read").unwrap().engaged = false;
+    a.update(Action::Net(NetMsg::Switches(Ok(lifted))));
+    let (target, switch) = &a.switches.rows()[a.switches.cursor];
+    assert_eq!((target.as_deref(), switch.engaged), (Some("crm.read"), false));
+}
+
+#[test]
+fn an_engage_the_server_never_confirmed_says_so_and_stays_said() {
+    let mut a = app(80, 24);
+    a.update(Action::Net(NetMsg::SwitchSet {
+        tool: None,
+        engaged: true,
+        result: Err(crate::client::ClientError::Unreachable("error sending request".into())),
+    }));
+    let text = render(&a).to_string();
+    assert!(text.contains("Kill switch NOT confirmed for the workspace: treat it as still running"), "{text}");
+    // No reload that would fail the same way and replace the message.
+    assert!(!a.take_effects().iter().any(|e| matches!(e, super::action::Effect::FetchSwitches)));
+    a.update(Action::Net(NetMsg::SwitchSet {
+        tool: Some("email.send".into()),
+        engaged: false,
+        result: Err(crate::client::ClientError::Api { status: 403, code: "permission_denied".into(), message: "no".into() }),
+    }));
+    assert!(render(&a).to_string().contains("Kill switch for `email.send` NOT lifted: it stays stopped."));
+}
+
+#[test]
 fn new_arrivals_do_not_move_the_selection() {
     let mut a = app(80, 24);
     keys(&mut a, "j");

@@ -13,11 +13,19 @@ use super::screens;
 /// The smallest terminal the console draws in.
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
+/// At most this many lines name engaged kill switches (at 80 columns, room for about twenty).
+const MAX_BANNER_LINES: usize = 4;
+
+/// Whether the console is too small to draw: then only `q` and `ctrl-c` act, since nothing
+/// a key would change can be seen.
+pub fn too_small_for(size: (u16, u16)) -> bool {
+    size.0 < MIN_WIDTH || size.1 < MIN_HEIGHT
+}
 
 pub fn draw(f: &mut Frame, app: &App) {
     let area = f.area();
     f.render_widget(Block::default().style(app.theme.base), area);
-    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+    if too_small_for((area.width, area.height)) {
         too_small(f, area, app);
         return;
     }
@@ -50,12 +58,18 @@ pub fn draw(f: &mut Frame, app: &App) {
 }
 
 fn too_small(f: &mut Frame, area: Rect, app: &App) {
-    let text = vec![
+    let mut text = vec![
         Line::styled("Terminal too small", app.theme.danger),
         Line::styled(format!("{}×{} — Countersign needs at least {MIN_WIDTH}×{MIN_HEIGHT}.", area.width, area.height), app.theme.base),
-        Line::styled("Enlarge the window; q quits.", app.theme.muted),
+        Line::styled("Enlarge the window; until then only q works: it quits.", app.theme.muted),
     ];
-    let [mid] = Layout::vertical([Constraint::Length(3)]).flex(ratatui::layout::Flex::Center).areas(area);
+    // Whatever else is hidden, a stopped workspace or tool is not.
+    let engaged = app.engaged();
+    if !engaged.is_empty() {
+        let names: Vec<String> = engaged.iter().map(|(tool, _)| tool.clone().unwrap_or_else(|| "WORKSPACE".into())).collect();
+        text.insert(0, Line::styled(format!("■ KILL SWITCH ENGAGED: {}", names.join(" · ")), app.theme.banner));
+    }
+    let [mid] = Layout::vertical([Constraint::Length(text.len() as u16 + 2)]).flex(ratatui::layout::Flex::Center).areas(area);
     f.render_widget(Paragraph::new(text).alignment(Alignment::Center).wrap(Wrap { trim: true }), mid);
 }
 
@@ -98,14 +112,24 @@ pub fn banner_lines(app: &App) -> Vec<Line<'static>> {
             })
             .collect();
         let width = app.size.0 as usize;
-        let text = super::widgets::clip(&format!(" ■ KILL SWITCH ENGAGED: {} ", what.join(" · ")), width);
-        out.push(Line::styled(super::widgets::pad(&text, width), t.banner));
+        let full = format!(" ■ KILL SWITCH ENGAGED: {} ", what.join(" · "));
+        if super::widgets::cols(&full) <= width {
+            out.push(Line::styled(super::widgets::pad(&full, width), t.banner));
+        } else {
+            // Every engaged switch by name, on as many lines as that takes (reasons are on
+            // the Switches screen): a switch left off this line is one nobody knows is on.
+            let names: Vec<String> = engaged.iter().map(|(tool, _)| tool.clone().unwrap_or_else(|| "WORKSPACE".into())).collect();
+            let text = format!("■ KILL SWITCHES ENGAGED ({}): {} — reasons on 5 Switches", names.len(), names.join(" · "));
+            for line in super::widgets::wrap(&text, width.saturating_sub(2), MAX_BANNER_LINES) {
+                out.push(Line::styled(super::widgets::pad(&format!(" {line}"), width), t.banner));
+            }
+        }
     }
     if let Conn::Down { error, attempt, retry_at } = &app.conn {
         let secs = (*retry_at - app.now).num_seconds().max(0);
-        let text =
-            format!(" DISCONNECTED: {} — retrying in {secs}s (attempt {attempt}); data may be stale ", super::widgets::clip(error, 30));
-        out.push(Line::styled(super::widgets::pad(&text, app.size.0 as usize), t.banner));
+        // What to do first; the cause last, where the width cuts it.
+        let text = format!(" DISCONNECTED — retrying in {secs}s (attempt {attempt}); data may be stale — {error}");
+        out.push(Line::styled(super::widgets::pad(&super::widgets::clip(&text, app.size.0 as usize), app.size.0 as usize), t.banner));
     }
     out
 }

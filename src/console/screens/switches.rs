@@ -19,9 +19,17 @@ pub struct Switches {
 }
 
 impl Switches {
+    /// New data; the cursor stays on the switch it was on, wherever that one sorts now (a
+    /// lifted switch moves down the list: the row that slid under the cursor is another
+    /// switch, maybe engaged, and a second `l` would lift it).
     pub fn set(&mut self, s: KillSwitches) {
+        let selected = self.rows().into_iter().nth(self.cursor).map(|(target, _)| target);
         self.data = Some(s);
-        self.cursor = self.cursor.min(self.rows().len().saturating_sub(1));
+        let rows = self.rows();
+        self.cursor = selected
+            .and_then(|t| rows.iter().position(|(target, _)| *target == t))
+            .unwrap_or(self.cursor)
+            .min(rows.len().saturating_sub(1));
     }
 
     /// The workspace's switch, then each tool's, engaged first.
@@ -105,7 +113,16 @@ pub fn on_set(app: &mut App, tool: Option<String>, engaged: bool, r: Result<Swit
         Ok(_) if engaged => app.say(format!("Kill switch engaged: {what} is stopped.")),
         Ok(_) => app.say(format!("Kill switch lifted: {what} runs again.")),
         Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),
-        Err(e) => app.warn(format!("The kill switch for {what} was not changed: {e}")),
+        Err(e @ ClientError::Unreachable(_)) => {
+            // The request may never have arrived. Reloading the switches would fail the same
+            // way and put its own message in place of this one; they reload on reconnecting.
+            let state = if engaged { "treat it as still running" } else { "treat it as still stopped" };
+            return app.warn(format!("Kill switch NOT confirmed for {what}: {state}, and try again. {e}"));
+        }
+        Err(e) => {
+            let state = if engaged { "NOT engaged: it still runs" } else { "NOT lifted: it stays stopped" };
+            app.warn(format!("Kill switch for {what} {state}. {e}"))
+        }
     }
     app.effect(crate::console::action::Effect::FetchSwitches);
 }
