@@ -96,6 +96,10 @@ pub struct Inner {
     pub password_slots: tokio::sync::Semaphore,
     /// When each token's `last_used_at` was last written, to write it at most once a minute.
     token_touches: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Sign-ins being checked now, per rate-limit key: they count against the limit until
+    /// their failure is on record, so a burst sent at once gets no more guesses than the
+    /// same attempts one after another (see `routes::sessions::Attempt`).
+    pub sign_ins_in_flight: Mutex<HashMap<String, u32>>,
     pub shutdown: CancellationToken,
     /// Connector calls in flight. Each runs in a task of its own, so a client that gives
     /// up cannot cut a call off half-way (its result would go unrecorded); shutdown waits
@@ -168,6 +172,7 @@ impl AppState {
             config,
             password_slots: tokio::sync::Semaphore::new(2),
             token_touches: Mutex::default(),
+            sign_ins_in_flight: Mutex::default(),
             shutdown: CancellationToken::new(),
             executions: tokio_util::task::TaskTracker::new(),
             keys,

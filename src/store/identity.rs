@@ -1058,7 +1058,7 @@ impl Tokens for SqlStore {
                     w,
                     EventDraft::new("token.rotated", by.actor.clone(), by.via)
                         .resource(id.clone())
-                        .data(json!({"name": after.name, "previous_hint": before.hint, "hint": after.hint})),
+                        .data(json!({"name": after.name, "owner_id": after.owner_id, "previous_hint": before.hint, "hint": after.hint})),
                 )?;
                 Ok(after)
             })

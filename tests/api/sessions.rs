@@ -128,6 +128,23 @@ async fn failed_sign_ins_are_limited_per_account() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_guesses_sent_at_once_gets_no_more_than_the_limit() {
+    let server = TestServer::start_with(limited(5, 100)).await;
+    let ws = server.workspace("burst").await;
+    let anon = server.anon();
+    let wrong = json!({"email": "owner@burst.test", "password": "not the password"});
+    let answers = futures_util::future::join_all((0..40).map(|_| anon.post("/v1/sessions", wrong.clone()))).await;
+    let checked = answers.iter().filter(|r| r.status == 401).count();
+    let refused = answers.iter().filter(|r| r.status == 429).count();
+    assert_eq!(checked + refused, 40, "{:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
+    // Sent together, they all arrived before any had failed: the ones still being checked
+    // count too.
+    assert!((1..=5).contains(&checked), "{checked} passwords were checked against a limit of 5");
+    let failed = ws.owner.all_events().await.into_iter().filter(|e| e["event_type"] == "session.failed").count();
+    assert_eq!(failed, checked);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn failed_sign_ins_are_limited_per_address() {
     let server = TestServer::start_with(limited(100, 4)).await;
     let _ws = server.workspace("addr").await;

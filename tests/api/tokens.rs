@@ -226,3 +226,24 @@ async fn tokens_are_managed_by_people_only() {
     agent.delete("/v1/sessions/current").await.assert_error(403, "not_a_session");
     agent.get("/v1/me").await.assert_status(200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_its_owner_rotates_a_token_even_with_tokens_manage() {
+    let server = TestServer::start().await;
+    let ws = server.workspace("takeover").await;
+    let (member_id, member) = ws.member(&server, "member").await;
+    let (id, secret) = Workspace::token(&member, &["actions:submit"], &["*"]).await;
+    // An admin (or owner) may revoke it, but a new secret would act as its owner: refused.
+    let (_, admin) = ws.member(&server, "admin").await;
+    for other in [&admin, &ws.owner] {
+        other.post_empty(&format!("/v1/tokens/{id}/rotate")).await.assert_error(403, "not_token_owner");
+    }
+    member.as_token(&secret).get("/v1/me").await.assert_status(200);
+    // Its owner may, and the event says whose token it was.
+    member.post_empty(&format!("/v1/tokens/{id}/rotate")).await.assert_status(200);
+    let events = ws.owner.all_events().await;
+    let rotated: Vec<&serde_json::Value> = events.iter().filter(|e| e["event_type"] == "token.rotated").collect();
+    assert_eq!(rotated.len(), 1);
+    assert_eq!(rotated[0]["data"]["owner_id"], member_id.as_str());
+    admin.delete(&format!("/v1/tokens/{id}")).await.assert_status(200);
+}

@@ -74,7 +74,8 @@ pub async fn sign_in(
     let address = peer.ip().to_string();
     let account_key = format!("account:{email}");
     let address_key = format!("address:{address}");
-    check_rate_limit(&state, &account_key, &address_key).await?;
+    // Held until this attempt's outcome is on record (dropped at return).
+    let _attempt = check_rate_limit(&state, &account_key, &address_key).await?;
 
     let mut accounts = state.store.find_accounts(&email).await?;
     if let Some(w) = &req.workspace {
@@ -167,26 +168,63 @@ async fn permissions_of(state: &AppState, ws: &WorkspaceId, role: &str) -> Resul
         .unwrap_or_default())
 }
 
-async fn check_rate_limit(state: &AppState, account_key: &str, address_key: &str) -> Result<()> {
+/// A sign-in attempt under way, counted against its keys' limits until dropped: by then a
+/// failure is on record (or the attempt succeeded and the account's failures were cleared).
+pub struct Attempt {
+    state: AppState,
+    keys: [String; 2],
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let mut in_flight = self.state.sign_ins_in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &self.keys {
+            if let Some(n) = in_flight.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    in_flight.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// Refuses with 429 when the account or the address has used up its failed attempts,
+/// counting those on record and those being checked now; otherwise counts this one in.
+///
+/// Checking the record alone let a burst of simultaneous guesses all pass the check
+/// before any failed: 54 guesses instead of 5. Across replicas (PostgreSQL), each may have
+/// at most the limit in flight.
+async fn check_rate_limit(state: &AppState, account_key: &str, address_key: &str) -> Result<Attempt> {
     let window = chrono::Duration::from_std(state.config.sign_in_window).unwrap_or(chrono::Duration::minutes(15));
     let now = state.clock.now();
     let since = format_ts(now - window);
     let counts = state.store.count_sign_in_failures(vec![account_key.to_string(), address_key.to_string()], &since).await?;
     let limits = [state.config.sign_in_per_account, state.config.sign_in_per_address];
-    for ((count, oldest), limit) in counts.iter().zip(limits) {
-        if *count >= limit {
+    let keys = [account_key.to_string(), address_key.to_string()];
+    let mut in_flight = state.sign_ins_in_flight.lock().unwrap_or_else(|e| e.into_inner());
+    for (((count, oldest), limit), key) in counts.iter().zip(limits).zip(&keys) {
+        // An attempt in flight, once failed, is on record too: counted twice for a moment,
+        // which errs on the side of refusing.
+        let count = count + i64::from(in_flight.get(key).copied().unwrap_or(0));
+        if count >= limit {
             let retry = oldest
                 .as_deref()
                 .and_then(parse_ts)
                 .map(|t| (t + window - now).num_seconds().max(1) as u64)
-                .unwrap_or(window.num_seconds() as u64);
+                // Only attempts still being checked: they end within a second or so.
+                .unwrap_or(1);
             return Err(Error::rate_limited(
                 retry,
-                format!("too many failed sign-ins; try again in {} (or ask an admin to check the account)", human_duration(retry)),
+                format!("too many failed sign-ins for this account or from this address; try again in {}", human_duration(retry)),
             ));
         }
     }
-    Ok(())
+    for key in &keys {
+        *in_flight.entry(key.clone()).or_default() += 1;
+    }
+    drop(in_flight);
+    Ok(Attempt { state: state.clone(), keys })
 }
 
 /// "14 minutes", "40 seconds": for messages.

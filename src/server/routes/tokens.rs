@@ -190,7 +190,9 @@ pub async fn get_token(State(state): State<AppState>, caller: Auth<need::Authent
 }
 
 /// Replaces a token's secret. The old secret stops working at once; the new one is in
-/// the answer, once.
+/// the answer, once. Only the token's owner may: the new secret acts as its owner, so
+/// anyone else rotating it would take the owner's powers (and count as them when asking
+/// for an approval they then gave). `tokens:manage` revokes other members' tokens instead.
 #[utoipa::path(post, path = "/v1/tokens/{id}/rotate", tag = "tokens", params(("id" = String, Path, description = "token id")), responses(
     (status = 200, body = TokenWithSecret),
     (status = 403, body = ErrorBody),
@@ -203,7 +205,13 @@ pub async fn rotate_token(
     Path(id): Path<String>,
 ) -> Result<Json<TokenWithSecret>> {
     caller.require_human("rotating agent tokens")?;
-    manageable(&state, &caller, &id, "rotating").await?;
+    let token = manageable(&state, &caller, &id, "rotating").await?;
+    if token.owner_id != caller.member_id {
+        return Err(Error::forbidden(
+            "not_token_owner",
+            "only the member who owns a token can rotate it: its new secret acts as them; to stop it, revoke it (DELETE /v1/tokens/{id}) and its owner can create another",
+        ));
+    }
     let secret = secrets::generate(SecretKind::AgentToken);
     let record = state
         .store
