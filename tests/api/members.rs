@@ -309,3 +309,31 @@ async fn a_custom_role_cannot_change_members_more_powerful_than_itself() {
     // A viewer's powers are not all held by `people` either (audit:read): refused too.
     people.patch(&format!("/v1/members/{viewer_id}"), json!({"status": "deactivated"})).await.assert_error(403, "member_outranks_you");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_editor_cannot_change_a_role_that_holds_powers_they_do_not() {
+    let server = TestServer::start().await;
+    let ws = server.workspace("rolestrip").await;
+    let oncall = ws
+        .owner
+        .post("/v1/roles", json!({"name": "oncall", "permissions": ["killswitch:read", "killswitch:engage", "killswitch:lift"]}))
+        .await;
+    let oncall = oncall.assert_status(201)["id"].as_str().unwrap().to_string();
+    ws.owner.post("/v1/roles", json!({"name": "rolesmith", "permissions": ["roles:manage", "killswitch:read"]})).await.assert_status(201);
+    let (_, smith) = ws.member(&server, "rolesmith").await;
+    // Stripping the on-call's lift would take away a power the editor does not hold.
+    let r = smith.patch(&format!("/v1/roles/{oncall}"), json!({"permissions": ["killswitch:read"]})).await;
+    r.assert_error(403, "role_outranks_you");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("killswitch:"), "{}", r.body);
+    smith.patch(&format!("/v1/roles/{oncall}"), json!({"name": "renamed"})).await.assert_error(403, "role_outranks_you");
+    let role = ws.owner.get("/v1/roles").await;
+    let kept = role.body["items"].as_array().unwrap().iter().find(|r| r["id"] == oncall.as_str()).unwrap().clone();
+    assert_eq!((kept["name"].as_str(), kept["permissions"].as_array().unwrap().len()), (Some("oncall"), 3));
+    // A role within the editor's powers can be changed; an empty change is refused.
+    let mine = smith.post("/v1/roles", json!({"name": "reader", "permissions": ["killswitch:read"]})).await;
+    let mine = mine.assert_status(201)["id"].as_str().unwrap().to_string();
+    smith.patch(&format!("/v1/roles/{mine}"), json!({"description": "reads switches"})).await.assert_status(200);
+    smith.patch(&format!("/v1/roles/{mine}"), json!({})).await.assert_error(422, "nothing_to_change");
+    let updates = ws.owner.all_events().await.into_iter().filter(|e| e["event_type"] == "role.updated").count();
+    assert_eq!(updates, 1, "refusals and empty changes leave no event");
+}

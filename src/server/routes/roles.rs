@@ -145,7 +145,18 @@ pub async fn update_role(
     Body(req): Body<UpdateRole>,
 ) -> Result<Json<Role>> {
     ids::parse(IdKind::Role, &id)?;
-    state.store.get_role(&caller.workspace, &id).await?;
+    let role = state.store.get_role(&caller.workspace, &id).await?;
+    if req.name.is_none() && req.description.is_none() && req.permissions.is_none() {
+        return Err(Error::unprocessable("nothing_to_change", "send `name`, `description`, `permissions`, or any of them"));
+    }
+    // Changing a role changes what its members may do: taking a power away is as much a
+    // use of it as giving it, so only someone who holds every power the role has may.
+    if let Some(p) = role.permissions.iter().find(|p| !caller.can(**p)) {
+        return Err(Error::forbidden(
+            "role_outranks_you",
+            format!("this role holds `{p}`, which you do not: only someone who holds every permission of a role may change it"),
+        ));
+    }
     let permissions = check_role_fields(&caller, req.name.as_deref(), req.description.as_deref(), req.permissions.as_deref())?;
     let change = RoleChange { name: req.name, description: req.description, permissions };
     Ok(Json(state.store.update_role(&caller.workspace, &caller.origin(), &id, change).await?))
