@@ -826,6 +826,18 @@ scene!(viewer_access_is_read_only, |a| {
 });
 
 #[test]
+fn only_a_tokens_owner_is_offered_its_rotation() {
+    let mut a = app(80, 24);
+    with_access(&mut a);
+    // ada (admin) on dev's token: revoke, yes; a new secret that acts as dev, no.
+    keys(&mut a, "llr");
+    assert!(a.dialog.is_none());
+    assert!(render(&a).to_string().contains("Only a token's owner can rotate it"));
+    keys(&mut a, "x");
+    assert!(matches!(&a.dialog, Some(super::dialogs::Dialog::Confirm(c)) if c.title.contains("Revoke")));
+}
+
+#[test]
 fn creating_a_token_by_keys_asks_for_what_it_needs() {
     let mut a = app(120, 40);
     with_access(&mut a);

@@ -91,7 +91,8 @@ const CASES: &[Case] = &[
     case("DELETE", "/v1/roles/{id}", Target::SpareRole, no_body, "oa--", 204),
     case("POST", "/v1/tokens", Target::None, |_| Some(json!({"name": "matrix", "scopes": ["members:read"], "tools": ["*"]})), "oam-", 201),
     case("POST", "/v1/tokens/{id}/rotate", Target::OwnToken, no_body, "oam-", 200),
-    case("POST", "/v1/tokens/{id}/rotate", Target::OthersToken, no_body, "oa--", 200),
+    // Nobody but its owner: the new secret would act as them (`not_token_owner`).
+    case("POST", "/v1/tokens/{id}/rotate", Target::OthersToken, no_body, "----", 200),
     case("DELETE", "/v1/tokens/{id}", Target::OwnToken, no_body, "oam-", 200),
     case("DELETE", "/v1/tokens/{id}", Target::OthersToken, no_body, "oa--", 200),
     case("GET", "/v1/tools", Target::None, no_body, "oamvt", 200),
@@ -178,6 +179,7 @@ const CALLERS: [(char, &str); 5] = [('o', "owner"), ('a', "admin"), ('m', "membe
 fn refusal_code(letter: char, c: &Case) -> &'static str {
     match (letter, c.method, c.template) {
         ('t', "POST", "/v1/tokens/{id}/rotate") | ('t', "DELETE", "/v1/tokens/{id}") => "humans_only",
+        ('o' | 'a', "POST", "/v1/tokens/{id}/rotate") if matches!(c.target, Target::OthersToken) => "not_token_owner",
         ('t', "DELETE", "/v1/sessions/current") => "not_a_session",
         // Admins and members may execute actions, but only their own.
         ('a' | 'm', "POST", "/v1/actions/{id}/execute") => "not_your_action",
@@ -621,4 +623,40 @@ async fn a_member_reads_the_approvals_they_asked_for_and_a_token_those_of_its_to
     // With `approvals:read` alone, a token is its owner's: the owner asked for none.
     let (_, token) = Workspace::token(&ws.owner, &["approvals:read"], &["*"]).await;
     assert!(ids(ws.owner.as_token(&token).get("/v1/approvals").await).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_reads_and_replays_only_the_tools_it_covers() {
+    let server = TestServer::start().await;
+    let ws = server.workspace("narrow").await;
+    ws.record_tool("crm.read", "read", "auto", false).await;
+    ws.record_tool("doc.edit", "read", "auto", false).await;
+    // The owner's own actions, by hand, on both tools.
+    let crm = submit(&ws.owner, "crm.read", json!({"q": "acme"})).await.assert_status(201)["id"].as_str().unwrap().to_string();
+    let doc = submit(&ws.owner, "doc.edit", json!({"cc": "c@x.io"})).await.assert_status(201)["id"].as_str().unwrap().to_string();
+    let (_, token) = Workspace::token(&ws.owner, &["actions:read", "tools:read", "actions:simulate"], &["crm.*"]).await;
+    let agent = ws.owner.as_token(&token);
+    let names =
+        |r: &Resp, key: &str| r.body["items"].as_array().unwrap().iter().map(|x| x[key].as_str().unwrap().to_string()).collect::<Vec<_>>();
+
+    assert_eq!(names(&agent.get("/v1/actions").await, "id"), [crm.clone()]);
+    agent.get(&format!("/v1/actions/{crm}")).await.assert_status(200);
+    let r = agent.get(&format!("/v1/actions/{doc}")).await;
+    r.assert_error(403, "tool_not_in_scope");
+    assert!(!r.text.contains("c@x.io"));
+    assert_eq!(names(&agent.get("/v1/tools").await, "name"), ["crm.read"]);
+    // A tool outside it: the same answer whether it exists or not.
+    agent.get("/v1/tools/doc.edit").await.assert_error(403, "tool_not_in_scope");
+    agent.get("/v1/tools/no.such").await.assert_error(403, "tool_not_in_scope");
+    agent.get("/v1/tools/crm.read").await.assert_status(200);
+    // A what-if that would flip every action flips only what the token may see.
+    let deny_all = json!({"draft": {"rules": [{"id": "all", "title": "No", "when": "true", "effect": "deny"}]}});
+    let r = agent.post("/v1/simulations", deny_all.clone()).await;
+    let flipped: Vec<String> =
+        r.assert_status(200)["changes"].as_array().unwrap().iter().map(|c| c["action_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(flipped, [crm.clone()], "{}", r.body);
+    // People are not limited by patterns.
+    let r = ws.owner.post("/v1/simulations", deny_all).await;
+    assert_eq!(r.assert_status(200)["changes"].as_array().unwrap().len(), 2);
+    assert_eq!(names(&ws.owner.get("/v1/tools").await, "name").len(), 2);
 }

@@ -388,8 +388,12 @@ fn rotate(app: &mut App) {
         return;
     }
     let Some(t) = app.access.tokens.get(app.access.cursor()).cloned() else { return };
+    if t.owner_id != app.session.member_id {
+        // The server refuses it too (not_token_owner): a new secret would act as its owner.
+        return app.warn("Only a token's owner can rotate it: its new secret acts as them. x revokes it instead.");
+    }
     if !manages(app, &t) {
-        return app.warn("Rotating other members' tokens needs `tokens:manage`.");
+        return app.warn("Rotating your tokens needs `tokens:create`.");
     }
     if t.state != TokenState::Active {
         return app.warn("Only an active token can be rotated.");

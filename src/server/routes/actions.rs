@@ -555,6 +555,11 @@ pub async fn get_action(State(state): State<AppState>, caller: Auth<need::Authen
     if !may_read(&caller, &a) {
         return Err(Error::forbidden("permission_denied", "reading other members' actions needs the `actions:read` permission"));
     }
+    // As with approvals: a token reads the actions of the tools it covers, never the
+    // payloads of its owner's others (checked after ownership, so it names no tool).
+    if !caller.covers_tool(&a.tool) {
+        return Err(Error::forbidden("tool_not_in_scope", "this action's tool is outside this token's tools"));
+    }
     Ok(Json(a))
 }
 
@@ -606,10 +611,17 @@ pub async fn list_actions(
     if !(1..=200).contains(&limit) {
         return Err(Error::bad_request("invalid_query", "limit must be between 1 and 200"));
     }
-    let items = state
-        .store
-        .list_actions(&caller.workspace, ActionFilter { status, tool: q.tool, requester_id, before: q.before, since: None, limit })
-        .await?;
-    let next = (items.len() as i64 == limit).then(|| items.last().map(|a| a.id.clone())).flatten();
+    // A token lists the actions of the tools it covers.
+    let (items, next) = super::fill_page(
+        limit,
+        q.before,
+        |before| {
+            let filter = ActionFilter { status, tool: q.tool.clone(), requester_id: requester_id.clone(), before, since: None, limit };
+            state.store.list_actions(&caller.workspace, filter)
+        },
+        |a: &Action| caller.covers_tool(&a.tool),
+        |a| a.id.clone(),
+    )
+    .await?;
     Ok(Json(ActionList { items, next }))
 }

@@ -62,33 +62,17 @@ pub async fn list(
         ids::parse(IdKind::Approval, a)?;
     }
     let own = (!sees_every_approval(&caller)).then(|| caller.member_id.clone());
-    // A token sees the approvals of the tools it covers, as it may submit only those. Its
-    // patterns apply here, not in SQL, so pages are read until this one is full or the
-    // list ends (a bounded number of them): a page without `next` is the last.
-    let (mut items, mut after, mut next) = (Vec::new(), q.after, None);
-    for _ in 0..MAX_PAGES_READ {
-        let q = ApprovalQuery { state: st, limit, requester: own.clone(), after: after.clone() };
-        let page = state.store.list_approvals(&caller.workspace, q).await?;
-        let more = page.len() as i64 == limit;
-        after = page.last().map(|a| a.id.clone());
-        items.extend(page.into_iter().filter(|a| caller.covers_tool(&a.tool)));
-        if items.len() as i64 >= limit {
-            items.truncate(limit as usize);
-            next = items.last().map(|a| a.id.clone());
-            break;
-        }
-        if !more {
-            next = None;
-            break;
-        }
-        // Still short after the last read: where to go on from, if this was the last read.
-        next = after.clone();
-    }
+    // A token sees the approvals of the tools it covers, as it may submit only those.
+    let (items, next) = super::fill_page(
+        limit,
+        q.after,
+        |after| state.store.list_approvals(&caller.workspace, ApprovalQuery { state: st, limit, requester: own.clone(), after }),
+        |a: &Approval| caller.covers_tool(&a.tool),
+        |a| a.id.clone(),
+    )
+    .await?;
     Ok(Json(ApprovalList { items, next }))
 }
-
-/// The most pages one listing reads to fill a token's page (see `list`).
-const MAX_PAGES_READ: usize = 10;
 
 /// Who reads every approval, payload and all: whoever reads every action (`actions:read`)
 /// or decides approvals (`approvals:decide`: an approver must see what they decide).

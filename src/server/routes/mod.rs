@@ -24,6 +24,47 @@ use utoipa_axum::routes;
 
 use super::AppState;
 
+/// The most pages one listing reads to fill a page for an agent token (see [`fill_page`]).
+const MAX_PAGES_READ: usize = 10;
+
+/// A page of `limit` items that `keep` accepts, read through `fetch` (given where to go on
+/// from, it returns up to `limit` items in the list's order), and where the next page
+/// starts (`None`: the list ended).
+///
+/// For what SQL does not filter: an agent token's tool patterns. Pages are read until this
+/// one is full or the list ends, at most [`MAX_PAGES_READ`] of them; a short page with a
+/// `next` means keep going.
+pub async fn fill_page<T, Fut>(
+    limit: i64,
+    start: Option<String>,
+    mut fetch: impl FnMut(Option<String>) -> Fut,
+    keep: impl Fn(&T) -> bool,
+    id: impl Fn(&T) -> String,
+) -> crate::error::Result<(Vec<T>, Option<String>)>
+where
+    Fut: std::future::Future<Output = crate::error::Result<Vec<T>>>,
+{
+    let (mut items, mut from, mut next) = (Vec::new(), start, None);
+    for _ in 0..MAX_PAGES_READ {
+        let page = fetch(from.clone()).await?;
+        let more = page.len() as i64 == limit;
+        from = page.last().map(&id);
+        items.extend(page.into_iter().filter(|x| keep(x)));
+        if items.len() as i64 >= limit {
+            items.truncate(limit as usize);
+            next = items.last().map(&id);
+            break;
+        }
+        if !more {
+            next = None;
+            break;
+        }
+        // Still short after the last read: where to go on from, if this was the last read.
+        next = from.clone();
+    }
+    Ok((items, next))
+}
+
 /// Every route, with its OpenAPI description.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(super::openapi::base())

@@ -94,7 +94,8 @@ pub struct SimulationResult {
 /// Each action is decided with its stored payload, resource and confidence, at the time
 /// it was requested, for its requester and agent token. Scope, kill switches and
 /// agent-write control count as passed on both sides. No side effects. Without
-/// `actions:read`, only the caller's own actions are replayed.
+/// `actions:read`, only the caller's own actions are replayed; by an agent token, only
+/// those of the tools it covers.
 #[utoipa::path(post, path = "/v1/simulations", tag = "simulation", request_body = SimulationRequest, responses(
     (status = 200, body = SimulationResult),
     (status = 403, body = ErrorBody),
@@ -186,6 +187,10 @@ pub async fn simulate(
             }
         }
         let cap = (MAX_CHANGES + 1).saturating_sub(changes.len());
+        // An agent token replays only the tools it covers: which of its owner's other
+        // actions a draft rule would flip says what their payloads hold, a field at a time.
+        let mut page = page;
+        page.actions.retain(|a| caller.covers_tool(&a.tool));
         let replayed = decide_page(page, &people, &cmp, cap).await?;
         totals.add(&replayed.totals);
         changes.extend(replayed.changes);

@@ -323,16 +323,24 @@ pub async fn put_tool(
 /// Every tool, secrets masked.
 #[utoipa::path(get, path = "/v1/tools", tag = "tools", responses((status = 200, body = ToolList), (status = 403, body = ErrorBody)))]
 pub async fn list_tools(State(state): State<AppState>, caller: Auth<need::ToolsRead>) -> Result<Json<ToolList>> {
-    Ok(Json(ToolList { items: state.store.list_tools(&caller.workspace).await? }))
+    // A token learns of the tools its patterns cover, and no others.
+    let mut items = state.store.list_tools(&caller.workspace).await?;
+    items.retain(|t| caller.covers_tool(&t.name));
+    Ok(Json(ToolList { items }))
 }
 
 /// One tool, secrets masked.
 #[utoipa::path(get, path = "/v1/tools/{name}", tag = "tools", params(("name" = String, Path, description = "tool name")), responses(
     (status = 200, body = Tool),
+    (status = 403, description = "tool_not_in_scope (outside a token's tools, whether or not it exists)", body = ErrorBody),
     (status = 404, body = ErrorBody),
 ))]
 pub async fn get_tool(State(state): State<AppState>, caller: Auth<need::ToolsRead>, Path(name): Path<String>) -> Result<Json<Tool>> {
     // The name checked as on PUT: a name no tool can have is a mistake to say, not a 404.
     names::check_tool_name(&name)?;
+    // Outside a token's tools, the same answer whether or not the tool exists.
+    if !caller.covers_tool(&name) {
+        return Err(Error::forbidden("tool_not_in_scope", format!("`{name}` is outside this token's tools")));
+    }
     Ok(Json(state.store.get_tool(&caller.workspace, &name).await?))
 }
