@@ -6,6 +6,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod call_url;
 pub mod canonical;
 pub mod checkpoint;
 pub mod cli;

@@ -148,27 +148,13 @@ pub fn matches(filters: &[String], event_type: &str) -> bool {
 
 // --- URLs ----------------------------------------------------------------------------
 
-pub const MAX_URL_LEN: usize = 2048;
-
-/// Checks a receiver URL and returns it normalised, or says what is wrong.
+/// Checks a receiver URL and returns it normalised, or says what is wrong: the rule of
+/// every URL Countersign calls ([`crate::call_url`]).
 ///
 /// Loopback and private addresses are allowed on purpose: the tools and chat bridges
 /// that receive webhooks often run beside Countersign. Redirects are never followed.
 pub fn check_url(url: &str) -> Result<String, String> {
-    if url.len() > MAX_URL_LEN {
-        return Err(format!("a webhook URL is at most {MAX_URL_LEN} bytes"));
-    }
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`url` is not a URL: {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
-        return Err("`url` must be an http:// or https:// URL with a host".into());
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("`url` must not carry credentials: receivers authenticate deliveries by their signature".into());
-    }
-    if parsed.fragment().is_some() {
-        return Err("`url` must not have a fragment (`#…`): it is never sent to the receiver".into());
-    }
-    Ok(parsed.to_string())
+    crate::call_url::check("url", url, "receivers authenticate deliveries by their signature").map(|u| u.to_string())
 }
 
 // --- secrets and signatures ------------------------------------------------------------
@@ -252,18 +238,6 @@ mod tests {
         assert!(!matches(&f, "approvals.requested"), "a family ends at its dot");
         assert!(matches(&["*".to_string()], "anything.at_all"));
         assert!(!matches(&[], "approval.requested"));
-    }
-
-    #[test]
-    fn urls() {
-        assert_eq!(check_url("https://hooks.example.com/x?a=1").unwrap(), "https://hooks.example.com/x?a=1");
-        assert!(check_url("http://127.0.0.1:8080/hook").is_ok(), "loopback is allowed");
-        for bad in
-            ["ftp://example.com", "https://user:pw@example.com/", "not a url", "http://", "https://example.com/#frag", "file:///etc/passwd"]
-        {
-            assert!(check_url(bad).is_err(), "{bad}");
-        }
-        assert!(check_url(&format!("https://example.com/{}", "a".repeat(MAX_URL_LEN))).is_err());
     }
 
     #[test]

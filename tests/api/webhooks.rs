@@ -272,6 +272,9 @@ async fn subscriptions_are_validated_and_the_secret_is_shown_once() {
         (json!({"url": "https://user:pass@example.com/x", "event_types": ["*"]}), "invalid_url"),
         (json!({"url": "not a url", "event_types": ["*"]}), "invalid_url"),
         (json!({"url": "https://example.com/#frag", "event_types": ["*"]}), "invalid_url"),
+        // A credential in the URL would be in the audit log and in other subscribers' events.
+        (json!({"url": "https://example.com/hook?token=abc", "event_types": ["*"]}), "invalid_url"),
+        (json!({"url": "http:///hook", "event_types": ["*"]}), "invalid_url"),
         (json!({"url": "https://example.com/", "event_types": []}), "invalid_event_types"),
         (json!({"url": "https://example.com/", "event_types": ["Approval.*"]}), "invalid_event_types"),
         (json!({"url": "https://example.com/", "event_types": ["approval.*.x"]}), "invalid_event_types"),

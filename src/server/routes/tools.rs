@@ -105,25 +105,6 @@ fn check_distinct_headers<'a>(names: impl Iterator<Item = &'a String>) -> Result
     Ok(())
 }
 
-/// Query parameter names that carry credentials by convention: in a URL they would be
-/// shown by the API and kept in the audit log, so they go in `secret_query` instead.
-const CREDENTIAL_PARAMS: &[&str] = &[
-    "key",
-    "apikey",
-    "api_key",
-    "api-key",
-    "access_token",
-    "accesstoken",
-    "auth",
-    "auth_token",
-    "token",
-    "secret",
-    "client_secret",
-    "password",
-    "passwd",
-    "sig",
-    "signature",
-];
 const MAX_SECRET_QUERY: usize = 8;
 
 fn check_query_param(name: &str, value: &str) -> Result<()> {
@@ -178,33 +159,9 @@ fn prepare_connector(state: &AppState, ws: &WorkspaceId, tool: &str, sent: Conne
     let Connector::Http { url, headers, secret_headers, secret_query, timeout_ms } = sent else {
         return Ok(Connector::Record {});
     };
-    // The same bounds as a webhook's URL: one rule for every URL Countersign calls.
-    if url.len() > crate::webhook::MAX_URL_LEN {
-        return Err(Error::unprocessable("invalid_url", format!("connector.url is at most {} bytes", crate::webhook::MAX_URL_LEN)));
-    }
-    let parsed = reqwest::Url::parse(&url).map_err(|e| Error::unprocessable("invalid_url", format!("connector.url is not a URL: {e}")))?;
-    if parsed.fragment().is_some() {
-        return Err(Error::unprocessable("invalid_url", "connector.url must not have a fragment (`#…`): it is never sent to the receiver"));
-    }
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(Error::unprocessable("invalid_url", "connector.url must be an http:// or https:// URL with a host"));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(Error::unprocessable(
-            "invalid_url",
-            "put credentials in connector.secret_headers, not in the URL, where they would be shown and logged",
-        ));
-    }
-    if let Some((name, _)) = parsed.query_pairs().find(|(k, _)| CREDENTIAL_PARAMS.contains(&k.to_ascii_lowercase().as_str())) {
-        return Err(Error::unprocessable(
-            "invalid_url",
-            format!(
-                "`{}` in connector.url's query looks like a credential, and a URL is shown by the API and kept in the audit log: \
-                 put it in connector.secret_query (or a secret header)",
-                name.chars().take(60).collect::<String>()
-            ),
-        ));
-    }
+    // One rule for every URL Countersign calls.
+    let parsed = crate::call_url::check("connector.url", &url, "put it in connector.secret_query or connector.secret_headers")
+        .map_err(|m| Error::unprocessable("invalid_url", m))?;
     if let Some(t) = timeout_ms
         && !connectors::TIMEOUT_MS.contains(&t)
     {
