@@ -207,6 +207,15 @@ impl Net {
                 .await;
                 let (after, stream) = match outcome {
                     Ok(x) => x,
+                    Err(e) if e.code() == "resume_point_ahead" => {
+                        // The server's log is behind what this console saw (restored from a
+                        // backup, or another server): start again from its newest events.
+                        last = None;
+                        let error =
+                            "the server's log ends before the last event shown here (restored?); starting again from its newest events";
+                        net.send(NetMsg::Stream(StreamMsg::Down { error: error.into(), attempt, retry_in: Duration::ZERO }));
+                        continue;
+                    }
                     Err(e) if e.needs_sign_in() => {
                         net.send(NetMsg::Stream(StreamMsg::Unauthorized(e.to_string())));
                         let _ = credential.changed().await;

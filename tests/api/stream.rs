@@ -65,6 +65,27 @@ async fn resume_has_no_gap_and_no_repeat_even_across_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn resuming_past_the_end_of_the_log_is_refused_not_left_waiting() {
+    let server = TestServer::start().await;
+    let ws = server.workspace("ahead").await;
+    let head = ws.owner.all_events().await.len() as i64;
+    // Up to the head is a resume point (nothing to backfill yet); past it is another log's.
+    let at_head = reqwest::Client::new()
+        .get(format!("{}/v1/audit/stream", ws.owner.base))
+        .bearer_auth(ws.owner.token.as_deref().unwrap())
+        .header("Last-Event-ID", head.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(at_head.status(), 200);
+    drop(at_head);
+    let r = ws.owner.send(reqwest::Method::GET, "/v1/audit/stream", None, &[("Last-Event-ID", &(head + 1000).to_string())]).await;
+    r.assert_error(409, "resume_point_ahead");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains(&format!("ends at seq {head}")), "{}", r.body);
+    ws.owner.get(&format!("/v1/audit/stream?after_seq={}", head + 1)).await.assert_error(409, "resume_point_ahead");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn live_events_arrive_and_filters_apply() {
     let server = TestServer::start().await;
     let ws = server.workspace("acme").await;
@@ -96,8 +117,10 @@ async fn quiet_streams_send_heartbeats() {
     let config = countersign::server::ServerConfig { stream_heartbeat: Duration::from_millis(200), ..Default::default() };
     let server = TestServer::start_with(config).await;
     let ws = server.workspace("acme").await;
+    // From the head: nothing to backfill, so the first thing sent is a heartbeat.
+    let head = ws.owner.all_events().await.len();
     let resp = reqwest::Client::new()
-        .get(format!("{}/v1/audit/stream?after_seq=100", server.base))
+        .get(format!("{}/v1/audit/stream?after_seq={head}", server.base))
         .bearer_auth(ws.owner.token.as_deref().unwrap())
         .send()
         .await

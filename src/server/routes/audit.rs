@@ -112,6 +112,7 @@ pub struct StreamQuery {
         (status = 200, description = "text/event-stream of audit events"),
         (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody),
+        (status = 409, description = "resume_point_ahead: Last-Event-ID (or after_seq) is past the end of this log", body = ErrorBody),
     ))]
 pub async fn stream_events(
     State(state): State<AppState>,
@@ -132,6 +133,20 @@ pub async fn stream_events(
     let after = from_header.or(q.after_seq).unwrap_or(0);
     if after < 0 {
         return Err(Error::bad_request("invalid_query", "after_seq must be 0 or more"));
+    }
+    // Resuming after an event this log has not written — another server's, or this one's
+    // before a restore from backup — would wait, silently, for events numbered past it
+    // while the ones in between go by unseen.
+    if after > 0 {
+        let (head, _) = state.store.audit_head(&caller.workspace).await?;
+        if after > head {
+            return Err(Error::conflict(
+                "resume_point_ahead",
+                format!(
+                    "this workspace's log ends at seq {head}, so there is no event {after} to resume after (another server's log, or one restored from an older backup?): connect again without Last-Event-ID, or with after_seq {head} or less"
+                ),
+            ));
+        }
     }
     // The same event-type patterns as exports, checked by the same rule.
     let types = crate::store::AuditRange::parse(None, None, q.types.as_deref())?.types;
