@@ -414,6 +414,28 @@ fn the_banner_names_every_engaged_switch_however_long_the_reasons() {
 }
 
 #[test]
+fn long_tool_names_that_share_a_start_stay_told_apart() {
+    let mut a = app(80, 24);
+    let mut switches = many_switches();
+    for name in ["billing.reconcile-ledger-entries-for-quarter-end", "billing.reconcile-ledger-entries-for-quarter-end-and-close-books"] {
+        switches.tools.push(KillSwitch {
+            target: name.into(),
+            engaged: true,
+            reason: Some("audit".into()),
+            changed_by: None,
+            changed_at: None,
+        });
+    }
+    a.update(Action::Net(NetMsg::Switches(Ok(switches))));
+    keys(&mut a, "5");
+    let text = render(&a).to_string();
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("billing.") && l.contains("ENGAGED  audit")).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows.iter().all(|r| r.contains('…')), "a cut name says so:\n{text}");
+    assert!(rows[0].contains("close-books") != rows[1].contains("close-books"), "{text}");
+}
+
+#[test]
 fn the_cursor_stays_on_the_switch_it_was_on_when_the_list_reorders() {
     let mut a = app(80, 24);
     a.update(Action::Net(NetMsg::Switches(Ok(many_switches()))));
@@ -463,6 +485,23 @@ fn new_arrivals_do_not_move_the_selection() {
     a.update(Action::Net(NetMsg::Approvals(Ok(list))));
     assert_eq!(a.approvals.current().unwrap().id, selected);
     assert_eq!(a.approvals.items[0].id, "apv_urgent");
+}
+
+#[test]
+fn an_events_labels_never_run_into_their_values() {
+    let mut a = app(80, 30);
+    let last = events(12).pop().unwrap();
+    let draft = EventDraft::new("action.requested", Actor::agent("tok_billing"), Via::Agent)
+        .resource("act_0013")
+        .payload_sha256("9f".repeat(32))
+        .data(json!({"tool": "email.send", "constitution_version": 3, "agent_token_id": "tok_billing"}));
+    let e = AuditEvent::seal(draft, "org_1", 12, &last.hash, crate::clock::format_ts(now()));
+    a.update(Action::Net(NetMsg::Stream(StreamMsg::Event(Box::new(e)))));
+    keys(&mut a, "2");
+    key(&mut a, KeyCode::Enter);
+    let text = render(&a).to_string();
+    assert!(text.contains("constitution_version 3") && text.contains("agent_token_id       tok_billing"), "{text}");
+    assert!(text.contains("payload sha256       9f9f"), "{text}");
 }
 
 #[test]

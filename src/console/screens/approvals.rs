@@ -455,6 +455,25 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
     let start = super::window_start(a.cursor, a.visible_len(), height);
     // Beside the detail there is no room for the agent column.
     let narrow = area.width < 80;
+    let (header, widths) = if narrow {
+        (
+            Row::new(["TTL", "TOOL", "REQUESTER", "OK", "CONF"]),
+            vec![Constraint::Length(6), Constraint::Length(18), Constraint::Fill(1), Constraint::Length(3), Constraint::Length(4)],
+        )
+    } else {
+        (
+            Row::new(["TTL", "TOOL", "AGENT", "REQUESTER", "OK", "CONF"]),
+            vec![
+                Constraint::Length(7),
+                Constraint::Fill(2),
+                Constraint::Fill(2),
+                Constraint::Fill(3),
+                Constraint::Length(3),
+                Constraint::Length(4),
+            ],
+        )
+    };
+    let cols = widgets::column_widths(inner.width, &widths);
     let rows: Vec<Row> = (start..(start + height).min(a.visible_len()))
         .filter_map(|i| a.visible(i).map(|x| (i, x)))
         .map(|(i, x)| {
@@ -474,17 +493,19 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
             let conf_style = if x.confidence.is_some_and(|c| c < 0.5) { t.warn } else { t.base };
             let requester = x.requester_email.as_deref().unwrap_or(&x.requester_id);
             // A stopped tool is marked: approving it is allowed, running it is not.
+            // Each cut with `…` to its column: two long tool names cut silently at the
+            // same place look like one tool.
             let tool = if stopped_by(app, &x.tool).is_some() {
-                Cell::from(Span::styled(format!("■ {}", x.tool), t.danger))
+                Cell::from(Span::styled(format!("■ {}", widgets::clip_middle(&x.tool, cols[1].saturating_sub(2))), t.danger))
             } else {
-                Cell::from(x.tool.clone())
+                Cell::from(widgets::clip_middle(&x.tool, cols[1]))
             };
             let mut cells = vec![Cell::from(Span::styled(ttl, ttl_style)), tool];
             if narrow {
-                cells.push(Cell::from(clip(requester, 16)));
+                cells.push(Cell::from(clip(requester, cols[2])));
             } else {
-                cells.push(Cell::from(clip(&who, 16)));
-                cells.push(Cell::from(clip(requester, 24)));
+                cells.push(Cell::from(clip(&who, cols[2])));
+                cells.push(Cell::from(clip(requester, cols[3])));
             }
             cells.push(Cell::from(need));
             cells.push(Cell::from(Span::styled(conf, conf_style)));
@@ -492,24 +513,6 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
             if i == a.cursor && !a.gone { row.style(t.selection) } else { row.style(t.base) }
         })
         .collect();
-    let (header, widths) = if narrow {
-        (
-            Row::new(["TTL", "TOOL", "REQUESTER", "OK", "CONF"]),
-            vec![Constraint::Length(6), Constraint::Length(18), Constraint::Fill(1), Constraint::Length(3), Constraint::Length(4)],
-        )
-    } else {
-        (
-            Row::new(["TTL", "TOOL", "AGENT", "REQUESTER", "OK", "CONF"]),
-            vec![
-                Constraint::Length(7),
-                Constraint::Fill(2),
-                Constraint::Fill(2),
-                Constraint::Fill(3),
-                Constraint::Length(3),
-                Constraint::Length(4),
-            ],
-        )
-    };
     f.render_widget(Table::new(rows, widths).header(header.style(t.muted)).column_spacing(1), inner);
 }
 

@@ -509,8 +509,8 @@ pub fn on_verified(app: &mut App, r: Result<VerifyReport, ClientError>) {
 // Drawing
 // ---------------------------------------------------------------------------------------
 
-/// The label column of an event's detail.
-const LABEL: usize = 14;
+/// The widest label column of an event's detail; a longer data field name is cut with `…`.
+const MAX_LABEL: usize = 24;
 
 /// One event, as a person reads it: what happened, who did it and through what, the
 /// event's own data field by field, and its place in the chain. Member and token ids are
@@ -521,8 +521,19 @@ pub fn detail_lines(app: &App, e: &TailEvent, width: usize) -> Vec<Line<'static>
         // Not expected (the tail wrote it), but never hide what arrived.
         return e.raw.lines().map(|l| Line::styled(printable(l), t.base)).collect();
     };
+    // As wide as this event's longest label, and a space: labels never run into values.
+    let scalar_keys = ev.data.as_object().into_iter().flatten().filter(|(_, v)| !v.is_object() && !v.is_array()).map(|(k, _)| k.as_str());
+    let label_width = ["payload sha256", "prev hash", "resource", "outcome", "event id"]
+        .into_iter()
+        .chain(scalar_keys)
+        .map(widgets::cols)
+        .max()
+        .unwrap_or(0)
+        .min(MAX_LABEL)
+        + 1;
     let row = |label: &str, value: &str, style| {
-        widgets::hanging(vec![Span::styled(format!("{label:<LABEL$}"), t.muted)], &printable(value), style, width)
+        let label = widgets::pad(&widgets::clip(&printable(label), label_width - 1), label_width);
+        widgets::hanging(vec![Span::styled(label, t.muted)], &printable(value), style, width)
     };
     let mut out = vec![
         Line::styled(ev.event_type.clone(), t.title),

@@ -148,13 +148,21 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         return;
     }
     let can_lift = app.can("killswitch:lift");
+    // The target as wide as the longest name needs (a third of the width at most), cut
+    // with `…` beyond: two long names cut silently at the same place read as one switch.
+    let name_width = rows_data
+        .iter()
+        .map(|(target, _)| target.as_deref().map_or(22, crate::console::widgets::cols))
+        .max()
+        .unwrap_or(0)
+        .clamp(22, (inner.width as usize / 3).max(22));
     // The reason gets what the other columns leave, and says when it is cut.
-    let reason_width = (inner.width as usize).saturating_sub(22 + 8 + 16 + 8 + 4).max(10);
+    let reason_width = (inner.width as usize).saturating_sub(name_width + 8 + 16 + 8 + 4).max(10);
     let rows: Vec<Row> = rows_data
         .iter()
         .enumerate()
         .map(|(i, (target, s))| {
-            let name = target.clone().unwrap_or_else(|| "workspace (all tools)".into());
+            let name = crate::console::widgets::clip_middle(target.as_deref().unwrap_or("workspace (all tools)"), name_width);
             let state = if s.engaged { Span::styled("ENGAGED", t.danger) } else { Span::styled("off", t.ok) };
             let row = Row::new(vec![
                 Cell::from(name),
@@ -173,7 +181,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             if i == app.switches.cursor { row.style(t.selection) } else { row.style(t.base) }
         })
         .collect();
-    let widths = [Constraint::Length(22), Constraint::Length(8), Constraint::Fill(3), Constraint::Length(16), Constraint::Length(8)];
+    let widths =
+        [Constraint::Length(name_width as u16), Constraint::Length(8), Constraint::Fill(3), Constraint::Length(16), Constraint::Length(8)];
     let header = Row::new(["TARGET", "STATE", "REASON", "BY", "WHEN"]).style(t.muted);
     let [table, note] = ratatui::layout::Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(inner);
     f.render_widget(Table::new(rows, widths).header(header).column_spacing(1), table);

@@ -21,6 +21,28 @@ pub fn char_cols(c: char) -> usize {
     c.width().unwrap_or(0)
 }
 
+/// `s` in `n` columns with `…` in the middle when cut: for names, such as tools', that
+/// differ at their ends (`….quarter-end`, `….close-books`) as often as at their starts.
+pub fn clip_middle(s: &str, n: usize) -> String {
+    if cols(s) <= n {
+        return s.to_string();
+    }
+    let room = n.saturating_sub(1);
+    let (head, _) = split_cols(s, room.div_ceil(2), false);
+    let tail_room = room - cols(&head);
+    // The end, read backwards: the last characters that fit in what is left.
+    let mut tail: Vec<char> = Vec::new();
+    let mut used = 0;
+    for c in s.chars().rev() {
+        if used + char_cols(c) > tail_room {
+            break;
+        }
+        used += char_cols(c);
+        tail.push(c);
+    }
+    format!("{head}…{}", tail.into_iter().rev().collect::<String>())
+}
+
 /// `s` followed by spaces to fill `n` columns (as it is if it is wider).
 pub fn pad(s: &str, n: usize) -> String {
     let mut out = s.to_string();
@@ -67,6 +89,14 @@ pub fn ago(now: DateTime<Utc>, t: &str) -> String {
         3600..=86_399 => format!("{}h ago", secs / 3600),
         _ => format!("{}d ago", secs / 86_400),
     }
+}
+
+/// How wide each of a table's columns will be, laid out as ratatui's `Table` lays them
+/// out (one column of spacing between them), so a cell can be clipped with `…` to the
+/// width it gets rather than cut silently at its edge.
+pub fn column_widths(width: u16, constraints: &[ratatui::layout::Constraint]) -> Vec<usize> {
+    let area = ratatui::layout::Rect::new(0, 0, width, 1);
+    ratatui::layout::Layout::horizontal(constraints.to_vec()).spacing(1).split(area).iter().map(|r| r.width as usize).collect()
 }
 
 /// The start of `s` that fits in `n` columns, with `…` when cut.
@@ -309,6 +339,8 @@ pub(super) mod tests {
         let cjk = "請求書の送付先を変更する必要があります";
         assert_eq!(cols(cjk), 38);
         assert_eq!(clip(cjk, 9), "請求書の…");
+        assert_eq!(clip_middle("billing.reconcile-ledger-entries-for-quarter-end", 20), "billing.re…arter-end");
+        assert_eq!(clip_middle("short.name", 20), "short.name");
         assert_eq!(pad("日本", 6), "日本  ");
         let lines = wrap(&format!("件名 {cjk}"), 12, 10);
         assert!(lines.iter().all(|l| cols(l) <= 12), "{lines:?}");
