@@ -639,7 +639,7 @@ async fn a_token_reads_and_replays_only_the_tools_it_covers() {
     let names =
         |r: &Resp, key: &str| r.body["items"].as_array().unwrap().iter().map(|x| x[key].as_str().unwrap().to_string()).collect::<Vec<_>>();
 
-    assert_eq!(names(&agent.get("/v1/actions").await, "id"), [crm.clone()]);
+    assert_eq!(names(&agent.get("/v1/actions").await, "id"), [crm.as_str()]);
     agent.get(&format!("/v1/actions/{crm}")).await.assert_status(200);
     let r = agent.get(&format!("/v1/actions/{doc}")).await;
     r.assert_error(403, "tool_not_in_scope");
@@ -654,7 +654,7 @@ async fn a_token_reads_and_replays_only_the_tools_it_covers() {
     let r = agent.post("/v1/simulations", deny_all.clone()).await;
     let flipped: Vec<String> =
         r.assert_status(200)["changes"].as_array().unwrap().iter().map(|c| c["action_id"].as_str().unwrap().to_string()).collect();
-    assert_eq!(flipped, [crm.clone()], "{}", r.body);
+    assert_eq!(flipped, [crm.as_str()], "{}", r.body);
     // People are not limited by patterns.
     let r = ws.owner.post("/v1/simulations", deny_all).await;
     assert_eq!(r.assert_status(200)["changes"].as_array().unwrap().len(), 2);
