@@ -1072,6 +1072,39 @@ fn within_depth(v: &serde_json::Value, depth: usize) -> bool {
     }
 }
 
+/// A payload number as rules see it: as its RFC 8785 canonical form reads back, which is
+/// what is hashed, approved and replayed. `1000`, `1000.0` and `1e3` are one payload (one
+/// hash), so they are one number to a rule: the integer 1000. A value with a fraction, or
+/// beyond the integers, stays a double. Both evaluators (the interpreter's conversion
+/// below and the direct path's `fast::from_json`) take numbers from here.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Num {
+    Int(i64),
+    UInt(u64),
+    Double(f64),
+}
+
+fn canonical_number(n: &serde_json::Number) -> Num {
+    if let Some(i) = n.as_i64() {
+        return Num::Int(i);
+    }
+    if let Some(u) = n.as_u64() {
+        return Num::UInt(u);
+    }
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    // RFC 8785 writes an integral double below 1e21 as integer digits, which read back as
+    // an integer when one holds it. (2^63 and 2^64 are exact doubles: the bounds are exact.)
+    if f.fract() == 0.0 && f.abs() < 1e21 {
+        if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
+            return Num::Int(f as i64);
+        }
+        if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+            return Num::UInt(f as u64);
+        }
+    }
+    Num::Double(f)
+}
+
 /// serde_json → CEL, borrowing strings. `None` when the value nests deeper than
 /// [`MAX_PAYLOAD_DEPTH`] (which also bounds this recursion).
 fn json_to_cel(v: &serde_json::Value, depth: usize) -> Option<Box<dyn Val + '_>> {
@@ -1082,15 +1115,11 @@ fn json_to_cel(v: &serde_json::Value, depth: usize) -> Option<Box<dyn Val + '_>>
     Some(match v {
         J::Null => Box::new(CelNull),
         J::Bool(b) => Box::new(CelBool::from(*b)),
-        J::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Box::new(CelInt::from(i))
-            } else if let Some(u) = n.as_u64() {
-                Box::new(CelUInt::from(u))
-            } else {
-                Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
-            }
-        }
+        J::Number(n) => match canonical_number(n) {
+            Num::Int(i) => Box::new(CelInt::from(i)),
+            Num::UInt(u) => Box::new(CelUInt::from(u)),
+            Num::Double(f) => Box::new(CelDouble::from(f)),
+        },
         J::String(s) => Box::new(CelString::from(s.as_str())),
         J::Array(items) => {
             let mut list = Vec::with_capacity(items.len());
@@ -1284,10 +1313,10 @@ mod fast {
         match v {
             J::Null => F::Null,
             J::Bool(b) => F::Bool(*b),
-            J::Number(n) => match (n.as_i64(), n.as_u64()) {
-                (Some(i), _) => F::Int(i),
-                (None, Some(u)) => F::UInt(u),
-                _ => F::Double(n.as_f64().unwrap_or(f64::NAN)),
+            J::Number(n) => match super::canonical_number(n) {
+                super::Num::Int(i) => F::Int(i),
+                super::Num::UInt(u) => F::UInt(u),
+                super::Num::Double(f) => F::Double(f),
             },
             J::String(s) => F::Str(s),
             J::Array(_) | J::Object(_) => F::Json(v),
@@ -1726,6 +1755,27 @@ mod tests {
             confidence: Some(0.9),
             constitution: c,
         })
+    }
+
+    #[test]
+    fn numbers_are_what_their_canonical_form_reads_back_as() {
+        // One payload, one hash, one decision: however the client wrote the number.
+        let rules = [rule("thirds", "payload.amount / 3 == 333 && type(payload.amount) == int", Effect::Deny)];
+        let c = compiled(&rules);
+        for text in ["1000", "1000.0", "1e3", "1.0e3", "10000e-1"] {
+            let payload: serde_json::Value = serde_json::from_str(&format!("{{\"amount\": {text}}}")).unwrap();
+            assert_eq!(crate::canonical::pin(&payload).unwrap().canonical, r#"{"amount":1000}"#);
+            for fast_path in [true, false] {
+                let v = c.evaluate_with(&facts(&payload), fast_path);
+                assert_eq!(v.citations.len(), 1, "{text} (fast path {fast_path}): {v:?}");
+                assert_eq!(v.citations[0].error, None, "{text}");
+            }
+        }
+        // A fraction stays a double; so does an integral value beyond the integers.
+        assert!(matches_payload("type(payload.x) == double", &json!({"x": 2.5})));
+        assert!(matches_payload("type(payload.x) == double", &json!({"x": 1e20 * 1000.0})));
+        assert!(matches_payload("type(payload.x) == uint", &json!({"x": 1.5e19})));
+        assert!(matches_payload("type(payload.x) == int", &json!({"x": -0.0})));
     }
 
     #[test]
