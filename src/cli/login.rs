@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use super::{exit, fail};
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::config;
 
 #[derive(clap::Args)]
@@ -49,6 +49,10 @@ pub fn run(args: Args) -> u8 {
         }
         line.trim_end_matches(['\n', '\r']).to_string()
     };
+    if password.is_empty() {
+        // Sent, it would only count as a failed sign-in against the account.
+        return fail(exit::USAGE, "no password was given; nothing was sent");
+    }
     let client = Client::new(&args.server, None, "console");
     let rt = super::runtime();
     match rt.block_on(client.sign_in(&email, &password, args.workspace.as_deref())) {
@@ -69,23 +73,56 @@ pub fn run(args: Args) -> u8 {
                 Err(e) => fail(exit::FAILURE, format!("signed in, but the session could not be stored: {e}")),
             }
         }
+        Err(e) if e.code() == "workspace_required" => {
+            fail(exit::FAILURE, format!("sign-in failed: {e} — run it again with --workspace NAME"))
+        }
         Err(e) => fail(exit::FAILURE, format!("sign-in failed: {e}")),
     }
 }
 
-pub fn logout() -> u8 {
+#[derive(clap::Args, Debug, Default)]
+pub struct LogoutArgs {
+    /// Remove the stored session from this machine even when the server cannot be reached
+    /// to end it (it then stays valid on the server until it expires).
+    #[arg(long)]
+    pub local: bool,
+}
+
+pub fn logout(args: LogoutArgs) -> u8 {
     let Some(s) = config::load_session() else {
         println!("No stored session.");
         return exit::OK;
     };
     let client = Client::new(&s.server, Some(s.token.clone()), "console");
     let ended = super::runtime().block_on(client.sign_out());
+    if let Err(ClientError::Unreachable(e)) = &ended
+        && !args.local
+    {
+        // Forgetting the session here would leave it working there, for whoever holds a
+        // copy, with nothing on this machine to end it with.
+        return fail(
+            exit::FAILURE,
+            format!(
+                "could not reach {} to end the session ({e}); it is still valid there until {}. The stored session is kept: \
+                 run `countersign logout` again when the server is reachable, or `countersign logout --local` to remove it from this machine only",
+                s.server, s.expires_at
+            ),
+        );
+    }
     if let Err(e) = config::clear_session() {
         return fail(exit::FAILURE, format!("could not remove the stored session: {e}"));
     }
     match ended {
         Ok(()) => println!("Signed out of {}; the stored session is removed.", s.server),
-        Err(e) => println!("The stored session is removed (the server said: {e})."),
+        Err(ClientError::Unreachable(e)) => {
+            println!(
+                "The stored session is removed from this machine. {} could not be reached ({e}): the session stays valid there until {}.",
+                s.server, s.expires_at
+            )
+        }
+        // Expired or revoked already: nothing is left to end.
+        Err(e) if e.needs_sign_in() => println!("The stored session is removed; the server had already ended it ({e})."),
+        Err(e) => println!("The stored session is removed; the server answered: {e}."),
     }
     exit::OK
 }

@@ -62,7 +62,7 @@ enum Command {
     /// Sign in to a server and store the session for the console.
     Login(login::Args),
     /// End the stored session, on the server and on this machine.
-    Logout,
+    Logout(login::LogoutArgs),
     /// Run the server.
     Serve(serve::Args),
     /// Set up and administer a store (first workspace, owners, migrations, keys).
@@ -105,7 +105,7 @@ pub fn main() -> ExitCode {
         Some(Command::Tui(args)) => console::run(args),
         Some(Command::Demo(args)) => demo::run(args),
         Some(Command::Login(args)) => login::run(args),
-        Some(Command::Logout) => login::logout(),
+        Some(Command::Logout(args)) => login::logout(args),
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Admin(cmd)) => {
             serve::init_command_logging();

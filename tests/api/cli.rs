@@ -328,3 +328,61 @@ fn hash_prints_what_an_approval_is_pinned_to_and_refuses_what_it_cannot_pin() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cannot read") && err.contains("missing.json"), "{err}");
 }
+
+/// `countersign login` / `logout` with their own config directory: (exit code, stdout, stderr).
+fn session_cli(config: &std::path::Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = bin_command(None)
+        .args(args)
+        .env("COUNTERSIGN_CONFIG_DIR", config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run countersign");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_keeps_a_session_it_could_not_end_and_login_sends_no_empty_password() {
+    let server = TestServer::start().await;
+    let ws = server.workspace("cli").await;
+    let config = tempfile::tempdir().unwrap();
+    let session = config.path().join("session.json");
+    let login = ["login", "--server", &server.base, "--email", "owner@cli.test"];
+    // An empty password is not sent: it would count as a failed sign-in.
+    let (code, _, err) = session_cli(config.path(), &login, "\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no password was given"), "{err}");
+    assert!(!ws.owner.all_events().await.iter().any(|e| e["event_type"] == "session.failed"));
+    let (code, out, err) = session_cli(config.path(), &login, &format!("{PASSWORD}\n"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(session.exists());
+
+    // The server unreachable: the session cannot be ended, so it is kept, and said so.
+    let mut stored: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&session).unwrap()).unwrap();
+    stored["server"] = json!("http://127.0.0.1:9");
+    std::fs::write(&session, stored.to_string()).unwrap();
+    let (code, _, err) = session_cli(config.path(), &["logout"], "");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("still valid there") && err.contains("--local"), "{err}");
+    assert!(session.exists(), "the session was forgotten while still valid");
+    // --local forgets it anyway, and says it lives on.
+    let (code, out, _) = session_cli(config.path(), &["logout", "--local"], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("stays valid there"), "{out}");
+    assert!(!session.exists());
+
+    // Reachable: ended on the server, then removed.
+    session_cli(config.path(), &login, &format!("{PASSWORD}\n"));
+    let token = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&session).unwrap()).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, out, _) = session_cli(config.path(), &["logout"], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("Signed out"), "{out}");
+    server.with_token(&token).get("/v1/me").await.assert_error(401, "session_revoked");
+}

@@ -248,7 +248,7 @@ pub async fn sign_out(State(state): State<AppState>, caller: Auth<need::Authenti
     let CallerKind::Human { session_id, .. } = &caller.kind else {
         return Err(Error::forbidden(
             "not_a_session",
-            "this is an agent token, which has no session; revoke it with DELETE /v1/tokens/{id}",
+            "this is an agent token, which has no session to end; its owner (or an admin) revokes it with DELETE /v1/tokens/{id}",
         ));
     };
     state.store.revoke_session(&caller.workspace, &caller.origin(), session_id).await?;
