@@ -67,6 +67,28 @@ pub enum Command {
     /// Run it with the server stopped. Then make the new key the server's (replace
     /// master.key, or point --master-key-file or COUNTERSIGN_MASTER_KEY at it) and
     /// start the server. See docs/OPERATIONS.md.
+    /// Set a new password for a member who cannot sign in: forgotten, or locked out by
+    /// failed attempts. Ends every session of theirs and forgets the account's failed
+    /// sign-ins; audited as `member.password_reset`.
+    ///
+    /// For the owner above all, whom nobody in the workspace outranks. The password is
+    /// read from a prompt, or one line of standard input. On the embedded store, run it
+    /// with the server stopped (it refuses otherwise); on PostgreSQL, running servers
+    /// take the change at once.
+    ResetPassword {
+        /// The data directory (its SQLite store).
+        #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
+        data_dir: PathBuf,
+        /// A PostgreSQL store instead of the data directory's SQLite file.
+        #[arg(long, env = "COUNTERSIGN_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// The member's e-mail.
+        #[arg(long)]
+        email: String,
+        /// The workspace, by name or id: needed when the e-mail is a member of several.
+        #[arg(long)]
+        workspace: Option<String>,
+    },
     RotateMasterKey {
         /// The data directory (its SQLite store, and its master.key as the default old key).
         #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
@@ -148,6 +170,9 @@ pub fn run(cmd: Command) -> u8 {
                 Err(e) => fail(exit::FAILURE, e),
             }
         }
+        Command::ResetPassword { data_dir, database_url, email, workspace } => {
+            reset_password(&data_dir, database_url.as_deref(), &email, workspace.as_deref())
+        }
         Command::RotateMasterKey { data_dir, database_url, new_key_file, old_key_file } => {
             rotate(&data_dir, database_url.as_deref(), &new_key_file, old_key_file.as_deref())
         }
@@ -168,10 +193,11 @@ pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn read_password() -> Result<String, String> {
+/// A new password from a prompt (twice), or one line of standard input. `whose`: "Owner's".
+fn read_password(whose: &str, command: &str) -> Result<String, String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        let first = rpassword::prompt_password("Owner's password (at least 12 characters): ").map_err(|e| e.to_string())?;
+        let first = rpassword::prompt_password(format!("{whose} password (at least 12 characters): ")).map_err(|e| e.to_string())?;
         secrets::check_password_policy(&first)?;
         let again = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
         if first != again {
@@ -183,7 +209,9 @@ fn read_password() -> Result<String, String> {
         stdin.lock().read_line(&mut line).map_err(|e| format!("cannot read the password from standard input: {e}"))?;
         let pw = line.trim_end_matches(['\n', '\r']).to_string();
         if pw.is_empty() {
-            return Err("no password on standard input; pipe one line, e.g. `printf '%s\\n' \"$PW\" | countersign admin init …`".into());
+            return Err(format!(
+                "no password on standard input; pipe one line, e.g. `printf '%s\\n' \"$PW\" | countersign admin {command} …`"
+            ));
         }
         Ok(pw)
     }
@@ -201,7 +229,7 @@ fn init(args: InitArgs) -> u8 {
     if !names::valid_display_name(&name) {
         return fail(exit::USAGE, "the owner's name must be 1 to 100 characters, without control characters");
     }
-    let password = match read_password() {
+    let password = match read_password("Owner's", "init") {
         Ok(p) => p,
         Err(e) => return fail(exit::USAGE, e),
     };
@@ -329,6 +357,63 @@ fn list(data_dir: Option<&Path>, database_url: Option<&str>) -> u8 {
     })
 }
 
+fn reset_password(data_dir: &Path, database_url: Option<&str>, email: &str, workspace: Option<&str>) -> u8 {
+    use crate::store::Members;
+    let email = names::normalize_email(email);
+    let _lock = match store::on_sqlite(database_url).then(|| store::lock_data_dir(data_dir, "resetting a password")) {
+        Some(Err(e)) => return fail(exit::FAILURE, e),
+        lock => lock,
+    };
+    let store = match store::open(Some(data_dir), database_url, Purpose::Admin, Clock::system()) {
+        Ok(s) => s,
+        Err(e) => return fail(exit::FAILURE, e),
+    };
+    let rt = super::runtime();
+    let accounts = match rt.block_on(store.find_accounts(&email)) {
+        Ok(a) => a,
+        Err(e) => return fail(exit::FAILURE, e.message),
+    };
+    let named: Vec<_> =
+        accounts.iter().filter(|a| workspace.is_none_or(|w| a.workspace_name == w || a.workspace_id.as_str() == w)).collect();
+    let account = match named.as_slice() {
+        [one] => (*one).clone(),
+        [] if workspace.is_some() => return fail(exit::FAILURE, format!("{email} is not a member of that workspace")),
+        [] => return fail(exit::FAILURE, format!("no member has the e-mail {email} in this store")),
+        several => {
+            let names: Vec<&str> = several.iter().map(|a| a.workspace_name.as_str()).collect();
+            return fail(
+                exit::USAGE,
+                format!("{email} is a member of several workspaces ({}): say which with --workspace", names.join(", ")),
+            );
+        }
+    };
+    let password = match read_password(&format!("{email}'s new"), "reset-password") {
+        Ok(p) => p,
+        Err(e) => return fail(exit::USAGE, e),
+    };
+    if let Err(e) = secrets::check_password_policy(&password) {
+        return fail(exit::USAGE, e);
+    }
+    let change = crate::store::PasswordChange {
+        member_id: account.member_id.clone(),
+        password_hash: secrets::hash_password(&password),
+        keep_session: None,
+        event: "member.password_reset",
+    };
+    let outcome = rt.block_on(store.set_password(&account.workspace_id, &crate::store::Origin::system("admin reset-password"), change));
+    store.engine().close();
+    match outcome {
+        Ok(ended) => {
+            println!(
+                "Set a new password for {email} in `{}`: {ended} session(s) ended, failed sign-ins forgotten. They can sign in with it now.",
+                account.workspace_name
+            );
+            exit::OK
+        }
+        Err(e) => fail(exit::FAILURE, e.message),
+    }
+}
+
 fn rotate(data_dir: &Path, database_url: Option<&str>, new_key_file: &Path, old_key_file: Option<&Path>) -> u8 {
     use crate::model::Connector;
     use crate::store::{Tools, Webhooks};
@@ -341,6 +426,10 @@ fn rotate(data_dir: &Path, database_url: Option<&str>, new_key_file: &Path, old_
     let new = match MasterKeys::from_file(new_key_file) {
         Ok(k) => k,
         Err(e) => return fail(exit::FAILURE, e),
+    };
+    let _lock = match store::on_sqlite(database_url).then(|| store::lock_data_dir(data_dir, "rotating the master key")) {
+        Some(Err(e)) => return fail(exit::FAILURE, e),
+        lock => lock,
     };
     let store = match store::open(Some(data_dir), database_url, Purpose::Admin, Clock::system()) {
         Ok(s) => s,

@@ -142,6 +142,15 @@ fn init_logging_at(format: LogFormat, default: &str) {
 pub fn run(args: Args) -> u8 {
     init_logging(args.log_format);
     let clock = Clock::system();
+    // Held until the process ends: one server per SQLite store, and no admin command that
+    // would change what it holds in memory while it runs.
+    // (A directory that does not exist holds no store: opening it says so below.)
+    let sqlite = store::on_sqlite(args.database_url.as_deref()) && args.data_dir.exists();
+    let _lock = match sqlite.then(|| store::lock_data_dir(&args.data_dir, "starting another on the same store")) {
+        Some(Err(e)) => return fail(exit::FAILURE, e),
+        Some(Ok(lock)) => Some(lock),
+        None => None,
+    };
     // Opened before the runtime starts: the PostgreSQL client blocks, on its own threads.
     let store = match store::open(Some(&args.data_dir), args.database_url.as_deref(), Purpose::Serve, clock.clone()) {
         Ok(s) => s,

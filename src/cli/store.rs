@@ -55,6 +55,42 @@ pub fn open(data_dir: Option<&Path>, database_url: Option<&str>, purpose: Purpos
     }
 }
 
+/// An exclusive hold on a data directory's SQLite store, released when dropped (or when
+/// the process ends, however it ends).
+///
+/// `serve` holds it for its whole life; the admin commands that change what a running
+/// server keeps in memory (its master key, its cached sessions) take it for theirs. On
+/// SQLite a server learns of no write but its own, so such a command beside it would
+/// leave the server acting on what no longer holds — secrets it cannot open, sessions
+/// ended in the file but still accepted. PostgreSQL replicas hear of each other's
+/// changes and take no lock.
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data directory's lock, or says who holds it (`doing`: what was about to run).
+pub fn lock_data_dir(dir: &Path, doing: &str) -> Result<DataDirLock, String> {
+    let path = dir.join("countersign.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(format!("a Countersign server is running on {} (it holds {}): stop it before {doing}", dir.display(), path.display()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+/// Whether a command on these arguments works on the data directory's SQLite store.
+pub fn on_sqlite(database_url: Option<&str>) -> bool {
+    database_url.is_none_or(|u| u.trim().is_empty())
+}
+
 /// Where a command says its store is, for messages.
 pub fn describe(data_dir: Option<&Path>, database_url: Option<&str>) -> String {
     match database_url.filter(|u| !u.trim().is_empty()) {

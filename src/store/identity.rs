@@ -195,6 +195,22 @@ pub trait Members {
     /// Every account with this e-mail, in any workspace: the one unscoped member read,
     /// because signing in is how a person names their workspace.
     async fn find_accounts(&self, email: &str) -> Result<Vec<SignInAccount>>;
+    /// Replaces an active member's password and ends every session of theirs but `keep`
+    /// (the one changing it, if any), in one write; the account's failed sign-ins are
+    /// forgotten, so a reset also lifts a lockout. Audited as `event` (never with the
+    /// hash). Returns how many sessions were ended.
+    async fn set_password(&self, ws: &WorkspaceId, by: &Origin, change: PasswordChange) -> Result<u64>;
+}
+
+/// A new password for a member (see [`Members::set_password`]).
+#[derive(Clone, Debug)]
+pub struct PasswordChange {
+    pub member_id: String,
+    pub password_hash: String,
+    /// The session to keep: the member's own, when they change it themselves.
+    pub keep_session: Option<String>,
+    /// `member.password_changed` (by the member) or `member.password_reset` (by an admin).
+    pub event: &'static str,
 }
 
 const MEMBER_COLS: &str = "m.id, m.email, m.name, COALESCE(r.name, m.role), m.status, m.created_at, m.updated_at";
@@ -307,6 +323,41 @@ impl Members for SqlStore {
                 tx.set_workspace(ws.as_str())?;
                 tx.workspace_config_changed(ws.as_str())?;
                 insert_member(tx, ws.as_str(), &by, new.clone())
+            })
+            .await
+    }
+
+    async fn set_password(&self, ws: &WorkspaceId, by: &Origin, change: PasswordChange) -> Result<u64> {
+        let (ws, by) = (ws.clone(), by.clone());
+        self.engine
+            .write(move |tx| {
+                let w = ws.as_str();
+                tx.set_workspace(w)?;
+                tx.workspace_config_changed(w)?;
+                let now = tx.now_ts();
+                let Some(row) = tx.query_opt("SELECT email, status FROM members WHERE workspace_id = $1 AND id = $2", params![w, &change.member_id])?
+                else {
+                    return Err(Error::not_found("member", &change.member_id));
+                };
+                if row.text(1)? != "active" {
+                    return Err(Error::conflict("member_not_active", "this member is deactivated: reactivate them before setting a password"));
+                }
+                tx.execute(
+                    "UPDATE members SET password_hash = $3, updated_at = $4 WHERE workspace_id = $1 AND id = $2",
+                    params![w, &change.member_id, &change.password_hash, &now],
+                )?;
+                let ended = tx.execute(
+                    "UPDATE sessions SET revoked_at = $3 WHERE workspace_id = $1 AND member_id = $2 AND revoked_at IS NULL AND ($4 IS NULL OR id <> $4)",
+                    params![w, &change.member_id, &now, change.keep_session.clone()],
+                )?;
+                tx.execute("DELETE FROM auth_failures WHERE key = $1", params![format!("account:{}", row.text(0)?)])?;
+                tx.append(
+                    w,
+                    EventDraft::new(change.event, by.actor.clone(), by.via)
+                        .resource(change.member_id.clone())
+                        .data(json!({"member_id": change.member_id, "sessions_ended": ended})),
+                )?;
+                Ok(ended)
             })
             .await
     }

@@ -42,8 +42,8 @@ pub use engine::DecidedUnder;
 pub use exports::{DataExports, MAX_EXPORT_PAGE};
 pub use gate::{GateContext, KillSwitchStore, SwitchTarget, ToolDef, Tools};
 pub use identity::{
-    AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewSession, NewToken, RoleChange, Roles, Sessions, SettingsChange,
-    SignInAccount, Tokens, Workspaces,
+    AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewSession, NewToken, PasswordChange, RoleChange, Roles, Sessions,
+    SettingsChange, SignInAccount, Tokens, Workspaces,
 };
 pub use webhooks::{AttemptResult, ClaimedDelivery, DeliveryJob, MAX_DELIVERY_PAGE, MAX_WEBHOOKS, NewWebhook, WebhookChange, Webhooks};
 

@@ -386,3 +386,96 @@ async fn logout_keeps_a_session_it_could_not_end_and_login_sends_no_empty_passwo
     assert!(out.contains("Signed out"), "{out}");
     server.with_token(&token).get("/v1/me").await.assert_error(401, "session_revoked");
 }
+
+fn reset_password(db: Option<&TestDb>, dir: &str, email: &str, stdin: &str) -> (i32, String, String) {
+    let mut child = bin_command(db)
+        .args(["admin", "reset-password", "--data-dir", dir, "--email", email])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run admin reset-password");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// SIGTERM, and the wait for the clean stop.
+fn stop(served: &mut Served) {
+    let mut child = served.0.take().unwrap();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_locked_out_or_forgetful_gets_a_new_password_from_the_admin_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = fresh_db();
+    let dir = tmp.path().join("data");
+    let dir = dir.to_str().unwrap();
+    assert_eq!(init(db.as_ref(), dir, "acme", "ops@acme.test", &format!("{PASSWORD}\n")).0, 0);
+    let (mut served, base) = serve(db.as_ref(), dir, Stdio::null()).await;
+    let old_session = sign_in(&base, "ops@acme.test").await;
+    // Locked out: five wrong passwords.
+    let http = http();
+    let attempt =
+        |password: &str| http.post(format!("{base}/v1/sessions")).json(&json!({"email": "ops@acme.test", "password": password})).send();
+    for _ in 0..5 {
+        assert_eq!(attempt("not the password").await.unwrap().status(), 401);
+    }
+    assert_eq!(attempt(PASSWORD).await.unwrap().status(), 429);
+
+    let fresh = "a fresh passphrase, long enough";
+    if db.is_none() {
+        // Beside a running server on the embedded store: refused, and nothing changed.
+        let (code, _, err) = reset_password(None, dir, "ops@acme.test", &format!("{fresh}\n"));
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("a Countersign server is running") && err.contains("stop it"), "{err}");
+        // Nor does a second server start on the same store.
+        let (mut second, _) = {
+            let child = bin_command(None)
+                .args(["serve", "--data-dir", dir, "--listen", "127.0.0.1:0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (Served(Some(child)), ())
+        };
+        let out = second.0.take().unwrap().wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("a Countersign server is running"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stop(&mut served);
+    }
+    let (code, out, err) = reset_password(db.as_ref(), dir, "OPS@acme.test", "short\n");
+    assert_eq!(code, 2, "a weak password is refused: {out}{err}");
+    let (code, out, err) = reset_password(db.as_ref(), dir, "nobody@acme.test", &format!("{fresh}\n"));
+    assert_eq!(code, 1, "{out}{err}");
+    let (code, out, err) = reset_password(db.as_ref(), dir, "ops@acme.test", &format!("{fresh}\n"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 session(s) ended") && !out.contains(fresh), "{out}");
+
+    let base = if db.is_none() { serve(None, dir, Stdio::null()).await } else { (served, base) };
+    let (_served, base) = base;
+    // The lockout is lifted, the old password is gone, the new one works, and the session
+    // signed in before the reset is over.
+    let r = http.post(format!("{base}/v1/sessions")).json(&json!({"email": "ops@acme.test", "password": fresh})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let token = r.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+    let old = http.get(format!("{base}/v1/me")).bearer_auth(&old_session).send().await.unwrap();
+    assert_eq!(old.status(), 401);
+    let events: serde_json::Value =
+        http.get(format!("{base}/v1/audit?limit=100")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let reset = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == "member.password_reset")
+        .expect("the reset is audited")
+        .clone();
+    assert_eq!((reset["actor"]["kind"].as_str(), reset["via"].as_str()), (Some("system"), Some("system")), "{reset}");
+    assert!(!reset.to_string().contains("argon2"), "no hash in the log: {reset}");
+}

@@ -72,6 +72,9 @@ fn no_body(_: &Fixture) -> Option<Value> {
 /// changes, then the two calls that change who the caller is (transfer, sign-out).
 const CASES: &[Case] = &[
     case("GET", "/v1/me", Target::None, no_body, "oamvt", 200),
+    // Any person, none of whom may lose their password to the matrix: the new one is the
+    // current one, refused past authorisation (422 password_unchanged).
+    case("POST", "/v1/me/password", Target::None, |_| Some(json!({"current_password": PASSWORD, "new_password": PASSWORD})), "oamv-", 422),
     case("GET", "/v1/workspace", Target::None, no_body, "oamvt", 200),
     case("GET", "/v1/settings", Target::None, no_body, "oamvt", 200),
     case("GET", "/v1/members", Target::None, no_body, "oamvt", 200),
@@ -181,6 +184,7 @@ fn refusal_code(letter: char, c: &Case) -> &'static str {
         ('t', "POST", "/v1/tokens/{id}/rotate") | ('t', "DELETE", "/v1/tokens/{id}") => "humans_only",
         ('o' | 'a', "POST", "/v1/tokens/{id}/rotate") if matches!(c.target, Target::OthersToken) => "not_token_owner",
         ('t', "DELETE", "/v1/sessions/current") => "not_a_session",
+        ('t', "POST", "/v1/me/password") => "humans_only",
         // Admins and members may execute actions, but only their own.
         ('a' | 'm', "POST", "/v1/actions/{id}/execute") => "not_your_action",
         _ => "permission_denied",

@@ -208,3 +208,34 @@ async fn an_email_in_two_workspaces_names_its_workspace_and_failures_reach_both_
         assert_eq!(ws.owner.verify().await["ok"], true);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_changes_their_password_and_their_other_sessions_end() {
+    let server = TestServer::start().await;
+    let ws = server.workspace("pw").await;
+    let (_, member) = ws.member(&server, "member").await;
+    let email = member.get("/v1/me").await.body["member"]["email"].as_str().unwrap().to_string();
+    let elsewhere = server.sign_in(&email).await;
+    let change = |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let fresh = "another long passphrase";
+    member.post("/v1/me/password", change("not it at all", fresh)).await.assert_error(403, "wrong_password");
+    member.post("/v1/me/password", change(PASSWORD, "short")).await.assert_error(422, "weak_password");
+    member.post("/v1/me/password", change(PASSWORD, PASSWORD)).await.assert_error(422, "password_unchanged");
+    let r = member.post("/v1/me/password", change(PASSWORD, fresh)).await;
+    assert_eq!(r.assert_status(200)["sessions_ended"], 1);
+    // This session goes on; the other is over; only the new password signs in.
+    member.get("/v1/me").await.assert_status(200);
+    elsewhere.get("/v1/me").await.assert_error(401, "session_revoked");
+    let anon = server.anon();
+    anon.post("/v1/sessions", json!({"email": email, "password": PASSWORD})).await.assert_error(401, "invalid_credentials");
+    anon.post("/v1/sessions", json!({"email": email, "password": fresh})).await.assert_status(201);
+    // The wrong guess counted as a failed sign-in; the change is audited, without the hash.
+    let events = ws.owner.all_events().await;
+    assert!(events.iter().any(|e| e["event_type"] == "session.failed" && e["data"]["reason"] == "wrong_current_password"));
+    let changed: Vec<_> = events.iter().filter(|e| e["event_type"] == "member.password_changed").collect();
+    assert_eq!(changed.len(), 1);
+    assert!(!changed[0].to_string().contains("argon2"));
+    // Agents have no password.
+    let (_, token) = Workspace::token(&member, &["actions:submit"], &["*"]).await;
+    member.as_token(&token).post("/v1/me/password", change(fresh, "yet another passphrase")).await.assert_error(403, "humans_only");
+}

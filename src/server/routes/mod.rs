@@ -73,6 +73,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::sign_in))
         .routes(routes!(sessions::sign_out))
         .routes(routes!(sessions::me))
+        .routes(routes!(sessions::change_password))
         .routes(routes!(workspace::get_workspace))
         .routes(routes!(workspace::transfer_ownership))
         .routes(routes!(workspace::get_settings, workspace::update_settings))

@@ -238,6 +238,76 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current_password: String,
+    /// At least 12 characters.
+    pub new_password: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PasswordChanged {
+    /// How many of your other sessions were ended (this one goes on).
+    pub sessions_ended: u64,
+}
+
+/// Changes your own password, given the current one. Every other session of yours ends
+/// at once: whoever may have learnt the old password is signed out. A wrong current
+/// password counts as a failed sign-in against the account's limit.
+#[utoipa::path(post, path = "/v1/me/password", tag = "sessions", request_body = ChangePassword, responses(
+    (status = 200, body = PasswordChanged),
+    (status = 403, description = "wrong_password, humans_only", body = ErrorBody),
+    (status = 422, description = "weak_password, password_unchanged", body = ErrorBody),
+    (status = 429, description = "too many failed attempts", body = ErrorBody),
+))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Auth<need::Authenticated>,
+    Body(req): Body<ChangePassword>,
+) -> Result<Json<PasswordChanged>> {
+    caller.require_human("changing a password")?;
+    let CallerKind::Human { session_id, .. } = &caller.kind else { unreachable!("checked just above") };
+    if req.current_password.len() > secrets::MAX_PASSWORD_BYTES {
+        return Err(Error::forbidden("wrong_password", "the current password is wrong"));
+    }
+    secrets::check_password_policy(&req.new_password).map_err(|m| Error::unprocessable("weak_password", m))?;
+    if req.new_password == req.current_password {
+        return Err(Error::unprocessable("password_unchanged", "the new password is the current one: choose another"));
+    }
+    let email = names::normalize_email(&caller.member_email);
+    let (account_key, address_key) = (format!("account:{email}"), format!("address:{}", peer.ip()));
+    let _attempt = check_rate_limit(&state, &account_key, &address_key).await?;
+    let account = state
+        .store
+        .find_accounts(&email)
+        .await?
+        .into_iter()
+        .find(|a| a.workspace_id == caller.workspace && a.member_id == caller.member_id)
+        .ok_or_else(|| Error::unauthenticated("member_deactivated", "this account is no longer active"))?;
+    let (current, stored) = (req.current_password, account.password_hash);
+    let new = req.new_password;
+    let (matches, new_hash) =
+        state.with_password_slot(move || (secrets::verify_password(&current, &stored), secrets::hash_password(&new))).await?;
+    if !matches {
+        let audited = vec![(caller.workspace.clone(), caller.member_id.clone())];
+        state
+            .store
+            .record_sign_in_failure(vec![account_key, address_key], audited, &email, &peer.ip().to_string(), "wrong_current_password")
+            .await?;
+        return Err(Error::forbidden("wrong_password", "the current password is wrong"));
+    }
+    let change = crate::store::PasswordChange {
+        member_id: caller.member_id.clone(),
+        password_hash: new_hash,
+        keep_session: Some(session_id.clone()),
+        event: "member.password_changed",
+    };
+    let sessions_ended = state.store.set_password(&caller.workspace, &caller.origin(), change).await?;
+    Ok(Json(PasswordChanged { sessions_ended }))
+}
+
 /// Ends the caller's session.
 #[utoipa::path(delete, path = "/v1/sessions/current", tag = "sessions", responses(
     (status = 204, description = "signed out"),
