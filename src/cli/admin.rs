@@ -225,6 +225,11 @@ fn init(args: InitArgs) -> u8 {
     if !names::valid_display_name(&args.workspace) {
         return fail(exit::USAGE, "the workspace name must be 1 to 100 characters, without control characters");
     }
+    // Sign-in and `--workspace` take a name or an id: a name that reads as an id would name
+    // another workspace, or none.
+    if args.workspace.to_ascii_lowercase().starts_with("org_") {
+        return fail(exit::USAGE, "a workspace name may not start with `org_`, which is how workspace ids start");
+    }
     let name = args.name.clone().unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_string());
     if !names::valid_display_name(&name) {
         return fail(exit::USAGE, "the owner's name must be 1 to 100 characters, without control characters");

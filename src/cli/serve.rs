@@ -30,8 +30,8 @@ pub struct Args {
     /// Log format: `human` for a terminal, `json` for a log pipeline.
     #[arg(long, env = "COUNTERSIGN_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
-    /// How long a sign-in lasts, in hours.
-    #[arg(long, default_value_t = 12)]
+    /// How long a sign-in lasts, in hours (1 to 720).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=720))]
     session_hours: u64,
     /// How long a finished webhook delivery (delivered, or given up) stays in the
     /// delivery log, in days. The events themselves stay in the audit log.
@@ -160,7 +160,7 @@ pub fn run(args: Args) -> u8 {
     let rt = super::runtime();
     rt.block_on(async move {
         let config = ServerConfig {
-            session_ttl: Duration::from_secs(args.session_hours.max(1) * 3600),
+            session_ttl: Duration::from_secs(args.session_hours * 3600),
             webhook_delivery_retention: Duration::from_secs(args.webhook_delivery_days * 24 * 3600),
             ..ServerConfig::default()
         };

@@ -193,6 +193,11 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller> {
             "send `Authorization: Bearer <token>`: a session from POST /v1/sessions, or an agent token",
         )
     })?;
+    // Two credentials: which one acts is a guess a proxy and this server could make
+    // differently. Neither does.
+    if parts.headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+        return Err(Error::unauthenticated("invalid_authorization_header", "send one Authorization header, not several"));
+    }
     let text = header_value
         .to_str()
         .ok()

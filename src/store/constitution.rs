@@ -274,6 +274,24 @@ impl Constitutions for SqlStore {
                 let previous = read_current(&mut *tx, w)?;
                 let previous_version = previous.as_ref().map_or(0, |p| p.version);
                 if let Some(base) = base_version
+                    && base > previous_version
+                {
+                    return Err(Error::unprocessable(
+                        "invalid_base_version",
+                        format!("there is no version {base}: the newest is {previous_version} (0: none yet); start from it"),
+                    ));
+                }
+                // The same rules again would be a version that changes nothing but its number,
+                // and would refuse every action decided under the one it replaces.
+                if let Some(p) = &previous
+                    && p.rules_sha256 == sha
+                {
+                    return Err(Error::conflict(
+                        "constitution_unchanged",
+                        format!("these rules are version {previous_version}, in force now: nothing to publish"),
+                    ));
+                }
+                if let Some(base) = base_version
                     && base != previous_version
                 {
                     return Err(Error::conflict(

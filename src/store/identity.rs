@@ -798,6 +798,7 @@ pub trait Sessions {
         email: &str,
         address: &str,
         reason: &'static str,
+        via: Via,
     ) -> Result<()>;
     /// How many failures each key has at or after `since`, and when the oldest of them was.
     async fn count_sign_in_failures(&self, keys: Vec<String>, since: &str) -> Result<Vec<(i64, Option<String>)>>;
@@ -954,6 +955,7 @@ impl Sessions for SqlStore {
         email: &str,
         address: &str,
         reason: &'static str,
+        via: Via,
     ) -> Result<()> {
         let (email, address) = (email.to_string(), address.to_string());
         self.engine
@@ -966,7 +968,7 @@ impl Sessions for SqlStore {
                     tx.set_workspace(ws.as_str())?;
                     tx.append(
                         ws.as_str(),
-                        EventDraft::new("session.failed", Actor::user(member_id.clone()), Via::Api)
+                        EventDraft::new("session.failed", Actor::user(member_id.clone()), via)
                             .resource(member_id)
                             .outcome(crate::audit::outcome::FAILURE)
                             .data(json!({"email": email, "address": address, "reason": reason})),

@@ -55,6 +55,10 @@ async fn admin_init_then_serve_then_sign_in_then_a_clean_stop() {
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(init(db.as_ref(), dir, "initech", "ops@initech.test", "").0, 2);
     assert_eq!(init(db.as_ref(), dir, "initech", "ops@initech.test", "short\n").0, 2);
+    // A name that reads as a workspace id would name another workspace at sign-in.
+    let (code, _, err) = init(db.as_ref(), dir, "ORG_01ABC", "ops@initech.test", &format!("{PASSWORD}\n"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`org_`"), "{err}");
 
     // Its log is kept (piped) and read after it stops.
     let (mut served, base) = serve(db.as_ref(), dir, Stdio::piped()).await;

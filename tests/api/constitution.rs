@@ -366,8 +366,16 @@ async fn versions_are_immutable_numbered_and_readable_and_the_log_has_the_diff()
     // A stale edit is refused.
     let stale = s.admin.post("/v1/constitution/versions", json!({"rules": [], "base_version": 1})).await;
     stale.assert_error(409, "constitution_changed");
+    // A version that does not exist is a mistake to say, not a conflict.
+    let ahead = s.admin.post("/v1/constitution/versions", json!({"rules": [], "base_version": 99})).await;
+    ahead.assert_error(422, "invalid_base_version");
+    assert!(ahead.body["error"]["message"].as_str().unwrap().contains("the newest is 2"), "{}", ahead.body);
     let fresh = s.admin.post("/v1/constitution/versions", json!({"rules": [], "base_version": 2})).await;
     assert_eq!(fresh.assert_status(201)["version"], 3);
+    // The rules in force, again: nothing to publish, and no new version.
+    let again = s.admin.post("/v1/constitution/versions", json!({"rules": [], "base_version": 3})).await;
+    again.assert_error(409, "constitution_unchanged");
+    assert_eq!(s.dev.get("/v1/constitution").await.body["version"], 3);
 
     // Out of band, the database itself refuses to change or remove a published version.
     let mut db = s.server.out_of_band();

@@ -195,6 +195,9 @@ async fn an_email_in_two_workspaces_names_its_workspace_and_failures_reach_both_
     assert_eq!(body["member"]["role"], "admin");
     let r = anon.post("/v1/sessions", json!({"email": "both@example.test", "password": PASSWORD, "workspace": a.id})).await;
     assert_eq!(r.assert_status(201)["member"]["id"], a_id.as_str());
+    // The name in another case names the same workspace: no failed sign-in over a capital.
+    let r = anon.post("/v1/sessions", json!({"email": "both@example.test", "password": PASSWORD, "workspace": "SECOND"})).await;
+    assert_eq!(r.assert_status(201)["member"]["id"], b_id.as_str());
     // A wrong password was tried against both accounts: both workspaces' logs say so.
     anon.post("/v1/sessions", json!({"email": "both@example.test", "password": "wrong for both"}))
         .await

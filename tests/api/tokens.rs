@@ -151,6 +151,11 @@ async fn a_mistyped_secret_fails_its_checksum_before_any_lookup() {
     // Not `Bearer`: refused with its own code.
     let r = ws.owner.anon().send(reqwest::Method::GET, "/v1/me", None, &[("authorization", &format!("Basic {secret}"))]).await;
     r.assert_error(401, "invalid_authorization_header");
+    // Two credentials: neither is taken.
+    let both = [("authorization", format!("Bearer {secret}")), ("authorization", format!("Bearer {unknown}"))];
+    let headers: Vec<(&str, &str)> = both.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = ws.owner.anon().send(reqwest::Method::GET, "/v1/me", None, &headers).await;
+    r.assert_error(401, "invalid_authorization_header");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -71,6 +71,8 @@ pub async fn sign_in(
         Some("console") => "console",
         Some(other) => return Err(Error::unprocessable("invalid_field", format!("client: `{other}` is not `console` or `api`"))),
     };
+    // Failures are recorded as coming through what the client said it was, as its session would be.
+    let via = if client == "console" { crate::audit::Via::Console } else { crate::audit::Via::Api };
     let address = peer.ip().to_string();
     let account_key = format!("account:{email}");
     let address_key = format!("address:{address}");
@@ -79,7 +81,15 @@ pub async fn sign_in(
 
     let mut accounts = state.store.find_accounts(&email).await?;
     if let Some(w) = &req.workspace {
-        accounts.retain(|a| a.workspace_name == *w || a.workspace_id.as_str() == w);
+        // By name as written, else by the same name in another case when that names one
+        // (`Acme` for `acme`): a right password is not failed over a capital letter.
+        let exact: Vec<_> = accounts.iter().filter(|a| a.workspace_name == *w || a.workspace_id.as_str() == w).cloned().collect();
+        accounts = if exact.is_empty() {
+            let folded: Vec<_> = accounts.iter().filter(|a| a.workspace_name.to_lowercase() == w.to_lowercase()).cloned().collect();
+            if folded.len() == 1 { folded } else { Vec::new() }
+        } else {
+            exact
+        };
     }
     // Check the password against every candidate (or a decoy when there are none), so an
     // unknown e-mail takes as long as a wrong password.
@@ -102,7 +112,10 @@ pub async fn sign_in(
             // Audit the failure on the log of every account the password was tried
             // against: with several, each was attacked, not just one.
             let audited = accounts.iter().map(|a| (a.workspace_id.clone(), a.member_id.clone())).collect();
-            state.store.record_sign_in_failure(vec![account_key.clone(), address_key], audited, &email, &address, "wrong_password").await?;
+            state
+                .store
+                .record_sign_in_failure(vec![account_key.clone(), address_key], audited, &email, &address, "wrong_password", via)
+                .await?;
             return Err(Error::unauthenticated("invalid_credentials", "the e-mail or password is wrong"));
         }
         several => {
@@ -117,7 +130,7 @@ pub async fn sign_in(
         // The right password for a deactivated account is still a failed sign-in: counted
         // against the limits and audited, since a former member trying is worth knowing.
         let audited = vec![(account.workspace_id.clone(), account.member_id.clone())];
-        state.store.record_sign_in_failure(vec![account_key, address_key], audited, &email, &address, "member_deactivated").await?;
+        state.store.record_sign_in_failure(vec![account_key, address_key], audited, &email, &address, "member_deactivated", via).await?;
         return Err(Error::unauthenticated("member_deactivated", "this account has been deactivated; ask an admin of the workspace"));
     }
 
@@ -125,10 +138,7 @@ pub async fn sign_in(
     let ttl = chrono::Duration::from_std(state.config.session_ttl).unwrap_or(chrono::Duration::hours(12));
     let expires_at = format_ts(state.clock.now() + ttl);
     let ws = account.workspace_id.clone();
-    let by = Origin {
-        actor: crate::audit::Actor::user(&account.member_id),
-        via: if client == "console" { crate::audit::Via::Console } else { crate::audit::Via::Api },
-    };
+    let by = Origin { actor: crate::audit::Actor::user(&account.member_id), via };
     state.store.clear_sign_in_failures(&account_key).await?;
     let session = state
         .store
@@ -294,7 +304,14 @@ pub async fn change_password(
         let audited = vec![(caller.workspace.clone(), caller.member_id.clone())];
         state
             .store
-            .record_sign_in_failure(vec![account_key, address_key], audited, &email, &peer.ip().to_string(), "wrong_current_password")
+            .record_sign_in_failure(
+                vec![account_key, address_key],
+                audited,
+                &email,
+                &peer.ip().to_string(),
+                "wrong_current_password",
+                caller.via,
+            )
             .await?;
         return Err(Error::forbidden("wrong_password", "the current password is wrong"));
     }
