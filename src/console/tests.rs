@@ -877,6 +877,24 @@ fn only_a_tokens_owner_is_offered_its_rotation() {
 }
 
 #[test]
+fn the_secret_dialog_keeps_its_keys_in_sight_whatever_it_says() {
+    let mut a = app(80, 24);
+    with_access(&mut a);
+    keys(&mut a, "ll");
+    a.update(Action::Net(NetMsg::AccessDone(Ok((
+        "Created the token `ci`.".into(),
+        Some(("ci".into(), "csa_EXAMPLEexampleEXAMPLEexampleEXAMPLEexa0aBcDe".into())),
+    )))));
+    if let Some(super::dialogs::Dialog::Secret(s)) = &mut a.dialog {
+        s.copied = true;
+    }
+    key(&mut a, KeyCode::Esc);
+    let text = render(&a).to_string();
+    assert!(text.contains("esc again closes") && text.contains("Sent to the clipboard"), "{text}");
+    assert!(text.contains("c copy to clipboard   enter I have stored it"), "the keys were pushed out:\n{text}");
+}
+
+#[test]
 fn creating_a_token_by_keys_asks_for_what_it_needs() {
     let mut a = app(120, 40);
     with_access(&mut a);

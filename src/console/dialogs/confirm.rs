@@ -4,9 +4,8 @@ use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
 
-use super::{Outcome, PendingOp, frame_box};
+use super::{Outcome, PendingOp, text_box};
 use crate::console::theme::Theme;
 
 pub struct Confirm {
@@ -28,10 +27,6 @@ impl Confirm {
 
     pub fn draw(&self, f: &mut Frame, area: Rect, theme: &Theme) {
         // Tall enough for every line once wrapped: the y/n hint must never be cut off.
-        let inner_width = (64.min(area.width).saturating_sub(2)).max(1) as usize;
-        let wrapped: u16 = self.lines.iter().map(|l| crate::console::widgets::cols(l).div_ceil(inner_width).max(1) as u16).sum();
-        let height = wrapped + 4;
-        let inner = frame_box(f, area, 64, height, &self.title, theme, self.danger);
         let mut text: Vec<Line> = self.lines.iter().map(|l| Line::styled(l.clone(), theme.base)).collect();
         text.push(Line::default());
         text.push(Line::from(vec![
@@ -42,6 +37,6 @@ impl Confirm {
             Span::styled("esc", theme.key),
             Span::styled(" cancel", theme.muted),
         ]));
-        f.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), inner);
+        text_box(f, area, 64, text, &self.title, theme, self.danger);
     }
 }

@@ -5,9 +5,8 @@ use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
 
-use super::{Outcome, frame_box};
+use super::{Outcome, text_box};
 use crate::console::theme::Theme;
 
 pub struct Secret {
@@ -58,8 +57,7 @@ impl Secret {
             Span::styled("enter", theme.key),
             Span::styled(" I have stored it", theme.muted),
         ]));
-        let inner = frame_box(f, area, 72, lines.len() as u16 + 3, &self.title, theme, false);
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+        text_box(f, area, 72, lines, &self.title, theme, false);
     }
 }
 

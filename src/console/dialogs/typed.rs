@@ -5,9 +5,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
 
-use super::{Outcome, PendingOp, frame_box};
+use super::{Outcome, PendingOp, text_box};
 use crate::console::theme::Theme;
 
 pub struct Typed {
@@ -57,7 +56,6 @@ impl Typed {
             Span::styled("esc", theme.key),
             Span::styled(" cancel", theme.muted),
         ]));
-        let inner = frame_box(f, area, 70, text.len() as u16 + 3, &self.title, theme, true);
-        f.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), inner);
+        text_box(f, area, 70, text, &self.title, theme, true);
     }
 }
