@@ -209,9 +209,13 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
                     (_, "v") => app.session.known && !app.can("audit:read"),
                     _ => false,
                 } && app.session.known;
-                let (ks, ls) = if disabled { (t.disabled, t.disabled) } else { (t.key, t.muted) };
-                spans.push(Span::styled(format!(" {k}"), ks));
-                spans.push(Span::styled(format!(" {label} "), ls));
+                // "The keys that work here": one this role cannot use is not offered (pressed
+                // anyway, it says which permission it needs; `?` lists every key).
+                if disabled {
+                    continue;
+                }
+                spans.push(Span::styled(format!(" {k}"), t.key));
+                spans.push(Span::styled(format!(" {label} "), t.muted));
             }
             Line::from(spans)
         }
