@@ -1292,6 +1292,22 @@ fn rule_from_an_approval_opens_the_drafted_rule_in_simulate() {
     insta::assert_snapshot!("simulate_rule_from_approval_120x40", render(&a));
 }
 
+#[test]
+fn a_drafted_rule_never_replaces_an_edited_draft_that_does_not_parse() {
+    let mut a = simulate(80, 24);
+    keys(&mut a, "le");
+    a.update(Action::Paste("{ not json".into()));
+    key(&mut a, KeyCode::Esc);
+    assert!(a.simulate.dirty);
+    let edited = a.simulate.rules.lines().join("\n");
+    let rule = json!({"id": "drafted", "title": "t", "when": "true", "effect": "deny"});
+    a.update(Action::Net(NetMsg::Drafted(Ok(
+        json!({"action_id": "act_1", "rule": rule, "matches_action": true, "base_version": 3, "draft": {"rules": [rule]}}),
+    ))));
+    assert_eq!(a.simulate.rules.lines().join("\n"), edited, "the edits are kept");
+    assert!(render(&a).to_string().contains("does not parse, so `drafted` was not added"));
+}
+
 /// The new screens in the 16-colour theme and without colour: what they mark still reads.
 #[test]
 fn simulate_and_access_in_sixteen_colours_and_no_color() {

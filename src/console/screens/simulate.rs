@@ -589,6 +589,15 @@ pub fn on_drafted(app: &mut App, r: Result<Value, ClientError>) {
     match r {
         Ok(v) => {
             app.show(crate::console::app::Screen::Simulate);
+            if app.simulate.dirty && app.simulate.parsed_rules.is_none() {
+                // An edited draft that does not parse has nowhere to take the rule, and
+                // replacing it would lose the edits.
+                app.simulate.mode = Mode::Draft;
+                return app.warn(format!(
+                    "Your edited draft does not parse, so `{}` was not added: fix the draft (e edit), then press R again.",
+                    str_of(&v["rule"]["id"])
+                ));
+            }
             let s = &mut app.simulate;
             s.mode = Mode::Draft;
             s.editing = false;
