@@ -518,10 +518,19 @@ impl App {
         options.extend(self.tools.iter().map(|t| Some(t.name.clone())));
         let engaged: Vec<Option<String>> = self.engaged().into_iter().map(|(t, _)| t).collect();
         match target.filter(|t| !t.is_empty()) {
+            Some(name) if name.contains(char::is_whitespace) => {
+                self.warn(":kill takes one name (a tool, or workspace); the reason is asked next.");
+            }
             Some(name) => {
                 let wanted = if name == "workspace" { None } else { Some(name.to_string()) };
                 if wanted.is_some() && !options.contains(&wanted) {
                     self.warn(format!("There is no tool `{name}`."));
+                    return;
+                }
+                if engaged.contains(&wanted) {
+                    // Asking why would suggest it is not stopped yet.
+                    let what = wanted.as_deref().map_or("The workspace".to_string(), |t| format!("`{t}`"));
+                    self.say(format!("{what} is already stopped (5 Switches shows why)."));
                     return;
                 }
                 self.dialog = Some(Dialog::kill_reason(wanted));

@@ -561,6 +561,42 @@ fn palette(a: &mut App, command: &str) {
 }
 
 #[test]
+fn kill_from_the_palette_names_one_target_and_knows_what_is_already_stopped() {
+    let mut a = app(80, 24);
+    let tool_named = |name: &str| -> crate::model::Tool {
+        serde_json::from_value(json!({"name": name, "description": "", "kind": "read", "irreversible": false, "policy": "auto", "min_confidence": null, "approval_ttl_seconds": null, "connector": {"type": "record"}, "created_at": at(0), "updated_at": at(0)})).unwrap()
+    };
+    a.update(Action::Net(NetMsg::Tools(Ok(vec![tool_named("email.send"), tool_named("crm.read")]))));
+    a.update(Action::Net(NetMsg::Switches(Ok(switches(true)))));
+    palette(&mut a, "kill crm.read right now please");
+    assert!(a.dialog.is_none());
+    assert!(render(&a).to_string().contains(":kill takes one name"));
+    palette(&mut a, "kill email.send");
+    assert!(a.dialog.is_none(), "no reason is asked for a switch already on");
+    assert!(render(&a).to_string().contains("`email.send` is already stopped"));
+    palette(&mut a, "kill crm.read");
+    keys(&mut a, "bad deploy");
+    key(&mut a, KeyCode::Enter);
+    let text = render(&a).to_string();
+    assert!(text.contains("Every call of crm.read is blocked"), "{text}");
+}
+
+#[test]
+fn lifting_the_workspace_says_which_tools_stay_stopped() {
+    let mut a = app(80, 24);
+    a.update(Action::Net(NetMsg::Switches(Ok(switches(true)))));
+    let lifted =
+        KillSwitch { target: "workspace".into(), engaged: false, reason: Some("all clear".into()), changed_by: None, changed_at: None };
+    a.update(Action::Net(NetMsg::SwitchSet {
+        tool: None,
+        engaged: false,
+        result: Ok(crate::client::SwitchSet { switch: lifted, changed: true }),
+    }));
+    let text = render(&a).to_string();
+    assert!(text.contains("the workspace runs again, but not email.send"), "{text}");
+}
+
+#[test]
 fn bare_lift_lifts_the_one_engaged_switch_and_never_one_that_is_not() {
     use super::dialogs::{Dialog, ReasonFor};
     let mut a = app(80, 24);

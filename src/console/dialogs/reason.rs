@@ -88,7 +88,10 @@ impl Reason {
                 lines: vec![
                     format!("Stop {} now.", target_name(tool)),
                     format!("Reason: {reason}"),
-                    "Every call is blocked, and no approval can be used, until someone lifts it.".into(),
+                    match tool {
+                        None => "Every call is blocked, and no approval can be used, until someone lifts it.".into(),
+                        Some(t) => format!("Every call of {t} is blocked, and no approval for it can be used, until someone lifts it."),
+                    },
                 ],
                 danger: true,
                 op: PendingOp::Switch { tool: tool.clone(), engaged: true, reason },

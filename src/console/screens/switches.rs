@@ -111,7 +111,19 @@ pub fn on_set(app: &mut App, tool: Option<String>, engaged: bool, r: Result<Swit
         )),
         Ok(s) if !s.changed => app.say(format!("{} was not stopped; your reason is on the audit log.", capitalised(&what))),
         Ok(_) if engaged => app.say(format!("Kill switch engaged: {what} is stopped.")),
-        Ok(_) => app.say(format!("Kill switch lifted: {what} runs again.")),
+        Ok(_) => {
+            // The workspace running again does not run a tool whose own switch is on.
+            let still: Vec<String> =
+                app.engaged().into_iter().filter_map(|(t, _)| t).filter(|t| tool.as_deref() != Some(t.as_str())).collect();
+            match (&tool, still.as_slice()) {
+                (None, []) => app.say("Kill switch lifted: the workspace runs again."),
+                (None, still) => app.say(format!(
+                    "Kill switch lifted: the workspace runs again, but not {} (their own switches are on).",
+                    still.join(", ")
+                )),
+                (Some(_), _) => app.say(format!("Kill switch lifted: {what} runs again.")),
+            }
+        }
         Err(e) if e.needs_sign_in() => app.ask_sign_in(e.to_string()),
         Err(e @ ClientError::Unreachable(_)) => {
             // The request may never have arrived. Reloading the switches would fail the same
