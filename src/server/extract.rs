@@ -257,16 +257,42 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 }
 
 fn serde_urlencoded_parse<T: DeserializeOwned>(q: &str) -> Result<T, Error> {
-    axum::extract::Query::<T>::try_from_uri(
-        &format!("/?{q}").parse().map_err(|_| Error::bad_request("invalid_query", "the query string is not valid"))?,
-    )
-    .map(|axum::extract::Query(v)| v)
-    .map_err(|e| Error::bad_request("invalid_query", format!("the query string is not valid: {}", e.body_text())))
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // Numbers arrive as text: say what the parameter takes, not how parsing failed.
+        let says = if inner.contains("invalid digit") || inner.contains("number too large") || inner.contains("invalid float") {
+            "must be a number".to_string()
+        } else {
+            plain_words(&without_values(&inner))
+        };
+        match field.as_str() {
+            "" | "." => Error::bad_request("invalid_query", format!("the query string is not valid: {says}")),
+            _ => Error::bad_request("invalid_query", format!("`{field}` {says}")),
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::{plain_words, without_strings, without_values};
+
+    #[test]
+    fn a_bad_query_parameter_is_named_with_what_it_takes() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Q {
+            after_seq: Option<i64>,
+            limit: Option<i64>,
+        }
+        let message = |q: &str| super::serde_urlencoded_parse::<Q>(q).unwrap_err().message;
+        assert_eq!(message("after_seq=abc"), "`after_seq` must be a number");
+        assert_eq!(message("limit=99999999999999999999999"), "`limit` must be a number");
+        assert!(message("colour=red").contains("unknown field `colour`"), "{}", message("colour=red"));
+        assert!(super::serde_urlencoded_parse::<Q>("after_seq=5&limit=2").is_ok());
+    }
 
     #[test]
     fn no_value_is_repeated_and_types_are_named_as_json_names_them() {
