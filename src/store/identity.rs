@@ -799,6 +799,7 @@ pub trait Sessions {
         address: &str,
         reason: &'static str,
         via: Via,
+        by: Option<Actor>,
     ) -> Result<()>;
     /// How many failures each key has at or after `since`, and when the oldest of them was.
     async fn count_sign_in_failures(&self, keys: Vec<String>, since: &str) -> Result<Vec<(i64, Option<String>)>>;
@@ -956,6 +957,7 @@ impl Sessions for SqlStore {
         address: &str,
         reason: &'static str,
         via: Via,
+        by: Option<Actor>,
     ) -> Result<()> {
         let (email, address) = (email.to_string(), address.to_string());
         self.engine
@@ -968,7 +970,9 @@ impl Sessions for SqlStore {
                     tx.set_workspace(ws.as_str())?;
                     tx.append(
                         ws.as_str(),
-                        EventDraft::new("session.failed", Actor::user(member_id.clone()), via)
+                        // Whoever tried is nobody the log knows (only their address, in the data),
+                        // not the member whose account was tried: that one is the resource.
+                        EventDraft::new("session.failed", by.clone().unwrap_or_else(|| Actor::system("sign-in")), via)
                             .resource(member_id)
                             .outcome(crate::audit::outcome::FAILURE)
                             .data(json!({"email": email, "address": address, "reason": reason})),

@@ -173,6 +173,8 @@ async fn a_deactivated_members_attempt_to_sign_in_is_a_failed_sign_in_in_the_log
     let events = ws.owner.all_events().await;
     let failed = events.iter().find(|e| e["event_type"] == "session.failed").expect("the attempt is audited");
     assert_eq!(failed["resource"], id.as_str());
+    // Whoever tried is not known to be the member: the actor is the sign-in, not them.
+    assert_eq!((failed["actor"]["kind"].as_str(), failed["actor"]["id"].as_str()), (Some("system"), Some("sign-in")));
     assert_eq!(failed["outcome"], "failure");
     assert_eq!(failed["data"]["reason"], "member_deactivated");
     assert!(!events.iter().any(|e| e["event_type"] == "session.created" && e["data"]["member_id"] == id.as_str()));

@@ -114,7 +114,7 @@ pub async fn sign_in(
             let audited = accounts.iter().map(|a| (a.workspace_id.clone(), a.member_id.clone())).collect();
             state
                 .store
-                .record_sign_in_failure(vec![account_key.clone(), address_key], audited, &email, &address, "wrong_password", via)
+                .record_sign_in_failure(vec![account_key.clone(), address_key], audited, &email, &address, "wrong_password", via, None)
                 .await?;
             return Err(Error::unauthenticated("invalid_credentials", "the e-mail or password is wrong"));
         }
@@ -130,7 +130,10 @@ pub async fn sign_in(
         // The right password for a deactivated account is still a failed sign-in: counted
         // against the limits and audited, since a former member trying is worth knowing.
         let audited = vec![(account.workspace_id.clone(), account.member_id.clone())];
-        state.store.record_sign_in_failure(vec![account_key, address_key], audited, &email, &address, "member_deactivated", via).await?;
+        state
+            .store
+            .record_sign_in_failure(vec![account_key, address_key], audited, &email, &address, "member_deactivated", via, None)
+            .await?;
         return Err(Error::unauthenticated("member_deactivated", "this account has been deactivated; ask an admin of the workspace"));
     }
 
@@ -311,6 +314,7 @@ pub async fn change_password(
                 &peer.ip().to_string(),
                 "wrong_current_password",
                 caller.via,
+                Some(caller.origin().actor),
             )
             .await?;
         return Err(Error::forbidden("wrong_password", "the current password is wrong"));
