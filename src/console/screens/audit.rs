@@ -633,9 +633,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Cell::from(time),
                 Cell::from(Span::styled(clip(&e.event_type, if wide { 26 } else { 22 }), style)),
                 Cell::from(actor),
-                Cell::from(clip(e.resource.as_deref().unwrap_or(""), if wide { 34 } else { 18 })),
+                Cell::from(clip(e.resource.as_deref().unwrap_or(""), if wide { 34 } else { 12 })),
             ];
-            if wide {
+            // The outcome in words, since colour alone does not read in 16 colours or none;
+            // at 80 columns only when it is not a success, which is what a scan looks for.
+            if wide || &*e.outcome != "success" {
                 cells.push(Cell::from(Span::styled(e.outcome.to_string(), style)));
             }
             let row = Row::new(cells);
@@ -656,8 +658,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         )
     } else {
         (
-            vec!["SEQ", "TIME", "EVENT", "ACTOR", "RESOURCE"],
-            vec![Constraint::Length(6), Constraint::Length(8), Constraint::Length(22), Constraint::Length(20), Constraint::Fill(1)],
+            vec!["SEQ", "TIME", "EVENT", "ACTOR", "RESOURCE", "OUTCOME"],
+            vec![
+                Constraint::Length(6),
+                Constraint::Length(8),
+                Constraint::Length(22),
+                Constraint::Length(20),
+                Constraint::Fill(1),
+                Constraint::Length(7),
+            ],
         )
     };
     f.render_widget(Table::new(rows, widths).header(Row::new(header).style(t.muted)).column_spacing(1), inner);
