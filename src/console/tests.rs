@@ -315,6 +315,33 @@ scene!(kill_picker, |a| {
     a.update(Action::Net(NetMsg::Tools(Ok(vec![]))));
     keys(&mut a, "K");
 });
+#[test]
+fn the_kill_picker_filters_by_name_and_says_where_the_list_goes_on() {
+    let mut a = app(80, 24);
+    let tool = |name: String| -> crate::model::Tool {
+        serde_json::from_value(json!({"name": name, "description": "", "kind": "read", "irreversible": false, "policy": "auto", "min_confidence": null, "approval_ttl_seconds": null, "connector": {"type": "record"}, "created_at": at(0), "updated_at": at(0)})).unwrap()
+    };
+    let mut tools: Vec<crate::model::Tool> = (0..22).map(|i| tool(format!("crm.tool{i:02}"))).collect();
+    tools.push(tool("email.send".into()));
+    tools.push(tool("refunds.issue".into()));
+    a.update(Action::Net(NetMsg::Tools(Ok(tools))));
+    a.update(Action::Net(NetMsg::Switches(Ok(switches(true)))));
+    keys(&mut a, "K");
+    let text = render(&a).to_string();
+    assert!(text.contains("25 targets") && text.contains("more below"), "{text}");
+    // An engaged one says so rather than doing nothing.
+    keys(&mut a, "/email");
+    key(&mut a, KeyCode::Enter);
+    assert!(render(&a).to_string().contains("already engaged: lift it on 5 Switches"));
+    // `esc` clears the filter first; typing finds the one out of sight.
+    key(&mut a, KeyCode::Esc);
+    keys(&mut a, "/refu");
+    key(&mut a, KeyCode::Enter);
+    let text = render(&a).to_string();
+    assert!(text.contains("refunds.issue"), "{text}");
+    assert!(matches!(&a.dialog, Some(super::dialogs::Dialog::Reason(_))), "the reason is asked next");
+}
+
 scene!(kill_reason, |a| {
     keys(&mut a, "K");
     key(&mut a, KeyCode::Enter);

@@ -783,6 +783,21 @@ pub struct NewToken {
     pub expires_at: Option<String>,
 }
 
+/// A failed sign-in (or wrong current password), to count and audit.
+#[derive(Clone, Debug)]
+pub struct SignInFailure {
+    /// The rate-limit keys it counts under (`account:…`, `address:…`).
+    pub keys: Vec<String>,
+    /// Each account tried, by workspace: each workspace's log records it.
+    pub accounts: Vec<(WorkspaceId, String)>,
+    pub email: String,
+    pub address: String,
+    pub reason: &'static str,
+    pub via: Via,
+    /// Who tried, when known (a signed-in member); otherwise the sign-in itself.
+    pub by: Option<Actor>,
+}
+
 #[async_trait]
 pub trait Sessions {
     async fn create_session(&self, ws: &WorkspaceId, by: &Origin, new: NewSession) -> Result<Session>;
@@ -791,16 +806,7 @@ pub trait Sessions {
     async fn lookup_session(&self, secret_hash: &str) -> Result<Option<AuthSubject>>;
     /// Records a failed sign-in under each rate-limit key, and on the audit log of each
     /// workspace whose account was tried (an e-mail may have accounts in several).
-    async fn record_sign_in_failure(
-        &self,
-        keys: Vec<String>,
-        accounts: Vec<(WorkspaceId, String)>,
-        email: &str,
-        address: &str,
-        reason: &'static str,
-        via: Via,
-        by: Option<Actor>,
-    ) -> Result<()>;
+    async fn record_sign_in_failure(&self, failure: SignInFailure) -> Result<()>;
     /// How many failures each key has at or after `since`, and when the oldest of them was.
     async fn count_sign_in_failures(&self, keys: Vec<String>, since: &str) -> Result<Vec<(i64, Option<String>)>>;
     /// Forgets an account's failures after it signs in.
@@ -949,17 +955,8 @@ impl Sessions for SqlStore {
             .await
     }
 
-    async fn record_sign_in_failure(
-        &self,
-        keys: Vec<String>,
-        accounts: Vec<(WorkspaceId, String)>,
-        email: &str,
-        address: &str,
-        reason: &'static str,
-        via: Via,
-        by: Option<Actor>,
-    ) -> Result<()> {
-        let (email, address) = (email.to_string(), address.to_string());
+    async fn record_sign_in_failure(&self, failure: SignInFailure) -> Result<()> {
+        let SignInFailure { keys, accounts, email, address, reason, via, by } = failure;
         self.engine
             .write(move |tx| {
                 let now = tx.now_ts();

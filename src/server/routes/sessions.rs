@@ -17,7 +17,7 @@ use crate::server::AppState;
 use crate::server::auth::{Auth, CallerKind, need};
 use crate::server::error::ErrorBody;
 use crate::server::extract::Body;
-use crate::store::{NewSession, Origin, WorkspaceId};
+use crate::store::{NewSession, Origin, SignInFailure, WorkspaceId};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -114,7 +114,15 @@ pub async fn sign_in(
             let audited = accounts.iter().map(|a| (a.workspace_id.clone(), a.member_id.clone())).collect();
             state
                 .store
-                .record_sign_in_failure(vec![account_key.clone(), address_key], audited, &email, &address, "wrong_password", via, None)
+                .record_sign_in_failure(SignInFailure {
+                    keys: vec![account_key.clone(), address_key],
+                    accounts: audited,
+                    email: email.clone(),
+                    address: address.clone(),
+                    reason: "wrong_password",
+                    via,
+                    by: None,
+                })
                 .await?;
             return Err(Error::unauthenticated("invalid_credentials", "the e-mail or password is wrong"));
         }
@@ -132,7 +140,15 @@ pub async fn sign_in(
         let audited = vec![(account.workspace_id.clone(), account.member_id.clone())];
         state
             .store
-            .record_sign_in_failure(vec![account_key, address_key], audited, &email, &address, "member_deactivated", via, None)
+            .record_sign_in_failure(SignInFailure {
+                keys: vec![account_key, address_key],
+                accounts: audited,
+                email: email.clone(),
+                address: address.clone(),
+                reason: "member_deactivated",
+                via,
+                by: None,
+            })
             .await?;
         return Err(Error::unauthenticated("member_deactivated", "this account has been deactivated; ask an admin of the workspace"));
     }
@@ -307,15 +323,15 @@ pub async fn change_password(
         let audited = vec![(caller.workspace.clone(), caller.member_id.clone())];
         state
             .store
-            .record_sign_in_failure(
-                vec![account_key, address_key],
-                audited,
-                &email,
-                &peer.ip().to_string(),
-                "wrong_current_password",
-                caller.via,
-                Some(caller.origin().actor),
-            )
+            .record_sign_in_failure(SignInFailure {
+                keys: vec![account_key, address_key],
+                accounts: audited,
+                email: email.clone(),
+                address: peer.ip().to_string(),
+                reason: "wrong_current_password",
+                via: caller.via,
+                by: Some(caller.origin().actor),
+            })
             .await?;
         return Err(Error::forbidden("wrong_password", "the current password is wrong"));
     }
