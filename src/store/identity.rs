@@ -213,6 +213,10 @@ pub struct PasswordChange {
     pub event: &'static str,
 }
 
+fn session_from_row(r: &Row) -> Result<Session, DbError> {
+    Ok(Session { id: r.text(0)?, member_id: r.text(1)?, client: r.text(2)?, created_at: r.text(3)?, expires_at: r.text(4)? })
+}
+
 const MEMBER_COLS: &str = "m.id, m.email, m.name, COALESCE(r.name, m.role), m.status, m.created_at, m.updated_at";
 const MEMBER_FROM: &str = "members m LEFT JOIN roles r ON r.id = m.role AND r.workspace_id = m.workspace_id";
 
@@ -802,6 +806,10 @@ pub struct SignInFailure {
 pub trait Sessions {
     async fn create_session(&self, ws: &WorkspaceId, by: &Origin, new: NewSession) -> Result<Session>;
     async fn revoke_session(&self, ws: &WorkspaceId, by: &Origin, session_id: &str) -> Result<()>;
+    /// A member's sessions still in force (not ended, not expired), newest first.
+    async fn list_sessions(&self, ws: &WorkspaceId, member_id: &str) -> Result<Vec<Session>>;
+    /// One session, in force or not.
+    async fn get_session(&self, ws: &WorkspaceId, id: &str) -> Result<Session>;
     /// Finds the session a secret's hash belongs to, in whatever workspace.
     async fn lookup_session(&self, secret_hash: &str) -> Result<Option<AuthSubject>>;
     /// Records a failed sign-in under each rate-limit key, and on the audit log of each
@@ -934,6 +942,38 @@ impl Sessions for SqlStore {
                 }
                 tx.append(w, EventDraft::new("session.revoked", by.actor.clone(), by.via).resource(id.clone()))?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn list_sessions(&self, ws: &WorkspaceId, member_id: &str) -> Result<Vec<Session>> {
+        let (ws, member_id) = (ws.clone(), member_id.to_string());
+        let now = crate::clock::format_ts(self.clock.now());
+        self.engine
+            .read(move |conn| {
+                conn.set_workspace(ws.as_str())?;
+                let rows = conn.query(
+                    "SELECT id, member_id, client, created_at, expires_at FROM sessions \
+                     WHERE workspace_id = $1 AND member_id = $2 AND revoked_at IS NULL AND expires_at > $3 ORDER BY id DESC",
+                    params![ws.as_str(), &member_id, &now],
+                )?;
+                Ok(rows.iter().map(session_from_row).collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    async fn get_session(&self, ws: &WorkspaceId, id: &str) -> Result<Session> {
+        let (ws, id) = (ws.clone(), id.to_string());
+        self.engine
+            .read(move |conn| {
+                conn.set_workspace(ws.as_str())?;
+                let row = conn
+                    .query_opt(
+                        "SELECT id, member_id, client, created_at, expires_at FROM sessions WHERE workspace_id = $1 AND id = $2",
+                        params![ws.as_str(), &id],
+                    )?
+                    .ok_or_else(|| Error::not_found("session", &id))?;
+                Ok(session_from_row(&row)?)
             })
             .await
     }

@@ -37,6 +37,8 @@ enum Target {
     Webhook,
     /// A delivered delivery of that subscription.
     WebhookDelivery,
+    /// A session of the viewer `Member`.
+    MemberSession,
 }
 
 /// One row of the matrix: a route, what it is called with, and who may call it: `o`wner,
@@ -72,6 +74,9 @@ fn no_body(_: &Fixture) -> Option<Value> {
 /// changes, then the two calls that change who the caller is (transfer, sign-out).
 const CASES: &[Case] = &[
     case("GET", "/v1/me", Target::None, no_body, "oamvt", 200),
+    // Your own sessions, any person; another member's needs members:manage.
+    case("GET", "/v1/sessions", Target::None, no_body, "oamv-", 200),
+    case("DELETE", "/v1/sessions/{id}", Target::MemberSession, no_body, "oa--", 204),
     // Any person, none of whom may lose their password to the matrix: the new one is the
     // current one, refused past authorisation (422 password_unchanged).
     case("POST", "/v1/me/password", Target::None, |_| Some(json!({"current_password": PASSWORD, "new_password": PASSWORD})), "oamv-", 422),
@@ -184,7 +189,7 @@ fn refusal_code(letter: char, c: &Case) -> &'static str {
         ('t', "POST", "/v1/tokens/{id}/rotate") | ('t', "DELETE", "/v1/tokens/{id}") => "humans_only",
         ('o' | 'a', "POST", "/v1/tokens/{id}/rotate") if matches!(c.target, Target::OthersToken) => "not_token_owner",
         ('t', "DELETE", "/v1/sessions/current") => "not_a_session",
-        ('t', "POST", "/v1/me/password") => "humans_only",
+        ('t', "POST", "/v1/me/password") | ('t', _, "/v1/sessions") | ('t', _, "/v1/sessions/{id}") => "humans_only",
         // Admins and members may execute actions, but only their own.
         ('a' | 'm', "POST", "/v1/actions/{id}/execute") => "not_your_action",
         _ => "permission_denied",
@@ -213,6 +218,7 @@ struct Fixture {
     receiver_url: String,
     webhook_id: String,
     delivery_id: String,
+    member_session: String,
 }
 
 /// A webhook receiver that accepts everything.
@@ -230,6 +236,8 @@ impl Fixture {
         let (helper_id, helper) = ws.member(server, "admin").await;
         let (others_token, _) = Workspace::token(&helper, &["members:read"], &["*"]).await;
         let member_id = ws.add_member(&format!("target@{name}.test"), "viewer").await;
+        let member_session =
+            server.sign_in(&format!("target@{name}.test")).await.get("/v1/me").await.body["credential_id"].as_str().unwrap().to_string();
         let mk_role = |n: &str| ws.owner.post("/v1/roles", json!({"name": n, "permissions": ["members:read"]}));
         let role_id = mk_role("reader").await.assert_status(201)["id"].as_str().unwrap().to_string();
         let spare_role_id = mk_role("spare").await.assert_status(201)["id"].as_str().unwrap().to_string();
@@ -298,6 +306,7 @@ impl Fixture {
             receiver_url,
             webhook_id,
             delivery_id,
+            member_session,
         }
     }
 
@@ -317,6 +326,7 @@ impl Fixture {
             Target::ConstitutionVersion => return c.template.replace("{version}", "1"),
             Target::Webhook => &self.webhook_id,
             Target::WebhookDelivery => return c.template.replace("{id}", &self.webhook_id).replace("{delivery_id}", &self.delivery_id),
+            Target::MemberSession => &self.member_session,
         };
         c.template.replace("{id}", id)
     }

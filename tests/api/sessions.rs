@@ -244,3 +244,36 @@ async fn a_member_changes_their_password_and_their_other_sessions_end() {
     let (_, token) = Workspace::token(&member, &["actions:submit"], &["*"]).await;
     member.as_token(&token).post("/v1/me/password", change(fresh, "yet another passphrase")).await.assert_error(403, "humans_only");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_sees_and_ends_their_own_sessions_and_an_admin_a_members() {
+    let server = TestServer::start().await;
+    let ws = server.workspace("laptops").await;
+    let (member_id, member) = ws.member(&server, "member").await;
+    let email = member.get("/v1/me").await.body["member"]["email"].as_str().unwrap().to_string();
+    let lost = server.sign_in(&email).await;
+    let lost_id = lost.get("/v1/me").await.body["credential_id"].as_str().unwrap().to_string();
+    let mine = member.get("/v1/sessions").await;
+    let items = mine.assert_status(200)["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2, "{}", mine.text);
+    assert_eq!(items.iter().filter(|s| s["current"] == true).count(), 1);
+    assert!(!mine.text.contains("css_"), "no secret in a listing");
+    // The lost laptop's session ends at once; this one goes on.
+    assert_eq!(member.delete(&format!("/v1/sessions/{lost_id}")).await.status, 204);
+    lost.get("/v1/me").await.assert_error(401, "session_revoked");
+    member.get("/v1/me").await.assert_status(200);
+    member.delete(&format!("/v1/sessions/{lost_id}")).await.assert_error(404, "not_found");
+    assert_eq!(member.get("/v1/sessions").await.body["items"].as_array().unwrap().len(), 1);
+    // Another member's: with members:manage, and not someone who outranks you.
+    member.get(&format!("/v1/sessions?member_id={}", ws.owner_id)).await.assert_error(403, "permission_denied");
+    let (_, admin) = ws.member(&server, "admin").await;
+    let theirs = admin.get(&format!("/v1/sessions?member_id={member_id}")).await;
+    let their_id = theirs.assert_status(200)["items"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(theirs.body["items"][0]["current"], false);
+    let owner_session =
+        admin.get(&format!("/v1/sessions?member_id={}", ws.owner_id)).await.body["items"][0]["id"].as_str().unwrap().to_string();
+    admin.delete(&format!("/v1/sessions/{owner_session}")).await.assert_error(403, "owner_protected");
+    assert_eq!(admin.delete(&format!("/v1/sessions/{their_id}")).await.status, 204);
+    member.get("/v1/me").await.assert_error(401, "session_revoked");
+    admin.delete("/v1/sessions/ses_not-an-id").await.assert_error(400, "invalid_id");
+}

@@ -127,6 +127,29 @@ pub struct UpdateMember {
     pub status: Option<MemberStatus>,
 }
 
+/// Refuses changing `target` (their role, status or sessions) to a caller who may not: the
+/// owner's account is the owner's alone, and nobody changes someone who holds powers they
+/// do not (a custom role with `members:manage` cannot demote, deactivate or sign out an
+/// admin). The caller's `members:manage` is checked by the route.
+pub async fn ensure_may_change(state: &AppState, caller: &Caller, target: &Member) -> Result<()> {
+    if target.role == BuiltinRole::Owner.name() && !caller.can(crate::permissions::Permission::OwnershipTransfer) {
+        return Err(Error::forbidden("owner_protected", "only the owner can change the owner's account"));
+    }
+    let target_key = state.store.resolve_role(&caller.workspace, &target.role).await?.unwrap_or_default();
+    let target_perms: PermissionSet = match BuiltinRole::from_name(&target_key) {
+        Some(b) => b.permissions(),
+        None if target_key.is_empty() => PermissionSet::new(),
+        None => state.store.get_role(&caller.workspace, &target_key).await?.permissions.into_iter().collect(),
+    };
+    if let Some(p) = target_perms.iter().find(|p| !caller.can(**p)) {
+        return Err(Error::forbidden(
+            "member_outranks_you",
+            format!("{} holds `{p}`, which you do not; only someone who holds all their powers can change them", target.email),
+        ));
+    }
+    Ok(())
+}
+
 /// Changes a member's role or status.
 #[utoipa::path(patch, path = "/v1/members/{id}", tag = "members", request_body = UpdateMember, params(("id" = String, Path, description = "member id")), responses(
     (status = 200, body = Member),
@@ -147,23 +170,7 @@ pub async fn update_member(
     }
     // The target must exist in this workspace before anything else is said about it.
     let target = state.store.get_member(&caller.workspace, &id).await?;
-    if target.role == BuiltinRole::Owner.name() && !caller.can(crate::permissions::Permission::OwnershipTransfer) {
-        return Err(Error::forbidden("owner_protected", "only the owner can change the owner's account"));
-    }
-    // Nobody changes someone who holds powers they do not: a custom role with
-    // `members:manage` cannot demote or deactivate an admin.
-    let target_key = state.store.resolve_role(&caller.workspace, &target.role).await?.unwrap_or_default();
-    let target_perms: PermissionSet = match BuiltinRole::from_name(&target_key) {
-        Some(b) => b.permissions(),
-        None if target_key.is_empty() => PermissionSet::new(),
-        None => state.store.get_role(&caller.workspace, &target_key).await?.permissions.into_iter().collect(),
-    };
-    if let Some(p) = target_perms.iter().find(|p| !caller.can(**p)) {
-        return Err(Error::forbidden(
-            "member_outranks_you",
-            format!("{} holds `{p}`, which you do not; only someone who holds all their powers can change them", target.email),
-        ));
-    }
+    ensure_may_change(&state, &caller, &target).await?;
     let role = match &req.role {
         Some(r) => Some(assignable_role(&state, &caller, r).await?),
         None => None,

@@ -74,6 +74,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::sign_out))
         .routes(routes!(sessions::me))
         .routes(routes!(sessions::change_password))
+        .routes(routes!(sessions::list_sessions))
+        .routes(routes!(sessions::end_session))
         .routes(routes!(workspace::get_workspace))
         .routes(routes!(workspace::transfer_ownership))
         .routes(routes!(workspace::get_settings, workspace::update_settings))

@@ -345,6 +345,99 @@ pub async fn change_password(
     Ok(Json(PasswordChanged { sessions_ended }))
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsQuery {
+    /// Whose sessions (`usr_…`): yours when left out; another member's needs `members:manage`.
+    pub member_id: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    pub member_id: String,
+    /// `console` or `api`.
+    pub client: String,
+    pub created_at: String,
+    pub expires_at: String,
+    /// The session this request came with.
+    pub current: bool,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SessionList {
+    pub items: Vec<SessionView>,
+}
+
+/// A member's sessions still in force, newest first: yours, or (with `members:manage`)
+/// another member's. Never a secret.
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(SessionsQuery), responses(
+    (status = 200, body = SessionList),
+    (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+))]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    caller: Auth<need::Authenticated>,
+    crate::server::extract::Query(q): crate::server::extract::Query<SessionsQuery>,
+) -> Result<Json<SessionList>> {
+    caller.require_human("reading sessions")?;
+    let member_id = match q.member_id {
+        Some(id) if id != caller.member_id => {
+            crate::ids::parse(crate::ids::IdKind::User, &id)?;
+            caller.require(crate::permissions::Permission::MembersManage)?;
+            state.store.get_member(&caller.workspace, &id).await?;
+            id
+        }
+        _ => caller.member_id.clone(),
+    };
+    let current = match &caller.kind {
+        CallerKind::Human { session_id, .. } => session_id.clone(),
+        CallerKind::Agent { .. } => String::new(),
+    };
+    let items = state
+        .store
+        .list_sessions(&caller.workspace, &member_id)
+        .await?
+        .into_iter()
+        .map(|s| SessionView {
+            current: s.id == current,
+            id: s.id,
+            member_id: s.member_id,
+            client: s.client,
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+        })
+        .collect();
+    Ok(Json(SessionList { items }))
+}
+
+/// Ends one session at once: one of yours (a lost laptop), or with `members:manage`
+/// another member's, as for changing them (the owner's only by the owner; not someone who
+/// holds powers you do not).
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "session id (`ses_…`)")), responses(
+    (status = 204, description = "ended"),
+    (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+))]
+pub async fn end_session(
+    State(state): State<AppState>,
+    caller: Auth<need::Authenticated>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<StatusCode> {
+    caller.require_human("ending sessions")?;
+    crate::ids::parse(crate::ids::IdKind::Session, &id)?;
+    let session = state.store.get_session(&caller.workspace, &id).await?;
+    if session.member_id != caller.member_id {
+        caller.require(crate::permissions::Permission::MembersManage)?;
+        let target = state.store.get_member(&caller.workspace, &session.member_id).await?;
+        super::members::ensure_may_change(&state, &caller, &target).await?;
+    }
+    // Ended already, or expired: 404 from the store, as for any session not in force.
+    state.store.revoke_session(&caller.workspace, &caller.origin(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Ends the caller's session.
 #[utoipa::path(delete, path = "/v1/sessions/current", tag = "sessions", responses(
     (status = 204, description = "signed out"),
