@@ -829,8 +829,11 @@ pub trait Tokens {
     /// Lists tokens, all of them or one owner's.
     async fn list_tokens(&self, ws: &WorkspaceId, owner: Option<&str>) -> Result<Vec<Token>>;
     async fn get_token(&self, ws: &WorkspaceId, id: &str) -> Result<Token>;
-    /// Replaces the secret; the old one stops working when this commits.
-    async fn rotate_token(&self, ws: &WorkspaceId, by: &Origin, id: &str, secret_hash: &str, hint: &str) -> Result<Token>;
+    /// Replaces the secret; the old one stops working when this commits. `seen_hint` is the
+    /// hint of the secret the caller meant to replace: if another rotation replaced it
+    /// first, this one is refused (`token_rotated_concurrently`) rather than handing out a
+    /// secret the first caller's answer had already made the token's.
+    async fn rotate_token(&self, ws: &WorkspaceId, by: &Origin, id: &str, secret_hash: &str, hint: &str, seen_hint: &str) -> Result<Token>;
     async fn revoke_token(&self, ws: &WorkspaceId, by: &Origin, id: &str) -> Result<Token>;
     /// Finds the token a secret's hash belongs to, in whatever workspace.
     async fn lookup_token(&self, secret_hash: &str) -> Result<Option<AuthSubject>>;
@@ -1125,8 +1128,9 @@ impl Tokens for SqlStore {
             .await
     }
 
-    async fn rotate_token(&self, ws: &WorkspaceId, by: &Origin, id: &str, secret_hash: &str, hint: &str) -> Result<Token> {
+    async fn rotate_token(&self, ws: &WorkspaceId, by: &Origin, id: &str, secret_hash: &str, hint: &str, seen_hint: &str) -> Result<Token> {
         let (ws, by, id, secret_hash, hint) = (ws.clone(), by.clone(), id.to_string(), secret_hash.to_string(), hint.to_string());
+        let seen_hint = seen_hint.to_string();
         self.engine
             .write(move |tx| {
                 let w = ws.as_str();
@@ -1142,6 +1146,12 @@ impl Tokens for SqlStore {
                         return Err(Error::conflict("token_expired", "an expired token cannot be rotated; create a new one"));
                     }
                     TokenState::Active => {}
+                }
+                if before.hint != seen_hint {
+                    return Err(Error::conflict(
+                        "token_rotated_concurrently",
+                        "another rotation replaced this token's secret just now: its secret is the one that rotation returned; rotate again only if you must",
+                    ));
                 }
                 tx.execute(
                     "UPDATE tokens SET secret_hash = $3, secret_hint = $4, rotated_at = $5 WHERE workspace_id = $1 AND id = $2",

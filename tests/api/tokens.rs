@@ -252,3 +252,37 @@ async fn only_its_owner_rotates_a_token_even_with_tokens_manage() {
     assert_eq!(rotated[0]["data"]["owner_id"], member_id.as_str());
     admin.delete(&format!("/v1/tokens/{id}")).await.assert_status(200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_rotations_hand_out_no_secret_that_was_never_the_tokens() {
+    let server = TestServer::start().await;
+    let ws = server.workspace("race").await;
+    let (id, _) = Workspace::token(&ws.owner, &["members:read"], &["*"]).await;
+    let path = format!("/v1/tokens/{id}/rotate");
+    let answers = futures_util::future::join_all((0..12).map(|_| ws.owner.post_empty(&path))).await;
+    let rotated: Vec<String> = answers.iter().filter(|r| r.status == 200).map(|r| r.body["token"].as_str().unwrap().to_string()).collect();
+    for r in answers.iter().filter(|r| r.status != 200) {
+        r.assert_error(409, "token_rotated_concurrently");
+    }
+    assert!(!rotated.is_empty());
+    // Each secret handed out replaced the one its caller saw: the chain of rotations is
+    // one line, so exactly one of them (the last) works, and each is on the log.
+    let mut working = Vec::new();
+    for secret in &rotated {
+        if ws.owner.as_token(secret).get("/v1/me").await.status == 200 {
+            working.push(secret.clone());
+        }
+    }
+    assert_eq!(working.len(), 1, "{} rotations answered 200", rotated.len());
+    let events = ws.owner.all_events().await.into_iter().filter(|e| e["event_type"] == "token.rotated").count();
+    assert_eq!(events, rotated.len());
+    // The rule itself, with no race to win: a rotation of a secret already replaced is
+    // refused, and changes nothing.
+    use countersign::store::Tokens;
+    let stale = "csa_gone…";
+    let wsid = countersign::store::WorkspaceId::trusted(ws.id.clone());
+    let by = countersign::store::Origin::system("test");
+    let r = server.state().store.rotate_token(&wsid, &by, &id, "x", "csa_new…", stale).await;
+    assert_eq!(r.unwrap_err().code, "token_rotated_concurrently");
+    ws.owner.as_token(&working[0]).get("/v1/me").await.assert_status(200);
+}

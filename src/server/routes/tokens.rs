@@ -215,7 +215,7 @@ pub async fn rotate_token(
     let secret = secrets::generate(SecretKind::AgentToken);
     let record = state
         .store
-        .rotate_token(&caller.workspace, &caller.origin(), &id, &secrets::storage_hash(&secret), &secrets::hint(&secret))
+        .rotate_token(&caller.workspace, &caller.origin(), &id, &secrets::storage_hash(&secret), &secrets::hint(&secret), &token.hint)
         .await?;
     Ok(Json(TokenWithSecret { token: secret, record }))
 }
