@@ -278,7 +278,6 @@ async fn concurrent_rotations_hand_out_no_secret_that_was_never_the_tokens() {
     assert_eq!(events, rotated.len());
     // The rule itself, with no race to win: a rotation of a secret already replaced is
     // refused, and changes nothing.
-    use countersign::store::Tokens;
     let stale = "csa_gone…";
     let wsid = countersign::store::WorkspaceId::trusted(ws.id.clone());
     let by = countersign::store::Origin::system("test");
