@@ -245,7 +245,7 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
         }
     }
     for (method, path) in
-        [("PUT", "/v1/members"), ("DELETE", "/v1/audit"), ("POST", "/healthz"), ("PATCH", "/v1/tokens"), ("GET", "/v1/sessions")]
+        [("PUT", "/v1/members"), ("DELETE", "/v1/audit"), ("POST", "/healthz"), ("PATCH", "/v1/tokens"), ("PUT", "/v1/sessions")]
     {
         let r = p.ws.owner.send(method.parse().unwrap(), path, Some(b"{}".to_vec()), &[]).await;
         r.assert_error(405, "method_not_allowed");
