@@ -75,6 +75,61 @@ impl Actor {
     }
 }
 
+/// Every event type Countersign writes. Webhook filters are checked against it (a typo
+/// would otherwise be a subscription that never fires); every event written in a debug
+/// build (the test suites) is checked against it too, so a new type cannot be left out.
+/// Reads of the log do not check it: an old log may hold types no longer written.
+pub const EVENT_TYPES: &[&str] = &[
+    "action.blocked",
+    "action.denied",
+    "action.executed",
+    "action.execution_refused",
+    "action.failed",
+    "action.requested",
+    "approval.consumed",
+    "approval.decision_refused",
+    "approval.denied",
+    "approval.expired",
+    "approval.granted",
+    "approval.requested",
+    "approval.withdrawn",
+    "constitution.published",
+    "killswitch.engaged",
+    "killswitch.lifted",
+    "killswitch.unchanged",
+    "member.created",
+    "member.deactivated",
+    "member.password_changed",
+    "member.password_reset",
+    "member.reactivated",
+    "member.role_changed",
+    "role.created",
+    "role.deleted",
+    "role.updated",
+    "session.created",
+    "session.failed",
+    "session.revoked",
+    "settings.updated",
+    "token.created",
+    "token.revoked",
+    "token.rotated",
+    "tool.created",
+    "tool.updated",
+    "webhook.created",
+    "webhook.deleted",
+    "webhook.disabled",
+    "webhook.redelivered",
+    "webhook.secret_rotated",
+    "webhook.updated",
+    "workspace.created",
+    "workspace.ownership_transferred",
+];
+
+/// Whether `family` (`approval`, from `approval.*`) names the start of some event type.
+pub fn is_event_family(family: &str) -> bool {
+    EVENT_TYPES.iter().any(|t| t.strip_prefix(family).is_some_and(|rest| rest.starts_with('.')))
+}
+
 /// What an event says before the store gives it a place in the chain.
 #[derive(Clone, Debug)]
 pub struct EventDraft {
@@ -89,6 +144,7 @@ pub struct EventDraft {
 
 impl EventDraft {
     pub fn new(event_type: &'static str, actor: Actor, via: Via) -> Self {
+        debug_assert!(EVENT_TYPES.contains(&event_type) || cfg!(test), "`{event_type}` is not in audit::EVENT_TYPES: add it there");
         EventDraft {
             event_type,
             actor,
@@ -386,6 +442,23 @@ impl VerifyReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_api_document_lists_every_event_type_and_no_other() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md")).unwrap();
+        let table = &doc[doc.find("| family | types |").expect("the event type table")..];
+        let mut listed: Vec<String> = Vec::new();
+        for row in table.lines().skip(2).take_while(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let family = cells[1].trim_matches('`');
+            listed.extend(cells[2].split(", ").map(|t| format!("{family}.{}", t.trim_matches('`'))));
+        }
+        listed.sort();
+        let mut types: Vec<String> = EVENT_TYPES.iter().map(|t| t.to_string()).collect();
+        types.sort();
+        assert_eq!(listed, types);
+        assert!(is_event_family("approval") && !is_event_family("approv") && !is_event_family("action.requested"));
+    }
 
     fn chain(n: usize) -> Vec<AuditEvent> {
         let mut out: Vec<AuditEvent> = Vec::new();

@@ -34,6 +34,11 @@ pub fn check(field: &str, url: &str, credentials: &str) -> Result<reqwest::Url, 
     if url.len() > MAX_URL_LEN {
         return Err(format!("`{field}` is at most {MAX_URL_LEN} bytes"));
     }
+    // The parser drops tabs and line breaks, so `http://\t/x` would be read as `http:///x`
+    // after the check below has looked at the text: no whitespace or control at all.
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{field}` must not contain spaces, tabs, line breaks or control characters"));
+    }
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{field}` is not a URL: {e}"))?;
     // `http:///x` parses as `http://x/`: a host taken from the path is not the one meant.
     let host_written = url.split_once("://").is_some_and(|(_, rest)| !rest.starts_with('/'));
@@ -70,6 +75,8 @@ mod tests {
             "not a url",
             "http://",
             "http:///x",
+            "http://\t/evil.example",
+            "https://example.com/a b",
             "https://example.com/#frag",
             "file:///etc/passwd",
             "https://example.com/hook?token=abc",

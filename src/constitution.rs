@@ -1092,14 +1092,16 @@ fn canonical_number(n: &serde_json::Number) -> Num {
         return Num::UInt(u);
     }
     let f = n.as_f64().unwrap_or(f64::NAN);
-    // RFC 8785 writes an integral double below 1e21 as integer digits, which read back as
-    // an integer when one holds it. (2^63 and 2^64 are exact doubles: the bounds are exact.)
+    // RFC 8785 writes an integral double below 1e21 as integer digits — the shortest that
+    // read back as the double, so above 2^53 not its exact value (1.152921504606847e18 is
+    // written 1152921504606847000) — which read back as an integer when one holds it.
     if f.fract() == 0.0 && f.abs() < 1e21 {
-        if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
-            return Num::Int(f as i64);
+        let digits = crate::canonical::format_number(f);
+        if let Ok(i) = digits.parse::<i64>() {
+            return Num::Int(i);
         }
-        if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
-            return Num::UInt(f as u64);
+        if let Ok(u) = digits.parse::<u64>() {
+            return Num::UInt(u);
         }
     }
     Num::Double(f)
@@ -1776,6 +1778,10 @@ mod tests {
         assert!(matches_payload("type(payload.x) == double", &json!({"x": 1e20 * 1000.0})));
         assert!(matches_payload("type(payload.x) == uint", &json!({"x": 1.5e19})));
         assert!(matches_payload("type(payload.x) == int", &json!({"x": -0.0})));
+        // Above 2^53, the value its canonical digits say, which is what what-if replays.
+        let big: serde_json::Value = serde_json::from_str(r#"{"x": 1.152921504606847e18}"#).unwrap();
+        assert_eq!(crate::canonical::pin(&big).unwrap().canonical, r#"{"x":1152921504606847000}"#);
+        assert!(matches_payload("payload.x == 1152921504606847000", &big));
     }
 
     #[test]

@@ -59,7 +59,7 @@ permissions! {
     MembersManage => "members:manage", "add members, change roles, deactivate members";
     RolesManage => "roles:manage", "create, change and delete custom roles";
     TokensCreate => "tokens:create", "create, rotate and revoke your own agent tokens";
-    TokensManage => "tokens:manage", "see, rotate and revoke every agent token";
+    TokensManage => "tokens:manage", "see and revoke every agent token (only its owner rotates one)";
     SettingsRead => "settings:read", "see workspace settings";
     SettingsManage => "settings:manage", "change workspace settings, including agent writes";
     WebhooksManage => "webhooks:manage", "create and change webhook subscriptions";

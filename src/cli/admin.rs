@@ -62,11 +62,6 @@ pub enum Command {
         #[arg(long)]
         signing_key_file: Option<PathBuf>,
     },
-    /// Re-seal every connector and webhook secret under a new master key.
-    ///
-    /// Run it with the server stopped. Then make the new key the server's (replace
-    /// master.key, or point --master-key-file or COUNTERSIGN_MASTER_KEY at it) and
-    /// start the server. See docs/OPERATIONS.md.
     /// Set a new password for a member who cannot sign in: forgotten, or locked out by
     /// failed attempts. Ends every session of theirs and forgets the account's failed
     /// sign-ins; audited as `member.password_reset`.
@@ -89,6 +84,11 @@ pub enum Command {
         #[arg(long)]
         workspace: Option<String>,
     },
+    /// Re-seal every connector and webhook secret under a new master key.
+    ///
+    /// Run it with the server stopped (on the embedded store it refuses otherwise). Then
+    /// make the new key the server's (replace master.key, or point --master-key-file or
+    /// COUNTERSIGN_MASTER_KEY at it) and start the server. See docs/OPERATIONS.md.
     RotateMasterKey {
         /// The data directory (its SQLite store, and its master.key as the default old key).
         #[arg(long, env = "COUNTERSIGN_DATA_DIR")]
@@ -378,10 +378,12 @@ fn reset_password(data_dir: &Path, database_url: Option<&str>, email: &str, work
         Ok(a) => a,
         Err(e) => return fail(exit::FAILURE, e.message),
     };
-    let named: Vec<_> =
-        accounts.iter().filter(|a| workspace.is_none_or(|w| a.workspace_name == w || a.workspace_id.as_str() == w)).collect();
+    let named = match workspace {
+        Some(w) => crate::store::accounts_in(accounts, w),
+        None => accounts,
+    };
     let account = match named.as_slice() {
-        [one] => (*one).clone(),
+        [one] => one.clone(),
         [] if workspace.is_some() => return fail(exit::FAILURE, format!("{email} is not a member of that workspace")),
         [] => return fail(exit::FAILURE, format!("no member has the e-mail {email} in this store")),
         several => {

@@ -243,6 +243,12 @@ impl App {
         self.simulate.style_editors(&self.theme);
     }
 
+    /// Whether quitting now would lose something (a running export, an unpublished draft),
+    /// so `q` asks first.
+    pub fn quit_loses_work(&self) -> bool {
+        self.audit.exporting.is_some() || self.simulate.dirty
+    }
+
     /// Quits, unless that would lose an edited, unpublished draft: then asks first.
     fn ask_quit(&mut self) {
         if let Some((path, _)) = &self.audit.exporting {
@@ -286,7 +292,9 @@ impl App {
         if super::ui::too_small_for(self.size) {
             // Nothing on screen but "too small": a key that approved, denied or opened a
             // dialog would act on what nobody can see.
-            if key.code == KeyCode::Char('q') && self.dialog.is_none() && self.input.is_none() {
+            // Its question could not be seen either: with work to lose, `q` waits for a
+            // window it can ask in (the screen says so; ctrl-c still quits at once).
+            if key.code == KeyCode::Char('q') && self.dialog.is_none() && self.input.is_none() && !self.quit_loses_work() {
                 self.ask_quit();
             }
             return;

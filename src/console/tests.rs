@@ -405,6 +405,23 @@ fn too_small_keys_do_nothing_but_quit_and_stopped_switches_still_show() {
     assert!(a.quit);
 }
 
+#[test]
+fn too_small_with_unsaved_work_q_waits_for_a_window_it_can_ask_in() {
+    let mut a = simulate(80, 24);
+    keys(&mut a, "le");
+    a.update(Action::Paste(" ".into()));
+    key(&mut a, KeyCode::Esc);
+    assert!(a.quit_loses_work());
+    a.update(Action::Resize(60, 16));
+    keys(&mut a, "q");
+    // Nothing opened that could not be seen, nothing lost, and the screen says why.
+    assert!(!a.quit && a.dialog.is_none());
+    assert!(render(&a).to_string().contains("q asks before quitting"));
+    a.update(Action::Resize(80, 24));
+    keys(&mut a, "q");
+    assert!(matches!(&a.dialog, Some(super::dialogs::Dialog::Confirm(c)) if c.title.contains("lose your draft")));
+}
+
 fn many_switches() -> KillSwitches {
     let tool = |name: &str, reason: &str| KillSwitch {
         target: name.into(),

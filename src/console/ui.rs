@@ -61,12 +61,19 @@ fn too_small(f: &mut Frame, area: Rect, app: &App) {
     let mut text = vec![
         Line::styled("Terminal too small", app.theme.danger),
         Line::styled(format!("{}×{} — Countersign needs at least {MIN_WIDTH}×{MIN_HEIGHT}.", area.width, area.height), app.theme.base),
-        Line::styled("Enlarge the window; until then only q works: it quits.", app.theme.muted),
+        Line::styled(
+            if app.quit_loses_work() {
+                "Enlarge the window: q asks before quitting (unsaved work); ctrl-c quits now."
+            } else {
+                "Enlarge the window; until then only q works: it quits."
+            },
+            app.theme.muted,
+        ),
     ];
     // Whatever else is hidden, a stopped workspace or tool is not.
     let engaged = app.engaged();
     if !engaged.is_empty() {
-        let names: Vec<String> = engaged.iter().map(|(tool, _)| tool.clone().unwrap_or_else(|| "WORKSPACE".into())).collect();
+        let names: Vec<&str> = engaged.iter().map(|(tool, _)| banner_name(tool)).collect();
         text.insert(0, Line::styled(format!("■ KILL SWITCH ENGAGED: {}", names.join(" · ")), app.theme.banner));
     }
     let [mid] = Layout::vertical([Constraint::Length(text.len() as u16 + 2)]).flex(ratatui::layout::Flex::Center).areas(area);
@@ -98,6 +105,11 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(line), area);
 }
 
+/// How a banner names an engaged switch: its tool, or the whole workspace in capitals.
+fn banner_name(tool: &Option<String>) -> &str {
+    tool.as_deref().unwrap_or("WORKSPACE")
+}
+
 /// Unmissable lines: engaged kill switches, and a lost connection.
 pub fn banner_lines(app: &App) -> Vec<Line<'static>> {
     let t = &app.theme;
@@ -107,8 +119,8 @@ pub fn banner_lines(app: &App) -> Vec<Line<'static>> {
         let what: Vec<String> = engaged
             .iter()
             .map(|(tool, reason)| {
-                let name = tool.clone().unwrap_or_else(|| "WORKSPACE".into());
-                if reason.is_empty() { name } else { format!("{name} ({reason})") }
+                let name = banner_name(tool);
+                if reason.is_empty() { name.to_string() } else { format!("{name} ({reason})") }
             })
             .collect();
         let width = app.size.0 as usize;
@@ -118,7 +130,7 @@ pub fn banner_lines(app: &App) -> Vec<Line<'static>> {
         } else {
             // Every engaged switch by name, on as many lines as that takes (reasons are on
             // the Switches screen): a switch left off this line is one nobody knows is on.
-            let names: Vec<String> = engaged.iter().map(|(tool, _)| tool.clone().unwrap_or_else(|| "WORKSPACE".into())).collect();
+            let names: Vec<&str> = engaged.iter().map(|(tool, _)| banner_name(tool)).collect();
             let text = format!("■ KILL SWITCHES ENGAGED ({}): {} — reasons on 5 Switches", names.len(), names.join(" · "));
             for line in super::widgets::wrap(&text, width.saturating_sub(2), MAX_BANNER_LINES) {
                 out.push(Line::styled(super::widgets::pad(&format!(" {line}"), width), t.banner));

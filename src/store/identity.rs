@@ -180,6 +180,20 @@ pub struct SignInAccount {
     pub active: bool,
 }
 
+/// The accounts a person's `workspace` (a name or an id) names: by id or name as written,
+/// else by the same name in another case when that names exactly one (`Acme` for `acme`)
+/// — a right password is not failed over a capital letter. Sign-in and `admin
+/// reset-password` name workspaces by this one rule.
+pub fn accounts_in(accounts: Vec<SignInAccount>, workspace: &str) -> Vec<SignInAccount> {
+    let (exact, others): (Vec<_>, Vec<_>) =
+        accounts.into_iter().partition(|a| a.workspace_name == workspace || a.workspace_id.as_str() == workspace);
+    if !exact.is_empty() {
+        return exact;
+    }
+    let folded: Vec<_> = others.into_iter().filter(|a| a.workspace_name.to_lowercase() == workspace.to_lowercase()).collect();
+    if folded.len() == 1 { folded } else { Vec::new() }
+}
+
 #[async_trait]
 pub trait Members {
     async fn list_members(&self, ws: &WorkspaceId) -> Result<Vec<Member>>;

@@ -124,7 +124,9 @@ async fn fill(server: &TestServer, workspace_id: &str, n: usize) {
                 // PostgreSQL).
                 countersign::store::db::Conn::set_workspace(tx, &ws)?;
                 for i in 0..batch {
-                    let draft = EventDraft::new("test.filler", Actor::system("test"), Via::System)
+                    // A real type (every event written is one) that this workspace never
+                    // writes otherwise, so a filter on it finds exactly these.
+                    let draft = EventDraft::new("webhook.redelivered", Actor::system("test"), Via::System)
                         .resource(format!("res_{i}"))
                         .data(json!({"i": i, "note": "filler, with a comma"}));
                     tx.append(&ws, draft)?;
@@ -782,7 +784,7 @@ async fn a_long_log_streams_out_whole() {
     assert_eq!(parse_csv(&csv.text).len() as i64, total + 1, "every event and the header");
 
     // Events appended while an export runs are not in it: it covers the head it started at.
-    let r = ws.owner.get("/v1/audit/export?types=test.filler").await;
+    let r = ws.owner.get("/v1/audit/export?types=webhook.redelivered").await;
     assert_eq!(lines(&r.text).len(), 20_000);
     assert_eq!(head_seq(&r), total);
 }

@@ -273,6 +273,8 @@ async fn a_member_sees_and_ends_their_own_sessions_and_an_admin_a_members() {
     let owner_session =
         admin.get(&format!("/v1/sessions?member_id={}", ws.owner_id)).await.body["items"][0]["id"].as_str().unwrap().to_string();
     admin.delete(&format!("/v1/sessions/{owner_session}")).await.assert_error(403, "owner_protected");
+    // Without members:manage, another's session is as good as absent.
+    member.delete(&format!("/v1/sessions/{owner_session}")).await.assert_error(404, "not_found");
     assert_eq!(admin.delete(&format!("/v1/sessions/{their_id}")).await.status, 204);
     member.get("/v1/me").await.assert_error(401, "session_revoked");
     admin.delete("/v1/sessions/ses_not-an-id").await.assert_error(400, "invalid_id");

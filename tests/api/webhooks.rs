@@ -279,6 +279,10 @@ async fn subscriptions_are_validated_and_the_secret_is_shown_once() {
         (json!({"url": "https://example.com/", "event_types": ["Approval.*"]}), "invalid_event_types"),
         (json!({"url": "https://example.com/", "event_types": ["approval.*.x"]}), "invalid_event_types"),
         (json!({"url": "https://example.com/", "event_types": ["approval..requested"]}), "invalid_event_types"),
+        // Well formed, but no event is ever of these: a subscription that would never fire.
+        (json!({"url": "https://example.com/", "event_types": ["approval.requsted"]}), "invalid_event_types"),
+        (json!({"url": "https://example.com/", "event_types": ["action"]}), "invalid_event_types"),
+        (json!({"url": "https://example.com/", "event_types": ["actions.*"]}), "invalid_event_types"),
         (json!({"url": "https://example.com/", "event_types": ["*"], "description": "a\u{7}b"}), "invalid_description"),
         (json!({"url": "https://example.com/", "event_types": ["*"], "secret": "whsec_mine"}), "invalid_field"),
         (json!({"url": "https://example.com/"}), "invalid_field"),

@@ -170,8 +170,6 @@ impl Dialog {
     }
 }
 
-/// A centred box `width` × `height` (clipped to the screen), cleared, with a border and
-/// a title; returns the inside.
 /// A box of `width` as tall as `text` once wrapped inside it (and its borders), so the
 /// last line — the keys that answer it — is never pushed out of sight; the text drawn in it.
 pub fn text_box(f: &mut Frame, area: Rect, width: u16, text: Vec<Line<'static>>, title: &str, theme: &Theme, danger: bool) {
@@ -182,6 +180,8 @@ pub fn text_box(f: &mut Frame, area: Rect, width: u16, text: Vec<Line<'static>>,
     f.render_widget(paragraph, inner);
 }
 
+/// A centred box `width` × `height` (clipped to the screen), cleared, with a border and
+/// a title; returns the inside.
 pub fn frame_box(f: &mut Frame, area: Rect, width: u16, height: u16, title: &str, theme: &Theme, danger: bool) -> Rect {
     let [row] = Layout::vertical([Constraint::Length(height.min(area.height))]).flex(Flex::Center).areas(area);
     let [rect] = Layout::horizontal([Constraint::Length(width.min(area.width))]).flex(Flex::Center).areas(row);

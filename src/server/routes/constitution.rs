@@ -182,8 +182,8 @@ pub struct Published {
 #[utoipa::path(post, path = "/v1/constitution/versions", tag = "constitution", request_body = PublishConstitution, responses(
     (status = 201, description = "published", body = Published),
     (status = 403, body = ErrorBody),
-    (status = 409, description = "constitution_changed: another version was published since base_version", body = ErrorBody),
-    (status = 422, description = "invalid_constitution (with `errors`), too_many_rules", body = ErrorBody),
+    (status = 409, description = "constitution_changed: another version was published since base_version; constitution_unchanged: these are the rules in force", body = ErrorBody),
+    (status = 422, description = "invalid_constitution (with `errors`), too_many_rules, invalid_base_version", body = ErrorBody),
 ))]
 pub async fn publish(
     State(state): State<AppState>,
@@ -264,6 +264,11 @@ pub async fn draft_from_action(
             "permission_denied",
             "drafting a rule from another member's action needs the `actions:read` permission",
         ));
+    }
+    // A drafted rule quotes the payload (recipients' domains, amounts): a token drafts only
+    // from the tools it covers, as it reads only their actions.
+    if !caller.covers_tool(&action.tool) {
+        return Err(Error::forbidden("tool_not_in_scope", "this action's tool is outside this token's tools"));
     }
     let people = state.store.people(&caller.workspace).await?;
     let current = state.store.current_constitution(&caller.workspace).await?;

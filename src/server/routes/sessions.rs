@@ -81,15 +81,7 @@ pub async fn sign_in(
 
     let mut accounts = state.store.find_accounts(&email).await?;
     if let Some(w) = &req.workspace {
-        // By name as written, else by the same name in another case when that names one
-        // (`Acme` for `acme`): a right password is not failed over a capital letter.
-        let exact: Vec<_> = accounts.iter().filter(|a| a.workspace_name == *w || a.workspace_id.as_str() == w).cloned().collect();
-        accounts = if exact.is_empty() {
-            let folded: Vec<_> = accounts.iter().filter(|a| a.workspace_name.to_lowercase() == w.to_lowercase()).cloned().collect();
-            if folded.len() == 1 { folded } else { Vec::new() }
-        } else {
-            exact
-        };
+        accounts = crate::store::accounts_in(accounts, w);
     }
     // Check the password against every candidate (or a decoy when there are none), so an
     // unknown e-mail takes as long as a wrong password.
@@ -427,13 +419,19 @@ pub async fn end_session(
 ) -> Result<StatusCode> {
     caller.require_human("ending sessions")?;
     crate::ids::parse(crate::ids::IdKind::Session, &id)?;
+    let manages = caller.can(crate::permissions::Permission::MembersManage);
     let session = state.store.get_session(&caller.workspace, &id).await?;
+    // Without members:manage, another member's session is as good as absent: the answer
+    // says nothing of which session ids exist.
+    let expired = parse_ts(&session.expires_at).is_none_or(|t| t <= state.clock.now());
+    if expired || (session.member_id != caller.member_id && !manages) {
+        return Err(Error::not_found("session", &id));
+    }
     if session.member_id != caller.member_id {
-        caller.require(crate::permissions::Permission::MembersManage)?;
         let target = state.store.get_member(&caller.workspace, &session.member_id).await?;
         super::members::ensure_may_change(&state, &caller, &target).await?;
     }
-    // Ended already, or expired: 404 from the store, as for any session not in force.
+    // Ended already: 404 from the store, as for any session not in force.
     state.store.revoke_session(&caller.workspace, &caller.origin(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

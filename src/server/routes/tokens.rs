@@ -205,13 +205,17 @@ pub async fn rotate_token(
     Path(id): Path<String>,
 ) -> Result<Json<TokenWithSecret>> {
     caller.require_human("rotating agent tokens")?;
-    let token = manageable(&state, &caller, &id, "rotating").await?;
+    ids::parse(IdKind::Token, &id)?;
+    // Whose it is comes first: no permission lets anyone else rotate it, so saying one is
+    // missing would mislead.
+    let token = state.store.get_token(&caller.workspace, &id).await?;
     if token.owner_id != caller.member_id {
         return Err(Error::forbidden(
             "not_token_owner",
             "only the member who owns a token can rotate it: its new secret acts as them; to stop it, revoke it (DELETE /v1/tokens/{id}) and its owner can create another",
         ));
     }
+    caller.require(Permission::TokensCreate)?;
     let secret = secrets::generate(SecretKind::AgentToken);
     let record = state
         .store

@@ -147,6 +147,19 @@ fn check_event_types(types: &[String]) -> Result<Vec<String>> {
             ),
         ));
     }
+    // Well formed, but naming no event this server writes: a subscription that would
+    // never fire.
+    let unknown = |t: &String| match t.strip_suffix(".*") {
+        _ if t == "*" => false,
+        Some(family) => !crate::audit::is_event_family(family),
+        None => !crate::audit::EVENT_TYPES.contains(&t.as_str()),
+    };
+    if let Some(bad) = types.iter().find(|t| unknown(t)) {
+        return Err(Error::unprocessable(
+            "invalid_event_types",
+            format!("`{bad}` names no event Countersign writes (docs/API.md lists them); a family is written like `approval.*`"),
+        ));
+    }
     let mut out = types.to_vec();
     out.sort();
     out.dedup();
