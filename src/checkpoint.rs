@@ -117,6 +117,9 @@ impl Checkpoint {
 pub enum CheckpointError {
     #[error("the checkpoint is malformed: {0}")]
     Malformed(String),
+    /// A public key (given on its own, or inside a checkpoint) that is not one.
+    #[error("not an Ed25519 public key: {0}")]
+    BadKey(&'static str),
     #[error("the signature does not verify: the checkpoint was altered after it was signed, or was never signed by this key")]
     BadSignature,
     #[error("the checkpoint was signed by key {found}, not by the trusted key {expected}")]
@@ -133,9 +136,9 @@ pub struct PublicKey {
 impl PublicKey {
     /// Parses a raw 32-byte public key written as standard base64.
     pub fn from_base64(text: &str) -> Result<PublicKey, CheckpointError> {
-        let bytes = B64.decode(text.trim()).map_err(|_| CheckpointError::Malformed("public_key is not base64".into()))?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| CheckpointError::Malformed("public_key is not 32 bytes".into()))?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| CheckpointError::Malformed("public_key is not an Ed25519 key".into()))?;
+        let bytes = B64.decode(text.trim()).map_err(|_| CheckpointError::BadKey("it is not base64"))?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| CheckpointError::BadKey("it is not 32 bytes"))?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| CheckpointError::BadKey("it is not a point on the curve"))?;
         Ok(PublicKey { key, key_id: key_id(&bytes) })
     }
 

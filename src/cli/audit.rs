@@ -498,6 +498,12 @@ impl Output {
 }
 
 fn export(a: ExportArgs) -> u8 {
+    // Checked here, by the rule the server checks them by, whichever exports: bad input is
+    // exit 2 either way.
+    let range = match AuditRange::parse(a.since.as_deref(), a.until.as_deref(), a.types.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return fail(exit::USAGE, e.message),
+    };
     let outcome = if let Some(server) = &a.server {
         match &a.token {
             Some(token) => export_server(&a, server, token),
@@ -505,10 +511,6 @@ fn export(a: ExportArgs) -> u8 {
         }
     } else if a.data_dir.is_some() || a.database_url.is_some() {
         let Some(ws) = &a.workspace else { return fail(exit::USAGE, "--data-dir or --database-url needs --workspace (a name or id)") };
-        let range = match AuditRange::parse(a.since.as_deref(), a.until.as_deref(), a.types.as_deref()) {
-            Ok(r) => r,
-            Err(e) => return fail(exit::USAGE, e.message),
-        };
         export_store(&a, ws, range)
     } else {
         return fail(exit::USAGE, "give --data-dir or --database-url (with --workspace), or --server (with --token)");

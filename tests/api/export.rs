@@ -304,8 +304,10 @@ async fn a_tampered_checkpoint_or_a_foreign_key_is_refused() {
     // Not a checkpoint at all: bad input.
     let junk = write(tmp.path(), "junk.json", "{\"seq\": 1}");
     assert_eq!(verify_file(&log, Some(&junk), &[]).0, 2);
-    let (code, _) = verify_file(&log, Some(&good), &["--public-key", "not base64!"]);
+    let (code, out) = verify_file(&log, Some(&good), &["--public-key", "not base64!"]);
     assert_eq!(code, 2);
+    // The key is what is wrong, not the checkpoint.
+    assert!(out.contains("--public-key: not an Ed25519 public key: it is not base64") && !out.contains("checkpoint is malformed"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -834,6 +836,11 @@ async fn the_cli_exports_over_http_and_from_a_data_directory() {
     assert!(!denied.exists());
     let (code, _, err) = cli(&["audit", "export", "--server", &server.base]);
     assert_eq!(code, 2, "{err}");
+    // A bad filter is bad input whichever way the export goes: exit 2, nothing written.
+    let (code, _, err) =
+        cli(&["audit", "export", "--server", &server.base, "--token", &token, "--types", "Member.*", "--output", denied.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!denied.exists());
 
     let whole = tmp.path().join("whole.jsonl");
     let (code, o, e) = cli(&["audit", "export", "--server", &server.base, "--token", &token, "--output", whole.to_str().unwrap()]);
