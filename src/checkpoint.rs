@@ -91,7 +91,8 @@ impl Checkpoint {
         if self.seq < 0 {
             return Err(CheckpointError::Malformed("seq is negative".into()));
         }
-        let carried = PublicKey::from_base64(&self.public_key)?;
+        // The key a checkpoint carries is part of it: a bad one is a malformed checkpoint.
+        let carried = PublicKey::from_base64(&self.public_key).map_err(|e| CheckpointError::Malformed(format!("public_key: {e}")))?;
         if carried.key_id != self.key_id {
             return Err(CheckpointError::Malformed(format!(
                 "key_id `{}` is not the id of the public key it carries (that would be `{}`)",
