@@ -549,6 +549,18 @@ fn an_events_labels_never_run_into_their_values() {
 }
 
 #[test]
+fn the_queue_names_agents_for_roles_that_cannot_list_tokens() {
+    let mut a = app(80, 24);
+    a.names.clear();
+    a.update(Action::Net(NetMsg::Approvals(Ok(approvals()))));
+    assert_eq!(a.names.get("tok_billing").map(String::as_str), Some("agent billing-agent"));
+    assert_eq!(a.names.get("usr_dev").map(String::as_str), Some("dev@acme.test"));
+    keys(&mut a, "2");
+    let text = render(&a).to_string();
+    assert!(text.contains("agent billing-agent") && !text.contains("agent:tok_billing"), "{text}");
+}
+
+#[test]
 fn an_open_event_stays_put_while_the_tail_follows() {
     let mut a = app(80, 24);
     keys(&mut a, "2");

@@ -163,6 +163,17 @@ pub fn on_list(app: &mut App, r: Result<Vec<Approval>, ClientError>) {
     app.approvals.inflight = false;
     match r {
         Ok(items) => {
+            // The queue names the agents and people it shows: whoever cannot list tokens or
+            // members (an approver) still reads `agent billing-agent` in the audit tail,
+            // not a token id. What the Access lists say, when loaded, is kept.
+            for a in &items {
+                if let (Some(id), Some(name)) = (&a.agent_token_id, &a.agent_name) {
+                    app.names.entry(id.clone()).or_insert_with(|| format!("agent {name}"));
+                }
+                if let Some(email) = &a.requester_email {
+                    app.names.entry(a.requester_id.clone()).or_insert_with(|| email.clone());
+                }
+            }
             // A decision half-made on an approval that is no longer pending: close it
             // rather than let a `y` meet a refusal.
             if let Some(id) = deciding(app)
