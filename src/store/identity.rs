@@ -227,6 +227,8 @@ pub struct PasswordChange {
     pub event: &'static str,
 }
 
+const SESSION_COLS: &str = "id, member_id, client, created_at, expires_at";
+
 fn session_from_row(r: &Row) -> Result<Session, DbError> {
     Ok(Session { id: r.text(0)?, member_id: r.text(1)?, client: r.text(2)?, created_at: r.text(3)?, expires_at: r.text(4)? })
 }
@@ -353,11 +355,8 @@ impl Members for SqlStore {
                 tx.set_workspace(w)?;
                 tx.workspace_config_changed(w)?;
                 let now = tx.now_ts();
-                let Some(row) = tx.query_opt("SELECT email, status FROM members WHERE workspace_id = $1 AND id = $2", params![w, &change.member_id])?
-                else {
-                    return Err(Error::not_found("member", &change.member_id));
-                };
-                if row.text(1)? != "active" {
+                let (member, _) = read_member_tx(tx, w, &change.member_id)?;
+                if member.status != MemberStatus::Active {
                     return Err(Error::conflict("member_not_active", "this member is deactivated: reactivate them before setting a password"));
                 }
                 tx.execute(
@@ -368,7 +367,7 @@ impl Members for SqlStore {
                     "UPDATE sessions SET revoked_at = $3 WHERE workspace_id = $1 AND member_id = $2 AND revoked_at IS NULL AND ($4 IS NULL OR id <> $4)",
                     params![w, &change.member_id, &now, change.keep_session.clone()],
                 )?;
-                tx.execute("DELETE FROM auth_failures WHERE key = $1", params![format!("account:{}", row.text(0)?)])?;
+                tx.execute("DELETE FROM auth_failures WHERE key = $1", params![account_key(&member.email)])?;
                 tx.append(
                     w,
                     EventDraft::new(change.event, by.actor.clone(), by.via)
@@ -801,6 +800,16 @@ pub struct NewToken {
     pub expires_at: Option<String>,
 }
 
+/// The rate-limit key of an account's failed sign-ins (`email` normalised).
+pub fn account_key(email: &str) -> String {
+    format!("account:{email}")
+}
+
+/// The rate-limit key of a client address's failed sign-ins.
+pub fn address_key(address: &str) -> String {
+    format!("address:{address}")
+}
+
 /// A failed sign-in (or wrong current password), to count and audit.
 #[derive(Clone, Debug)]
 pub struct SignInFailure {
@@ -970,8 +979,10 @@ impl Sessions for SqlStore {
             .read(move |conn| {
                 conn.set_workspace(ws.as_str())?;
                 let rows = conn.query(
-                    "SELECT id, member_id, client, created_at, expires_at FROM sessions \
-                     WHERE workspace_id = $1 AND member_id = $2 AND revoked_at IS NULL AND expires_at > $3 ORDER BY id DESC",
+                    &format!(
+                        "SELECT {SESSION_COLS} FROM sessions \
+                         WHERE workspace_id = $1 AND member_id = $2 AND revoked_at IS NULL AND expires_at > $3 ORDER BY id DESC"
+                    ),
                     params![ws.as_str(), &member_id, &now],
                 )?;
                 Ok(rows.iter().map(session_from_row).collect::<Result<_, _>>()?)
@@ -986,7 +997,7 @@ impl Sessions for SqlStore {
                 conn.set_workspace(ws.as_str())?;
                 let row = conn
                     .query_opt(
-                        "SELECT id, member_id, client, created_at, expires_at FROM sessions WHERE workspace_id = $1 AND id = $2",
+                        &format!("SELECT {SESSION_COLS} FROM sessions WHERE workspace_id = $1 AND id = $2"),
                         params![ws.as_str(), &id],
                     )?
                     .ok_or_else(|| Error::not_found("session", &id))?;

@@ -43,7 +43,7 @@ pub use exports::{DataExports, MAX_EXPORT_PAGE};
 pub use gate::{GateContext, KillSwitchStore, SwitchTarget, ToolDef, Tools};
 pub use identity::{
     AuthCredential, AuthSubject, MemberChange, Members, NewMember, NewSession, NewToken, PasswordChange, RoleChange, Roles, Sessions,
-    SettingsChange, SignInAccount, SignInFailure, Tokens, Workspaces, accounts_in,
+    SettingsChange, SignInAccount, SignInFailure, Tokens, Workspaces, account_key, accounts_in, address_key,
 };
 pub use webhooks::{AttemptResult, ClaimedDelivery, DeliveryJob, MAX_DELIVERY_PAGE, MAX_WEBHOOKS, NewWebhook, WebhookChange, Webhooks};
 

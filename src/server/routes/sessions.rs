@@ -74,8 +74,7 @@ pub async fn sign_in(
     // Failures are recorded as coming through what the client said it was, as its session would be.
     let via = if client == "console" { crate::audit::Via::Console } else { crate::audit::Via::Api };
     let address = peer.ip().to_string();
-    let account_key = format!("account:{email}");
-    let address_key = format!("address:{address}");
+    let (account_key, address_key) = (crate::store::account_key(&email), crate::store::address_key(&address));
     // Held until this attempt's outcome is on record (dropped at return).
     let _attempt = check_rate_limit(&state, &account_key, &address_key).await?;
 
@@ -298,7 +297,7 @@ pub async fn change_password(
         return Err(Error::unprocessable("password_unchanged", "the new password is the current one: choose another"));
     }
     let email = names::normalize_email(&caller.member_email);
-    let (account_key, address_key) = (format!("account:{email}"), format!("address:{}", peer.ip()));
+    let (account_key, address_key) = (crate::store::account_key(&email), crate::store::address_key(&peer.ip().to_string()));
     let _attempt = check_rate_limit(&state, &account_key, &address_key).await?;
     let account = state
         .store
@@ -383,17 +382,14 @@ pub async fn list_sessions(
         }
         _ => caller.member_id.clone(),
     };
-    let current = match &caller.kind {
-        CallerKind::Human { session_id, .. } => session_id.clone(),
-        CallerKind::Agent { .. } => String::new(),
-    };
+    let CallerKind::Human { session_id: current, .. } = &caller.kind else { unreachable!("checked by require_human") };
     let items = state
         .store
         .list_sessions(&caller.workspace, &member_id)
         .await?
         .into_iter()
         .map(|s| SessionView {
-            current: s.id == current,
+            current: s.id == *current,
             id: s.id,
             member_id: s.member_id,
             client: s.client,

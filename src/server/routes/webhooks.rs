@@ -149,10 +149,12 @@ fn check_event_types(types: &[String]) -> Result<Vec<String>> {
     }
     // Well formed, but naming no event this server writes: a subscription that would
     // never fire.
-    let unknown = |t: &String| match t.strip_suffix(".*") {
-        _ if t == "*" => false,
-        Some(family) => !crate::audit::is_event_family(family),
-        None => !crate::audit::EVENT_TYPES.contains(&t.as_str()),
+    let unknown = |t: &String| {
+        t != "*"
+            && match t.strip_suffix(".*") {
+                Some(family) => !crate::audit::is_event_family(family),
+                None => !crate::audit::EVENT_TYPES.contains(&t.as_str()),
+            }
     };
     if let Some(bad) = types.iter().find(|t| unknown(t)) {
         return Err(Error::unprocessable(
