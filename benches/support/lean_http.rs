@@ -25,26 +25,10 @@ impl Raw {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         self.stream.write_all(req).await?;
         self.buf.clear();
-        let head_end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
+        loop {
+            if let Some((status, body)) = response(&self.buf) {
+                return Ok((status, &self.buf[body]));
             }
-            let mut chunk = [0u8; 8192];
-            let n = self.stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = std::str::from_utf8(&self.buf[..head_end]).unwrap_or_default();
-        let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().parse().unwrap_or(0))
-            })
-            .unwrap_or(0);
-        while self.buf.len() < head_end + len {
             let mut chunk = [0u8; 8192];
             let n = self.stream.read(&mut chunk).await?;
             if n == 0 {
@@ -52,8 +36,54 @@ impl Raw {
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
-        Ok((status, &self.buf[head_end..head_end + len]))
     }
+}
+
+/// The same client on a blocking socket, for a load generator paced by plain threads.
+pub struct BlockingRaw {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl BlockingRaw {
+    pub fn connect(addr: &str) -> BlockingRaw {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        BlockingRaw { stream, buf: Vec::with_capacity(16 * 1024) }
+    }
+
+    /// Sends one request; returns the status and the body.
+    pub fn send(&mut self, req: &[u8]) -> std::io::Result<(u16, &[u8])> {
+        use std::io::{Read, Write};
+        self.stream.write_all(req)?;
+        self.buf.clear();
+        loop {
+            if let Some((status, body)) = response(&self.buf) {
+                return Ok((status, &self.buf[body]));
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// The status and where the body lies, once `buf` holds a whole response (read by
+/// Content-Length).
+fn response(buf: &[u8]) -> Option<(u16, std::ops::Range<usize>)> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..head_end]).unwrap_or_default();
+    let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    (buf.len() >= head_end + len).then_some((status, head_end..head_end + len))
 }
 
 /// Builds a request's bytes.
