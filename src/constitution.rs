@@ -601,6 +601,20 @@ struct Frame {
     accu: String,
 }
 
+/// The timestamp methods that take a time zone as their one argument.
+const TIME_ZONE_METHODS: [&str; 10] = [
+    "getFullYear",
+    "getMonth",
+    "getDayOfYear",
+    "getDayOfMonth",
+    "getDate",
+    "getDayOfWeek",
+    "getHours",
+    "getMinutes",
+    "getSeconds",
+    "getMilliseconds",
+];
+
 /// The publish-time walk: names, functions, cost. One pass, collecting every problem.
 struct Check<'s> {
     env: &'s Arc<Env>,
@@ -804,6 +818,12 @@ impl<'s> Check<'s> {
         if name == "matches" {
             self.check_pattern(call);
         }
+        if TIME_ZONE_METHODS.contains(&name)
+            && call.target.is_some()
+            && let [zone] = call.args.as_slice()
+        {
+            self.check_time_zone(name, zone);
+        }
         let sum = weights.iter().fold(0u32, |a, w| a.saturating_add(*w));
         let max = weights.iter().copied().max().unwrap_or(0);
         let result = match name {
@@ -848,6 +868,32 @@ impl<'s> Check<'s> {
                         .into(),
                 );
             }
+        }
+    }
+
+    /// A literal time zone (`now.getHours('Europe/Paris')`) is tried here, by the same
+    /// function that reads it at run time: one that does not exist would otherwise fail
+    /// every action the rule sees, closed, until someone notices.
+    fn check_time_zone(&mut self, method: &str, zone: &IdedExpr) {
+        let Expr::Literal(LiteralValue::String(text)) = &zone.expr else { return };
+        let Ok((probe, _)) = self.env.parser().parse_with_source_info(&format!("now.{method}(zone)")) else { return };
+        let mut ctx = Context::with_env(Arc::clone(self.env));
+        ctx.add_variable_as_val("now", Box::new(CelTimestamp::from(chrono::DateTime::UNIX_EPOCH.fixed_offset())));
+        ctx.add_variable_as_val("zone", Box::new(CelString::from(text.inner())));
+        if let Err(err) = Value::resolve_val(&probe, &ctx) {
+            let at = self.at(zone);
+            let why = err.to_string();
+            // "Error executing function 'timezone': unknown time zone …": the part after.
+            let why = why.split_once("': ").map_or(why.as_str(), |(_, reason)| reason);
+            self.problem(
+                "invalid_time_zone",
+                at,
+                format!(
+                    "`{method}` cannot read the time zone `{}` ({}): give an IANA name such as `Europe/Paris`, or an offset such as `+02:00`",
+                    truncate(text.inner(), 64),
+                    truncate(why, 120)
+                ),
+            );
         }
     }
 
@@ -2031,6 +2077,32 @@ mod tests {
         let e = error_of("tool.matches('[a-')");
         assert_eq!((e.code, e.line, e.column), ("syntax_error", Some(1), Some(14)));
         assert!(e.message.contains("invalid regular expression"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_time_zone_that_does_not_exist_is_refused_at_publish() {
+        let e = error_of("now.getHours('Mars/Olympus') < 9");
+        assert_eq!((e.code, e.line, e.column), ("invalid_time_zone", Some(1), Some(14)));
+        assert!(
+            e.message.contains("`getHours` cannot read the time zone `Mars/Olympus` (unknown time zone Mars/Olympus)"),
+            "{}",
+            e.message
+        );
+        let e = error_of("tool == 'x' &&\n  now.getDayOfWeek('+25:00') == 0");
+        assert_eq!((e.code, e.line, e.column), ("invalid_time_zone", Some(2), Some(20)));
+        assert!(e.message.contains("out of range"), "{}", e.message);
+        // Names and offsets that exist publish; a zone read from the payload is the
+        // action's to get right, and fails closed for that action alone.
+        for when in [
+            "now.getHours('Europe/Paris') < 9",
+            "now.getHours('-05:30') < 9",
+            "now.getHours('') < 9",
+            "now.getHours() < 9",
+            "now.getHours(payload.zone) < 9",
+        ] {
+            let c = compile(&[rule("hours", when, Effect::Deny)], None);
+            assert!(c.is_ok(), "{when}: {:?}", c.err());
+        }
     }
 
     #[test]

@@ -206,6 +206,7 @@ async fn publish_refuses_every_broken_rule_with_its_position_and_publishes_nothi
             rule("number", "payload.amount + 1", "deny"),
             rule("fine", "true", "allow"),
             rule("Bad Id", "true", "allow"),
+            rule("night", "now.getHours('Mars/Olympus') < 6", "deny"),
         ]),
     )
     .await;
@@ -237,6 +238,7 @@ async fn publish_refuses_every_broken_rule_with_its_position_and_publishes_nothi
             row("number", 3, "not_boolean", json!(1), json!(16)),
             row("fine", 4, "duplicate_rule_id", json!(null), json!(null)),
             row("Bad Id", 5, "invalid_rule_id", json!(null), json!(null)),
+            row("night", 6, "invalid_time_zone", json!(1), json!(14)),
         ],
         "{}",
         r.text
