@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use ratatui::style::Color;
 use serde_json::json;
 
 use super::action::{Action, NetMsg, StreamMsg};
@@ -1066,6 +1067,35 @@ fn no_color_still_marks_selection_diffs_and_banners() {
     let list = styled(&render(&a));
     insta::assert_snapshot!("theme_no_color_queue_80x24", list);
     assert!(list.lines().any(|l| l.contains("REVERSED") && l.contains("milestones.update")), "the selected row is reverse video:\n{list}");
+}
+
+/// In 16 colours a red or green word on the cyan selection hardly reads: the row under the
+/// cursor takes the selection's colours whole, whatever its cells are coloured elsewhere.
+#[test]
+fn the_selected_row_reads_in_the_selections_colours_over_its_cells_colours() {
+    let mut a = app(80, 24);
+    a.theme = Theme::built_in("ansi16").unwrap();
+    a.update(Action::Net(NetMsg::Switches(Ok(switches(true)))));
+    while a.approvals.current().unwrap().tool != "email.send" {
+        keys(&mut a, "j");
+    }
+    let selected_row = |a: &App, needle: &str| {
+        let b = render(a);
+        let y =
+            screen_rows(&b).iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no row with {needle}:\n{}", b.to_string()));
+        let buf = b.buffer();
+        (0..buf.area.width).map(|x| (buf[(x, y as u16)].fg, buf[(x, y as u16)].bg)).collect::<Vec<_>>()
+    };
+    // The stopped tool's mark is red in the queue, but not on the selected row.
+    let row = selected_row(&a, "■ email.send");
+    assert!(row.iter().all(|&c| c == (Color::Black, Color::Cyan)), "{row:?}");
+    // The engaged switch's state is red in the list, but not on the selected row.
+    keys(&mut a, "5");
+    while !a.switches.rows()[a.switches.cursor].1.engaged {
+        keys(&mut a, "j");
+    }
+    let row = selected_row(&a, "ENGAGED  bad template");
+    assert!(row.iter().all(|&c| c == (Color::Black, Color::Cyan)), "{row:?}");
 }
 
 #[test]

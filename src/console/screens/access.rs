@@ -511,28 +511,24 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let cursor = a.cursor();
     let start = super::window_start(cursor, a.len(), height);
     let wide = inner.width >= 110;
-    let sel = |i: usize, row: Row<'static>| if i == cursor { row.style(t.selection) } else { row.style(t.base) };
     let (header, rows, widths): (Vec<&str>, Vec<Row>, Vec<Constraint>) = match a.tab {
         Tab::Members => (
             vec!["E-MAIL", "NAME", "ROLE", "STATUS", "SINCE"],
             a.members
                 .iter()
-                .enumerate()
                 .skip(start)
                 .take(height)
-                .map(|(i, m)| {
+                .map(|m| {
                     let status =
                         if m.status == MemberStatus::Active { Span::styled("active", t.ok) } else { Span::styled("deactivated", t.warn) };
-                    sel(
-                        i,
-                        Row::new(vec![
-                            Cell::from(clip(&m.email, 30)),
-                            Cell::from(clip(&m.name, 16)),
-                            Cell::from(m.role.clone()),
-                            Cell::from(status),
-                            Cell::from(ago(app.now, &m.created_at)),
-                        ]),
-                    )
+                    Row::new(vec![
+                        Cell::from(clip(&m.email, 30)),
+                        Cell::from(clip(&m.name, 16)),
+                        Cell::from(m.role.clone()),
+                        Cell::from(status),
+                        Cell::from(ago(app.now, &m.created_at)),
+                    ])
+                    .style(t.base)
                 })
                 .collect(),
             vec![Constraint::Fill(3), Constraint::Fill(2), Constraint::Length(10), Constraint::Length(11), Constraint::Length(8)],
@@ -541,21 +537,18 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             vec!["ROLE", "KIND", "MEMBERS", "PERMISSIONS"],
             a.roles
                 .iter()
-                .enumerate()
                 .skip(start)
                 .take(height)
-                .map(|(i, r)| {
+                .map(|r| {
                     let perms = r.permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" ");
                     let kind = if r.builtin { "built-in" } else { "custom" };
-                    sel(
-                        i,
-                        Row::new(vec![
-                            Cell::from(r.name.clone()),
-                            Cell::from(kind),
-                            Cell::from(r.members.to_string()),
-                            Cell::from(clip(&perms, if wide { 80 } else { 44 })),
-                        ]),
-                    )
+                    Row::new(vec![
+                        Cell::from(r.name.clone()),
+                        Cell::from(kind),
+                        Cell::from(r.members.to_string()),
+                        Cell::from(clip(&perms, if wide { 80 } else { 44 })),
+                    ])
+                    .style(t.base)
                 })
                 .collect(),
             vec![Constraint::Length(12), Constraint::Length(8), Constraint::Length(7), Constraint::Fill(1)],
@@ -568,10 +561,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             },
             a.tokens
                 .iter()
-                .enumerate()
                 .skip(start)
                 .take(height)
-                .map(|(i, tok)| {
+                .map(|tok| {
                     let owner = app.names.get(&tok.owner_id).cloned().unwrap_or_else(|| tok.owner_id.clone());
                     let state = match tok.state {
                         TokenState::Active => Span::styled("active", t.ok),
@@ -592,7 +584,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     }
                     cells.push(Cell::from(used));
                     cells.push(Cell::from(state));
-                    sel(i, Row::new(cells))
+                    Row::new(cells).style(t.base)
                 })
                 .collect(),
             if wide {
@@ -610,7 +602,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             },
         ),
     };
-    f.render_widget(Table::new(rows, widths).header(Row::new(header).style(t.muted)).column_spacing(1), inner);
+    let table = Table::new(rows, widths).header(Row::new(header).style(t.muted)).column_spacing(1);
+    crate::console::widgets::selectable_table(f, table, inner, cursor.checked_sub(start), t.selection);
     let offers: Vec<(&str, &str, Option<&str>)> = match a.tab {
         Tab::Members => vec![
             ("n", "add", Some("members:manage")),

@@ -485,9 +485,14 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
         )
     };
     let cols = widgets::column_widths(inner.width, &widths);
+    let mut selected = None;
     let rows: Vec<Row> = (start..(start + height).min(a.visible_len()))
         .filter_map(|i| a.visible(i).map(|x| (i, x)))
-        .map(|(i, x)| {
+        .enumerate()
+        .map(|(at, (i, x))| {
+            if i == a.cursor && !a.gone {
+                selected = Some(at);
+            }
             let (ttl, secs) = countdown(app.now, &x.expires_at);
             let ttl_style = if secs < 120 {
                 t.danger
@@ -520,11 +525,11 @@ fn draw_list(f: &mut Frame, area: Rect, app: &App) {
             }
             cells.push(Cell::from(need));
             cells.push(Cell::from(Span::styled(conf, conf_style)));
-            let row = Row::new(cells);
-            if i == a.cursor && !a.gone { row.style(t.selection) } else { row.style(t.base) }
+            Row::new(cells).style(t.base)
         })
         .collect();
-    f.render_widget(Table::new(rows, widths).header(header.style(t.muted)).column_spacing(1), inner);
+    let table = Table::new(rows, widths).header(header.style(t.muted)).column_spacing(1);
+    widgets::selectable_table(f, table, inner, selected, t.selection);
 }
 
 /// The lines of an approval's detail: everything an approver must see.

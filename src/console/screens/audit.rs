@@ -618,9 +618,14 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let height = inner.height.saturating_sub(1) as usize;
     let start = super::window_start(a.cursor, a.len(), height);
     let wide = inner.width >= 110;
+    let mut selected = None;
     let rows: Vec<Row> = (start..(start + height).min(a.len()))
         .filter_map(|i| a.at(i).map(|e| (i, e)))
-        .map(|(i, e)| {
+        .enumerate()
+        .map(|(at, (i, e))| {
+            if i == a.cursor {
+                selected = Some(at);
+            }
             let style = outcome_style(t, &e.outcome);
             let time = e.ts.get(11..19).unwrap_or("").to_string();
             // Cut as a whole, so the `…` is never itself cut off by the column.
@@ -640,8 +645,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             if wide || &*e.outcome != "success" {
                 cells.push(Cell::from(Span::styled(e.outcome.to_string(), style)));
             }
-            let row = Row::new(cells);
-            if i == a.cursor { row.style(t.selection) } else { row }
+            Row::new(cells)
         })
         .collect();
     let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
@@ -669,7 +673,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             ],
         )
     };
-    f.render_widget(Table::new(rows, widths).header(Row::new(header).style(t.muted)).column_spacing(1), inner);
+    let table = Table::new(rows, widths).header(Row::new(header).style(t.muted)).column_spacing(1);
+    crate::console::widgets::selectable_table(f, table, inner, selected, t.selection);
 }
 
 #[cfg(test)]

@@ -172,8 +172,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let reason_width = (inner.width as usize).saturating_sub(name_width + 8 + 16 + 8 + 4).max(10);
     let rows: Vec<Row> = rows_data
         .iter()
-        .enumerate()
-        .map(|(i, (target, s))| {
+        .map(|(target, s)| {
             let name = crate::console::widgets::clip_middle(target.as_deref().unwrap_or("workspace (all tools)"), name_width);
             let state = if s.engaged { Span::styled("ENGAGED", t.danger) } else { Span::styled("off", t.ok) };
             let row = Row::new(vec![
@@ -190,14 +189,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Cell::from(clip(s.changed_by.as_deref().map(|id| app.names.get(id).map(String::as_str).unwrap_or(id)).unwrap_or(""), 16)),
                 Cell::from(s.changed_at.as_deref().map(|c| ago(app.now, c)).unwrap_or_default()),
             ]);
-            if i == app.switches.cursor { row.style(t.selection) } else { row.style(t.base) }
+            row.style(t.base)
         })
         .collect();
     let widths =
         [Constraint::Length(name_width as u16), Constraint::Length(8), Constraint::Fill(3), Constraint::Length(16), Constraint::Length(8)];
     let header = Row::new(["TARGET", "STATE", "REASON", "BY", "WHEN"]).style(t.muted);
     let [table, note] = ratatui::layout::Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(inner);
-    f.render_widget(Table::new(rows, widths).header(header).column_spacing(1), table);
+    let selected = (app.switches.cursor < rows.len()).then_some(app.switches.cursor);
+    crate::console::widgets::selectable_table(f, Table::new(rows, widths).header(header).column_spacing(1), table, selected, t.selection);
     let hint = if can_lift {
         Line::from(vec![
             Span::styled("K", t.key),

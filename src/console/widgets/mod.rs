@@ -8,6 +8,22 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
+/// Draws a table with the row at `selected` (an index into its rows) in the selection
+/// style laid over the colours of its cells, not under them: a red or green word on the
+/// selection's background is hard to read in 16 colours, so the row under the cursor takes
+/// the selection's colours whole. Colour is never the only sign (states are also words).
+/// Should the cursor's row lie below the area, the table scrolls to show it.
+pub fn selectable_table(
+    f: &mut ratatui::Frame,
+    table: ratatui::widgets::Table<'_>,
+    area: ratatui::layout::Rect,
+    selected: Option<usize>,
+    selection: Style,
+) {
+    let mut state = ratatui::widgets::TableState::default().with_selected(selected);
+    f.render_stateful_widget(table.row_highlight_style(selection), area, &mut state);
+}
+
 /// How many terminal columns `s` takes: a CJK character or most emoji take two, a
 /// combining mark none. Every measure of text on screen goes through this (or
 /// [`char_cols`]), never a count of characters, or wide text overruns its column.
