@@ -1081,8 +1081,7 @@ fn the_selected_row_reads_in_the_selections_colours_over_its_cells_colours() {
     }
     let selected_row = |a: &App, needle: &str| {
         let b = render(a);
-        let y =
-            screen_rows(&b).iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no row with {needle}:\n{}", b.to_string()));
+        let y = screen_rows(&b).iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no row with {needle}:\n{}", b));
         let buf = b.buffer();
         (0..buf.area.width).map(|x| (buf[(x, y as u16)].fg, buf[(x, y as u16)].bg)).collect::<Vec<_>>()
     };
