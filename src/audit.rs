@@ -114,6 +114,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "token.revoked",
     "token.rotated",
     "tool.created",
+    "tool.deleted",
     "tool.updated",
     "webhook.created",
     "webhook.deleted",

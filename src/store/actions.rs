@@ -332,6 +332,8 @@ pub(super) enum AskedBy<'a> {
     Token(&'a str),
     /// By this member (just deactivated), through any token or in person.
     Member(&'a str),
+    /// For this tool (just deleted).
+    Tool(&'a str),
 }
 
 /// Withdraws every open (pending or approved) approval asked for through a token just
@@ -342,6 +344,7 @@ pub(super) fn withdraw_open_approvals(tx: &mut WriteTx<'_>, ws: &str, by: &Origi
     let (filter, who, why) = match asked_by {
         AskedBy::Token(id) => ("x.agent_token_id = $2", id, "the agent token that asked for it was revoked"),
         AskedBy::Member(id) => ("a.requester_id = $2", id, "the member who asked for it was deactivated"),
+        AskedBy::Tool(name) => ("a.tool = $2", name, "the tool it was for was deleted"),
     };
     let sql = format!(
         "SELECT a.id FROM approvals a JOIN actions x ON x.id = a.action_id \

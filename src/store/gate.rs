@@ -76,6 +76,9 @@ pub trait Tools {
     /// Replaces a tool's sealed connector without an audit event: for master-key
     /// rotation, which changes the ciphertext, not the configuration.
     async fn reseal_connector(&self, ws: &WorkspaceId, tool: &str, connector: Connector) -> Result<()>;
+    /// Deletes a tool (audited with what it was, secrets masked); returns it and how many
+    /// of its open approvals were withdrawn. Refused while its kill switch is engaged.
+    async fn delete_tool(&self, ws: &WorkspaceId, by: &Origin, name: &str) -> Result<(Tool, usize)>;
 }
 
 #[async_trait]
@@ -267,6 +270,48 @@ impl Tools for SqlStore {
                 tx.set_workspace(ws.as_str())?;
                 tx.execute("UPDATE tools SET connector = $3 WHERE workspace_id = $1 AND name = $2", params![ws.as_str(), &tool, &text])?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn delete_tool(&self, ws: &WorkspaceId, by: &Origin, name: &str) -> Result<(Tool, usize)> {
+        let (ws, by, name) = (ws.clone(), by.clone(), name.to_string());
+        self.engine
+            .write(move |tx| {
+                let w = ws.as_str();
+                tx.set_workspace(w)?;
+                let sql = format!("SELECT {TOOL_COLS} FROM tools WHERE workspace_id = $1 AND name = $2{}", tx.dialect().for_update());
+                let Some(tool) = tx.query_opt(&sql, params![w, &name])?.map(|r| tool_from_row(&r)).transpose()? else {
+                    return Err(Error::not_found("tool", &name));
+                };
+                // First, so that a switch engaged at the same moment (which moves the
+                // workspace's configuration too) either is seen below or comes after.
+                // Decisions made under the old tools see the change and are made again.
+                tx.workspace_config_changed(w)?;
+                let switch = SwitchTarget::Tool(name.clone());
+                // A tool's engaged switch is part of an incident: the responder lifts it,
+                // not an admin's clean-up.
+                if let Some(engaged) = read_switch(&mut *tx, w, &switch.key())? {
+                    return Err(Error::conflict(
+                        "tool_stopped",
+                        format!(
+                            "the kill switch for `{name}` is engaged ({}; by {}): lift it first (PUT /v1/killswitches/tools/{name}), then delete the tool",
+                            engaged.reason, engaged.by
+                        ),
+                    ));
+                }
+                let withdrawn = super::actions::withdraw_open_approvals(tx, w, &by, super::actions::AskedBy::Tool(&name))?;
+                tx.execute("DELETE FROM tools WHERE workspace_id = $1 AND name = $2", params![w, &name])?;
+                // Its lifted switch goes with it; what became of the switch is in the log.
+                tx.execute("DELETE FROM killswitches WHERE workspace_id = $1 AND target = $2 AND engaged = FALSE", params![w, &switch.key()])?;
+                let before = masked(tool);
+                tx.append(
+                    w,
+                    EventDraft::new("tool.deleted", by.actor.clone(), by.via)
+                        .resource(format!("tool:{name}"))
+                        .data(json!({"before": before, "approvals_withdrawn": withdrawn})),
+                )?;
+                Ok((before, withdrawn))
             })
             .await
     }

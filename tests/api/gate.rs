@@ -660,6 +660,58 @@ async fn revoking_the_agent_token_withdraws_what_it_asked_for() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_tool_withdraws_its_approvals_and_keeps_its_history() {
+    let s = scene().await;
+    let (approved, payload) = approved_email(&s, "a@example.com").await;
+    submit(&s.agent, "email.send", json!({"to": ["b@example.com"]})).await;
+    let other = submit(&s.agent, "payments.charge", json!({"amount": 5})).await;
+
+    // Its engaged switch is a responder's to lift, not an admin's clean-up.
+    s.admin.put("/v1/killswitches/tools/email.send", json!({"engaged": true, "reason": "bad template"})).await.assert_status(200);
+    let stopped = s.admin.delete("/v1/tools/email.send").await;
+    stopped.assert_error(409, "tool_stopped");
+    assert!(stopped.body["error"]["message"].as_str().unwrap().contains("bad template"), "{}", stopped.body);
+    s.admin.get("/v1/tools/email.send").await.assert_status(200);
+    s.admin.put("/v1/killswitches/tools/email.send", json!({"engaged": false, "reason": "fixed"})).await.assert_status(200);
+
+    // Only with tools:manage, and never by an agent.
+    s.dev.delete("/v1/tools/email.send").await.assert_error(403, "permission_denied");
+    assert_eq!(s.agent.delete("/v1/tools/email.send").await.status, 403);
+    let gone = s.admin.delete("/v1/tools/email.send").await;
+    gone.assert_status(200);
+    assert_eq!((&gone.body["tool"]["name"], &gone.body["approvals_withdrawn"]), (&json!("email.send"), &json!(2)), "{}", gone.body);
+
+    // Its approvals are withdrawn and cannot run; the other tool's stays in the queue.
+    let queue = s.admin.get("/v1/approvals").await;
+    let pending: Vec<&str> = queue.body["items"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(pending, [other.body["approval_id"].as_str().unwrap()]);
+    let r = execute(&s.dev, &approved, payload).await;
+    r.assert_error(409, "tool_deleted");
+    let approval = s.admin.get(&format!("/v1/actions/{approved}")).await.body["approval_id"].as_str().unwrap().to_string();
+    let withdrawn = s.admin.get(&format!("/v1/approvals/{approval}")).await;
+    assert_eq!(withdrawn.body["state"], "withdrawn");
+    let why = s.ws.owner.all_events().await.into_iter().rfind(|e| e["event_type"] == "approval.withdrawn").expect("audited");
+    assert_eq!(why["data"]["why"], "the tool it was for was deleted");
+    assert_eq!(count(&s.ws.owner, "action.executed").await, 0);
+
+    // Gone for agents and readers; its actions and its history stay.
+    submit(&s.agent, "email.send", json!({"to": ["c@example.com"]})).await.assert_error(404, "unknown_tool");
+    s.admin.get("/v1/tools/email.send").await.assert_error(404, "not_found");
+    assert_eq!(s.admin.get(&format!("/v1/actions/{approved}")).await.body["status"], "withdrawn");
+    let switches = s.admin.get("/v1/killswitches").await;
+    assert!(switches.body["tools"].as_array().unwrap().iter().all(|t| t["target"] != "email.send"), "{}", switches.body);
+    let deleted = s.ws.owner.all_events().await.into_iter().rfind(|e| e["event_type"] == "tool.deleted").expect("audited");
+    assert_eq!((&deleted["data"]["before"]["name"], &deleted["data"]["approvals_withdrawn"]), (&json!("email.send"), &json!(2)));
+    assert_eq!(deleted["resource"], "tool:email.send");
+
+    // Not there, or not a name: said as such. A tool of the same name later starts afresh.
+    s.admin.delete("/v1/tools/email.send").await.assert_error(404, "not_found");
+    s.admin.delete("/v1/tools/Email%20Send").await.assert_error(422, "invalid_tool_name");
+    s.ws.record_tool("email.send", "write", "approve", false).await;
+    assert_eq!(submit(&s.agent, "email.send", json!({"to": ["d@example.com"]})).await.body["status"], "pending_approval");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn deactivating_a_member_withdraws_what_they_asked_for() {
     let s = scene().await;
     let r = submit(&s.agent, "email.send", json!({"to": ["a@example.com"]})).await;

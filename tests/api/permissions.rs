@@ -25,6 +25,8 @@ enum Target {
     Tool,
     /// A tool whose kill switch the matrix engages (`spare.tool`).
     SpareTool,
+    /// A tool the matrix deletes (`retired.tool`).
+    RetiredTool,
     /// An action the owner submitted.
     Action,
     /// An approved action the owner submitted, ready to execute.
@@ -117,6 +119,7 @@ const CASES: &[Case] = &[
         "oa--",
         200,
     ),
+    case("DELETE", "/v1/tools/{name}", Target::RetiredTool, no_body, "oa--", 200),
     case("GET", "/v1/killswitches", Target::None, no_body, "oamvt", 200),
     case("PUT", "/v1/killswitches/tools/{name}", Target::SpareTool, |_| Some(json!({"engaged": true, "reason": "matrix"})), "oa--t", 200),
     // Lifting a switch that is not engaged changes nothing, but still needs the power to lift.
@@ -265,6 +268,7 @@ impl Fixture {
         ws.record_tool("crm.read", "read", "auto", false).await;
         ws.record_tool("email.send", "write", "approve", false).await;
         ws.record_tool("spare.tool", "read", "auto", false).await;
+        ws.record_tool("retired.tool", "read", "auto", false).await;
         ws.agent_writes(true).await;
         let action_id = submit(&ws.owner, "crm.read", json!({"q": 1})).await.assert_status(201)["id"].as_str().unwrap().to_string();
         let approved = submit(&ws.owner, "email.send", json!({"to": ["a@example.com"]})).await;
@@ -320,6 +324,7 @@ impl Fixture {
             Target::OthersToken => &self.others_token,
             Target::Tool => return c.template.replace("{name}", "crm.read"),
             Target::SpareTool => return c.template.replace("{name}", "spare.tool"),
+            Target::RetiredTool => return c.template.replace("{name}", "retired.tool"),
             Target::Action => &self.action_id,
             Target::ApprovedAction => &self.approved_action_id,
             Target::PendingApproval => &self.pending_approval_id,

@@ -440,7 +440,7 @@ pub struct Execute {
     (status = 200, body = ActionOutcome),
     (status = 403, body = ErrorBody),
     (status = 404, body = ErrorBody),
-    (status = 409, description = "payload_hash_mismatch, approval_pending, approval_denied, approval_consumed, a kill switch, or the rules tightened since the approval (constitution_denied, approval_insufficient, requester_token_revoked)", body = ErrorBody),
+    (status = 409, description = "payload_hash_mismatch, approval_pending, approval_denied, approval_consumed, a kill switch, or the rules tightened since the approval (constitution_denied, approval_insufficient, requester_token_revoked), or tool_deleted", body = ErrorBody),
     (status = 410, description = "approval_expired", body = ErrorBody),
 ))]
 pub async fn execute(
@@ -452,7 +452,14 @@ pub async fn execute(
     ids::parse(IdKind::Action, &id)?;
     let pinned = canonical::pin(&req.payload).map_err(|e| Error::unprocessable("unrepresentable_number", e.to_string()))?;
     let action = state.store.get_action(&caller.workspace, &id).await?;
-    let tool = state.store.get_tool_sealed(&caller.workspace, &action.tool).await?.ok_or_else(|| Error::not_found("tool", &action.tool))?;
+    // Tools are never renamed: an action whose tool is missing outlived its deletion,
+    // which withdrew its approval.
+    let tool = state.store.get_tool_sealed(&caller.workspace, &action.tool).await?.ok_or_else(|| {
+        Error::conflict(
+            "tool_deleted",
+            format!("the tool `{}` was deleted after this action was asked for, and its approval withdrawn; nothing ran", action.tool),
+        )
+    })?;
     let (now, basis) = standing(&state, &caller, &action, &tool).await?;
     let req = ExecuteRequest {
         action_id: id,

@@ -85,7 +85,12 @@ pub async fn set_tool(
 ) -> Result<Json<SwitchChange>> {
     caller.require(if req.engaged { Permission::KillswitchEngage } else { Permission::KillswitchLift })?;
     crate::names::check_tool_name(&name)?;
-    // A switch on a misspelt tool would protect nothing: it must name a real one.
-    state.store.get_tool(&caller.workspace, &name).await?;
+    // A switch on a misspelt tool would protect nothing: it must name a real one. An
+    // engaged switch can always be lifted, even should its tool be gone.
+    let engaged_now =
+        !req.engaged && state.store.killswitches(&caller.workspace).await?.tools.iter().any(|s| s.target == name && s.engaged);
+    if !engaged_now {
+        state.store.get_tool(&caller.workspace, &name).await?;
+    }
     set(&state, &caller, SwitchTarget::Tool(name), req).await
 }

@@ -98,7 +98,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(export::tools_csv))
         .routes(routes!(export::approvals_csv))
         .routes(routes!(tools::list_tools))
-        .routes(routes!(tools::get_tool, tools::put_tool))
+        .routes(routes!(tools::get_tool, tools::put_tool, tools::delete_tool))
         .routes(routes!(killswitches::list))
         .routes(routes!(killswitches::set_workspace))
         .routes(routes!(killswitches::set_tool))

@@ -43,6 +43,16 @@ pub struct ToolList {
     pub items: Vec<Tool>,
 }
 
+/// What `DELETE /v1/tools/{name}` removed.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct DeletedTool {
+    /// The tool as it was (secret values masked).
+    pub tool: Tool,
+    /// Its approvals still pending or approved and not yet run: withdrawn, so none of them
+    /// can run (each an `approval.withdrawn` event).
+    pub approvals_withdrawn: usize,
+}
+
 /// Headers a connector may not set: they belong to the HTTP exchange or to Countersign.
 const RESERVED_HEADERS: &[&str] =
     &["host", "content-length", "content-type", "transfer-encoding", "connection", "te", "upgrade", "idempotency-key"];
@@ -300,4 +310,22 @@ pub async fn get_tool(State(state): State<AppState>, caller: Auth<need::ToolsRea
         return Err(Error::forbidden("tool_not_in_scope", format!("`{name}` is outside this token's tools")));
     }
     Ok(Json(state.store.get_tool(&caller.workspace, &name).await?))
+}
+
+/// Deletes a tool. Its open approvals are withdrawn; what it was stays in the audit log
+/// (`tool.deleted`), as do its actions. Agents then get `unknown_tool` for it.
+#[utoipa::path(delete, path = "/v1/tools/{name}", tag = "tools", params(("name" = String, Path, description = "tool name")), responses(
+    (status = 200, description = "the tool as it was, and how many of its approvals were withdrawn", body = DeletedTool),
+    (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+    (status = 409, description = "tool_stopped: its kill switch is engaged; lift it first", body = ErrorBody),
+))]
+pub async fn delete_tool(
+    State(state): State<AppState>,
+    caller: Auth<need::ToolsManage>,
+    Path(name): Path<String>,
+) -> Result<Json<DeletedTool>> {
+    names::check_tool_name(&name)?;
+    let (tool, approvals_withdrawn) = state.store.delete_tool(&caller.workspace, &caller.origin(), &name).await?;
+    Ok(Json(DeletedTool { tool, approvals_withdrawn }))
 }
