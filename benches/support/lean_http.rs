@@ -49,6 +49,9 @@ impl BlockingRaw {
     pub fn connect(addr: &str) -> BlockingRaw {
         let stream = std::net::TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
+        // A server that stops answering fails the request instead of hanging the run.
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        stream.set_write_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
         BlockingRaw { stream, buf: Vec::with_capacity(16 * 1024) }
     }
 

@@ -1090,11 +1090,50 @@ fn the_selected_row_reads_in_the_selections_colours_over_its_cells_colours() {
     assert!(row.iter().all(|&c| c == (Color::Black, Color::Cyan)), "{row:?}");
     // The engaged switch's state is red in the list, but not on the selected row.
     keys(&mut a, "5");
-    while !a.switches.rows()[a.switches.cursor].1.engaged {
-        keys(&mut a, "j");
+    for _ in 0..a.switches.rows().len() {
+        if !a.switches.rows()[a.switches.cursor].1.engaged {
+            keys(&mut a, "j");
+        }
     }
     let row = selected_row(&a, "ENGAGED  bad template");
     assert!(row.iter().all(|&c| c == (Color::Black, Color::Cyan)), "{row:?}");
+}
+
+/// The rows on screen are a window onto the list, perhaps filtered: the selection must
+/// fall on the cursor's row, not on the row at the cursor's index in the whole list.
+#[test]
+fn the_selection_is_on_the_cursors_row_in_a_scrolled_and_filtered_list() {
+    let mut a = app(80, 24);
+    a.theme = Theme::built_in("ansi16").unwrap();
+    keys(&mut a, "2");
+    for e in events(80).into_iter().skip(12) {
+        a.update(Action::Net(NetMsg::Stream(StreamMsg::Event(Box::new(e)))));
+    }
+    let highlighted = |a: &App| {
+        let b = render(a);
+        let buf = b.buffer();
+        let rows = screen_rows(&b);
+        let lit: Vec<String> = (0..buf.area.height)
+            .filter(|&y| (0..buf.area.width).all(|x| (buf[(x, y)].fg, buf[(x, y)].bg) == (Color::Black, Color::Cyan)))
+            .map(|y| rows[y as usize].clone())
+            .collect();
+        lit
+    };
+    for moves in ["kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", "jjj"] {
+        keys(&mut a, moves);
+        let seq = a.audit.current().unwrap().seq;
+        let lit = highlighted(&a);
+        assert_eq!(lit.len(), 1, "one selected row: {lit:?}");
+        assert!(lit[0].trim_start().starts_with(&format!("{seq} ")), "seq {seq}: {lit:?}");
+    }
+    keys(&mut a, "/blocked");
+    key(&mut a, KeyCode::Enter);
+    keys(&mut a, "kk");
+    let current = a.audit.current().unwrap();
+    assert_eq!(&*current.event_type, "action.blocked");
+    let lit = highlighted(&a);
+    assert_eq!(lit.len(), 1, "one selected row: {lit:?}");
+    assert!(lit[0].trim_start().starts_with(&format!("{} ", current.seq)), "seq {}: {lit:?}", current.seq);
 }
 
 #[test]
