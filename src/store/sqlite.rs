@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/sqlite/0008_workspace_config_version.sql"),
     },
     Migration { version: 9, name: "withdrawn approvals", sql: include_str!("migrations/sqlite/0009_withdrawn_approvals.sql") },
+    Migration { version: 10, name: "deletable tools", sql: include_str!("migrations/sqlite/0010_deletable_tools.sql") },
 ];
 
 /// Opens connections to one database file.

@@ -1,0 +1,3 @@
+-- Tools can be deleted (DELETE /v1/tools/{name}). PostgreSQL's version 10 grants the
+-- server DELETE on tools and kill switches; SQLite has no grants, so nothing changes here.
+-- Kept so that both stores count the same versions.
