@@ -1113,11 +1113,10 @@ fn the_selection_is_on_the_cursors_row_in_a_scrolled_and_filtered_list() {
         let b = render(a);
         let buf = b.buffer();
         let rows = screen_rows(&b);
-        let lit: Vec<String> = (0..buf.area.height)
+        (0..buf.area.height)
             .filter(|&y| (0..buf.area.width).all(|x| (buf[(x, y)].fg, buf[(x, y)].bg) == (Color::Black, Color::Cyan)))
             .map(|y| rows[y as usize].clone())
-            .collect();
-        lit
+            .collect::<Vec<String>>()
     };
     for moves in ["kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", "jjj"] {
         keys(&mut a, moves);

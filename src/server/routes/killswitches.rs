@@ -87,10 +87,10 @@ pub async fn set_tool(
     crate::names::check_tool_name(&name)?;
     // A switch on a misspelt tool would protect nothing: it must name a real one. An
     // engaged switch can always be lifted, even should its tool be gone.
-    let engaged_now =
-        !req.engaged && state.store.killswitches(&caller.workspace).await?.tools.iter().any(|s| s.target == name && s.engaged);
-    if !engaged_now {
-        state.store.get_tool(&caller.workspace, &name).await?;
+    let ctx = state.store.gate_context(&caller.workspace, &name).await?;
+    let lifting_an_engaged_one = !req.engaged && ctx.tool_switch.is_some();
+    if ctx.tool.is_none() && !lifting_an_engaged_one {
+        return Err(Error::not_found("tool", &name));
     }
     set(&state, &caller, SwitchTarget::Tool(name), req).await
 }
