@@ -5,18 +5,24 @@
 //! - the machine's fsync rate (what durability costs here);
 //! - `GET /healthz` throughput (what plain HTTP costs here), and its latency at a fixed
 //!   2,000 requests per second (the floor under the decisions' latency at that rate);
+//!   the same for a plain threaded responder with nothing of Countersign in it, so what
+//!   the machine does to loopback HTTP is told from what the server does;
 //! - durable decisions per second for `POST /v1/actions` on an `auto` tool with the
 //!   `record` connector, at increasing concurrency, with p50/p99 latency;
 //! - latency at a fixed 2,000 decisions per second (open loop: latency is measured from
-//!   when each request was due, so a stall is not hidden), with the disk's fsync latency
-//!   sampled beside it;
+//!   when each request was due, so a stall is not hidden), with the machine watched
+//!   beside it (the disk's fsync latency, the hypervisor's steal time, and how late a
+//!   plain thread wakes);
 //! - dry runs per second: the whole pipeline over HTTP with nothing written, the ceiling
 //!   any store leaves room for;
 //! - full approval cycles per second (submit → approve → execute).
 //!
 //! Every decision counted was answered 201 with `status: executed`, which the server
 //! only sends after the action and its audit events are committed and fsynced.
-//! `GATE_LOAD_SECONDS` sets the length of each step (default 5).
+//! `GATE_LOAD_SECONDS` sets the length of each step (default 5). `GATE_LOAD_FLOORS_ONLY=N`
+//! runs only the two floors, N times over, and stops. Both processes keep the memory they
+//! free (`countersign::memory`); `MIMALLOC_PURGE_DELAY=1000` runs both with mimalloc's
+//! default instead, to see what that costs here.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -57,46 +63,107 @@ fn fsync_rate(dir: &std::path::Path, for_secs: f64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Samples the disk's fsync latency beside a step, about a hundred times a second (light
-/// enough not to load the disk the step is measured on): a decision's latency includes
-/// one sync of the log, so a disk that stalls shows here and in the step's tail alike.
-struct DiskProbe {
+/// Watches the machine beside a step, about a hundred times a second (light enough not
+/// to load what the step measures), so a stall in the step's tail can be told apart:
+/// - the disk: one small write and `fdatasync` per sample (a decision's latency includes
+///   one sync of the log, so a disk that stalls shows here and in the step alike);
+/// - the hypervisor: the machine's steal time from `/proc/stat` (time our virtual CPUs
+///   were ready to run while the host ran something else);
+/// - the scheduler: how late the probe's own 10 ms sleep ends. A plain thread that wakes
+///   hundreds of milliseconds late was not running, whatever the gate was doing.
+struct MachineProbe {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<u64>>,
+    thread: std::thread::JoinHandle<ProbeSamples>,
 }
 
-impl DiskProbe {
-    fn start(dir: &std::path::Path) -> DiskProbe {
+#[derive(Default)]
+struct ProbeSamples {
+    fsync_us: Vec<u64>,
+    /// How late each 10 ms sleep ended.
+    woke_late_us: Vec<u64>,
+    /// Steal time, all CPUs, in each sample's interval.
+    steal_ms: Vec<u64>,
+}
+
+/// The machine's steal time so far, all CPUs, in milliseconds (`/proc/stat` counts it in
+/// ticks of 1/100 s); 0 where there is no such file.
+fn steal_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or_default();
+    // cpu  user nice system idle iowait irq softirq steal …
+    cpu.split_whitespace().nth(8).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0) * 10
+}
+
+impl MachineProbe {
+    fn start(dir: &std::path::Path) -> MachineProbe {
         let path = dir.join("fsync-sampler");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut f = std::fs::File::create(&path).unwrap();
-            let mut us = Vec::new();
+            let mut s = ProbeSamples::default();
+            let mut steal = steal_ms();
+            let tick = Duration::from_millis(10);
             while !flag.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 f.write_all(&[7u8; 512]).unwrap();
                 f.sync_data().unwrap();
-                us.push(t.elapsed().as_micros() as u64);
-                std::thread::sleep(Duration::from_millis(10));
+                s.fsync_us.push(t.elapsed().as_micros() as u64);
+                let t = Instant::now();
+                std::thread::sleep(tick);
+                s.woke_late_us.push(t.elapsed().saturating_sub(tick).as_micros() as u64);
+                let now = steal_ms();
+                s.steal_ms.push(now - steal);
+                steal = now;
             }
             let _ = std::fs::remove_file(path);
-            us
+            s
         });
-        DiskProbe { stop, thread }
+        MachineProbe { stop, thread }
     }
 
-    /// "fsync p50 … ms, p99 … ms, max … ms" over the samples taken.
+    /// "machine beside it (… samples): fsync p50 … ms, p99 … ms, max … ms; probe woke late
+    /// p99 … ms, max … ms; steal … ms in all, at most … ms in one sample".
     fn finish(self) -> String {
         self.stop.store(true, Ordering::Relaxed);
-        let mut us = self.thread.join().unwrap();
+        let mut s = self.thread.join().unwrap();
         format!(
-            "fsync beside it ({} samples): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            us.len(),
-            percentile_ms(&mut us, 0.5),
-            percentile_ms(&mut us, 0.99),
-            percentile_ms(&mut us, 1.0)
+            "machine beside it ({} samples): fsync p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; probe woke late p99 {:.2} ms, max {:.2} ms; steal {} ms in all, at most {} ms in one sample",
+            s.fsync_us.len(),
+            percentile_ms(&mut s.fsync_us, 0.5),
+            percentile_ms(&mut s.fsync_us, 0.99),
+            percentile_ms(&mut s.fsync_us, 1.0),
+            percentile_ms(&mut s.woke_late_us, 0.99),
+            percentile_ms(&mut s.woke_late_us, 1.0),
+            s.steal_ms.iter().sum::<u64>(),
+            s.steal_ms.iter().max().copied().unwrap_or(0)
         )
+    }
+}
+
+/// The environment variable that makes this binary the plain responder.
+const PLAIN_RESPONDER: &str = "GATE_LOAD_PLAIN_RESPONDER";
+
+/// [`lean_http::plain_responder`] in a process of its own (this binary, run again), so it
+/// shares the machine with the load generator as `countersign serve` does.
+struct PlainResponder {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl PlainResponder {
+    fn start() -> PlainResponder {
+        let mut child = Command::new(std::env::current_exe().unwrap()).env(PLAIN_RESPONDER, "1").stdout(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        PlainResponder { child, addr: line.trim().to_string() }
+    }
+}
+
+impl Drop for PlainResponder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -506,6 +573,33 @@ fn store_only(secs: f64) {
     });
 }
 
+/// Plain HTTP on this machine: `requests` as fast as 64 connections go, then at a fixed
+/// 2,000 per second (the same open loop as the decisions' latency step) with the machine
+/// watched beside it. Prints both; returns the first. On `/healthz` this is the floor under
+/// the gate's targets: what it shows beyond a millisecond or two is not the gate's work.
+async fn floors(name: &str, addr: &str, secs: f64, requests: Arc<Vec<Vec<u8>>>, probe_dir: &std::path::Path) -> Stats {
+    let mut fastest = closed_loop(addr, 64, secs, requests.clone(), healthy).await;
+    println!(
+        "{name}, 64 connections: {:.0} per second (p50 {:.2} ms, p99 {:.2} ms)\n",
+        fastest.rate(),
+        fastest.pct(0.5),
+        fastest.pct(0.99)
+    );
+    let probe = MachineProbe::start(probe_dir);
+    let mut fixed = open_loop(addr, 2000.0, secs, requests, healthy).await;
+    let machine = probe.finish();
+    let late = fixed.lateness();
+    println!(
+        "{name} at a fixed 2,000/s (open loop): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, errors {}; {late}; {machine}\n",
+        fixed.pct(0.5),
+        fixed.pct(0.99),
+        fixed.pct(0.999),
+        fixed.pct(1.0),
+        fixed.errors,
+    );
+    fastest
+}
+
 async fn closed_loop_owned(addr: String, concurrency: usize, secs: f64, requests: Arc<Vec<Vec<u8>>>) -> Stats {
     closed_loop(&addr, concurrency, secs, requests, executed).await
 }
@@ -544,6 +638,16 @@ async fn sse_client(base: &str, owner: &str, secs: f64) -> (u64, Vec<u64>, bool)
 }
 
 fn main() {
+    // As the server does (see `countersign::memory`): the load generator, too, keeps the
+    // memory it frees, so neither side of the loop stalls re-faulting it.
+    countersign::memory::keep_freed_memory();
+    if std::env::var_os(PLAIN_RESPONDER).is_some() {
+        // This binary, run again as the plain responder (see `PlainResponder`).
+        println!("{}", lean_http::plain_responder());
+        loop {
+            std::thread::park();
+        }
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let secs: f64 = std::env::var("GATE_LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let probe_dir = tempfile::tempdir().unwrap();
@@ -561,22 +665,20 @@ fn main() {
         println!("fsync (512-byte write + fdatasync, same disk): {fsyncs:.0} per second\n");
 
         let health = Arc::new(vec![request("GET", &addr, "/healthz", None, None)]);
-        let mut h = closed_loop(&addr, 64, secs, health.clone(), healthy).await;
-        println!("GET /healthz, 64 connections: {:.0} per second (p50 {:.2} ms, p99 {:.2} ms)\n", h.rate(), h.pct(0.5), h.pct(0.99));
-        // The floor under the latency target: the same open loop as the decisions' below,
-        // on a handler that does nothing. What it shows beyond a millisecond or two is the
-        // machine (threads, and virtual CPUs, woken late at a light load), not the gate.
-        let mut floor = open_loop(&addr, 2000.0, secs, health.clone(), healthy).await;
-        let late = floor.lateness();
-        println!(
-            "GET /healthz at a fixed 2,000/s (open loop): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, errors {}; {}\n",
-            floor.pct(0.5),
-            floor.pct(0.99),
-            floor.pct(0.999),
-            floor.pct(1.0),
-            floor.errors,
-            late
-        );
+        // The same requests to a responder with nothing of Countersign in it: the machine's
+        // own loopback HTTP, its rate and its stalls, measured in the same run.
+        let plain = PlainResponder::start();
+        let plain_get = Arc::new(vec![request("GET", &plain.addr, "/healthz", None, None)]);
+        if let Some(rounds) = std::env::var("GATE_LOAD_FLOORS_ONLY").ok().and_then(|n| n.parse::<usize>().ok()) {
+            for _ in 0..rounds {
+                floors("GET /healthz", &addr, secs, health.clone(), server._dir.path()).await;
+                floors("plain responder", &plain.addr, secs, plain_get.clone(), server._dir.path()).await;
+            }
+            return;
+        }
+        let h = floors("GET /healthz", &addr, secs, health.clone(), server._dir.path()).await;
+        floors("plain responder", &plain.addr, secs, plain_get, server._dir.path()).await;
+        drop(plain);
 
         // A hundred distinct payloads, so the log is not one repeated hash.
         let submits: Arc<Vec<Vec<u8>>> = Arc::new(
@@ -592,12 +694,12 @@ fn main() {
             let (st, body) = probe.send(&submits[0]).await.unwrap();
             assert!(executed(st, body), "a probe decision failed: {st} {}", String::from_utf8_lossy(body));
         }
-        let probe = DiskProbe::start(server._dir.path());
+        let probe = MachineProbe::start(server._dir.path());
         let mut fresh = open_loop(&addr, 2000.0, secs, submits.clone(), executed).await;
-        let disk = probe.finish();
+        let machine = probe.finish();
         let late = fresh.lateness();
         println!(
-            "fixed 2,000 decisions/s (open loop) on a fresh store: achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, errors {}; WAL {:.1} MiB; {}; {disk}\n",
+            "fixed 2,000 decisions/s (open loop) on a fresh store: achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, errors {}; WAL {:.1} MiB; {}; {machine}\n",
             fresh.rate(),
             fresh.pct(0.5),
             fresh.pct(0.99),
@@ -616,12 +718,12 @@ fn main() {
             println!("| {conc} | {:.0} | {:.2} | {:.2} | {} |", st.rate(), st.pct(0.5), st.pct(0.99), st.errors);
         }
         println!();
-        let probe = DiskProbe::start(server._dir.path());
+        let probe = MachineProbe::start(server._dir.path());
         let mut fixed = open_loop(&addr, 2000.0, secs, submits.clone(), executed).await;
-        let disk = probe.finish();
+        let machine = probe.finish();
         let late = fixed.lateness();
         println!(
-            "fixed 2,000 decisions/s (open loop) after the saturation steps: achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, errors {}; WAL {:.1} MiB; {}; {disk}",
+            "fixed 2,000 decisions/s (open loop) after the saturation steps: achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, errors {}; WAL {:.1} MiB; {}; {machine}",
             fixed.rate(),
             fixed.pct(0.5),
             fixed.pct(0.99),

@@ -21,6 +21,7 @@ pub mod error;
 pub mod export_file;
 pub mod gate;
 pub mod ids;
+pub mod memory;
 pub mod model;
 pub mod names;
 pub mod permissions;

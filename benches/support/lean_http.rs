@@ -99,3 +99,38 @@ pub fn request(method: &str, host: &str, path: &str, token: Option<&str>, body: 
     )
     .into_bytes()
 }
+
+/// A plain HTTP/1.1 responder: one blocking thread per connection, a fixed `200` with a
+/// small JSON body to every request (read up to its blank line: requests sent to it have
+/// no body). No async runtime, no router, no middleware: what loopback HTTP costs and how
+/// it behaves on this machine with nothing of Countersign in the way. Serves until the
+/// process ends; returns the address it listens on.
+pub fn plain_responder() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_nodelay(true);
+            std::thread::spawn(move || {
+                const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}";
+                let mut buf = Vec::with_capacity(4096);
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        if stream.write_all(ANSWER).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
