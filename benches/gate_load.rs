@@ -81,8 +81,14 @@ struct ProbeSamples {
     fsync_us: Vec<u64>,
     /// How late each 10 ms sleep ended.
     woke_late_us: Vec<u64>,
-    /// Steal time, all CPUs, in each sample's interval.
+    /// Steal time, all CPUs, in each sample's interval. `/proc/stat` counts in 10 ms
+    /// ticks, so a sample reads 0 or a tick or two: a long theft shows as a run of them.
     steal_ms: Vec<u64>,
+}
+
+/// The most consecutive samples that each saw some steal time.
+fn longest_run(steal_ms: &[u64]) -> usize {
+    steal_ms.split(|&ms| ms == 0).map(<[u64]>::len).max().unwrap_or(0)
 }
 
 /// The machine's steal time so far, all CPUs, in milliseconds (`/proc/stat` counts it in
@@ -113,7 +119,7 @@ impl MachineProbe {
                 std::thread::sleep(tick);
                 s.woke_late_us.push(t.elapsed().saturating_sub(tick).as_micros() as u64);
                 let now = steal_ms();
-                s.steal_ms.push(now - steal);
+                s.steal_ms.push(now.saturating_sub(steal));
                 steal = now;
             }
             let _ = std::fs::remove_file(path);
@@ -123,12 +129,12 @@ impl MachineProbe {
     }
 
     /// "machine beside it (… samples): fsync p50 … ms, p99 … ms, max … ms; probe woke late
-    /// p99 … ms, max … ms; steal … ms in all, at most … ms in one sample".
+    /// p99 … ms, max … ms; steal … ms in all, in at most … samples running".
     fn finish(self) -> String {
         self.stop.store(true, Ordering::Relaxed);
         let mut s = self.thread.join().unwrap();
         format!(
-            "machine beside it ({} samples): fsync p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; probe woke late p99 {:.2} ms, max {:.2} ms; steal {} ms in all, at most {} ms in one sample",
+            "machine beside it ({} samples): fsync p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; probe woke late p99 {:.2} ms, max {:.2} ms; steal {} ms in all, in at most {} samples running",
             s.fsync_us.len(),
             percentile_ms(&mut s.fsync_us, 0.5),
             percentile_ms(&mut s.fsync_us, 0.99),
@@ -136,7 +142,7 @@ impl MachineProbe {
             percentile_ms(&mut s.woke_late_us, 0.99),
             percentile_ms(&mut s.woke_late_us, 1.0),
             s.steal_ms.iter().sum::<u64>(),
-            s.steal_ms.iter().max().copied().unwrap_or(0)
+            longest_run(&s.steal_ms)
         )
     }
 }
@@ -153,7 +159,14 @@ struct PlainResponder {
 
 impl PlainResponder {
     fn start() -> PlainResponder {
-        let mut child = Command::new(std::env::current_exe().unwrap()).env(PLAIN_RESPONDER, "1").stdout(Stdio::piped()).spawn().unwrap();
+        // Its standard input stays open as long as this process lives: it ends with us,
+        // however we end.
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(PLAIN_RESPONDER, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
         PlainResponder { child, addr: line.trim().to_string() }
@@ -644,15 +657,20 @@ fn main() {
     if std::env::var_os(PLAIN_RESPONDER).is_some() {
         // This binary, run again as the plain responder (see `PlainResponder`).
         println!("{}", lean_http::plain_responder());
-        loop {
-            std::thread::park();
-        }
+        // Serves until the benchmark that started it is gone (its end of stdin closes).
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        return;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let secs: f64 = std::env::var("GATE_LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let floors_only: Option<usize> = std::env::var("GATE_LOAD_FLOORS_ONLY")
+        .ok()
+        .map(|n| n.parse().unwrap_or_else(|_| panic!("GATE_LOAD_FLOORS_ONLY is a number of rounds, not {n:?}")));
     let probe_dir = tempfile::tempdir().unwrap();
-    let fsyncs = fsync_rate(probe_dir.path(), 2.0);
-    store_only(secs);
+    let fsyncs = if floors_only.is_some() { 0.0 } else { fsync_rate(probe_dir.path(), 2.0) };
+    if floors_only.is_none() {
+        store_only(secs);
+    }
     let server = start_server();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {
@@ -669,7 +687,7 @@ fn main() {
         // own loopback HTTP, its rate and its stalls, measured in the same run.
         let plain = PlainResponder::start();
         let plain_get = Arc::new(vec![request("GET", &plain.addr, "/healthz", None, None)]);
-        if let Some(rounds) = std::env::var("GATE_LOAD_FLOORS_ONLY").ok().and_then(|n| n.parse::<usize>().ok()) {
+        if let Some(rounds) = floors_only {
             for _ in 0..rounds {
                 floors("GET /healthz", &addr, secs, health.clone(), server._dir.path()).await;
                 floors("plain responder", &plain.addr, secs, plain_get.clone(), server._dir.path()).await;
