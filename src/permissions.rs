@@ -117,6 +117,20 @@ impl Permission {
         )
     }
 
+    /// Whether an agent token's tool patterns bound what this permission reaches (the
+    /// routes behind it check `Caller::covers_tool`): held by a token with no pattern at
+    /// all, it reaches nothing.
+    pub const fn limited_by_tools(self) -> bool {
+        matches!(
+            self,
+            Permission::ActionsSubmit
+                | Permission::ActionsRead
+                | Permission::ActionsSimulate
+                | Permission::ApprovalsRead
+                | Permission::ToolsRead
+        )
+    }
+
     /// Whether a custom role may include this permission. Ownership is the Owner's alone.
     pub const fn grantable_to_custom_roles(self) -> bool {
         !matches!(self, Permission::OwnershipTransfer)

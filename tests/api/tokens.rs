@@ -173,6 +173,11 @@ async fn scopes_a_token_may_not_carry_are_refused() {
     // A token that may do nothing is a mistake, not a token.
     let r = ws.owner.post("/v1/tokens", json!({"name": "x", "scopes": [], "tools": ["*"]})).await;
     r.assert_error(422, "invalid_field");
+    // So is one whose scopes reach only tools, with no tool to reach.
+    let r = ws.owner.post("/v1/tokens", json!({"name": "x", "scopes": ["audit:read", "actions:submit"], "tools": []})).await;
+    r.assert_error(422, "invalid_field");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("tools:") && message.contains("`actions:submit`"), "{}", r.text);
     // A member cannot give a token what the member role does not hold.
     let (_, member) = ws.member(&server, "member").await;
     let r = member.post("/v1/tokens", json!({"name": "x", "scopes": ["audit:read"], "tools": ["*"]})).await;
@@ -180,6 +185,9 @@ async fn scopes_a_token_may_not_carry_are_refused() {
     // None of the refusals left a token or an event.
     assert_eq!(ws.owner.get("/v1/tokens").await.body["items"], json!([]));
     assert!(!ws.owner.event_types().await.iter().any(|t| t == "token.created"));
+    // A log shipper's token reaches no tool and needs no pattern.
+    let r = ws.owner.post("/v1/tokens", json!({"name": "shipper", "scopes": ["audit:read"], "tools": []})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
 }
 
 /// Waits (bounded) for the token's `last_used_at`, which is written in the background so

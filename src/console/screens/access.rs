@@ -469,6 +469,12 @@ pub fn op_from_form(f: &Form) -> Result<PendingOp, String> {
                 return Err("Choose at least one scope.".into());
             }
             let tools: Vec<String> = f.text(2).split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+            if tools.is_empty()
+                && let Some(p) =
+                    scopes.iter().filter_map(|s| s.parse::<crate::permissions::Permission>().ok()).find(|p| p.limited_by_tools())
+            {
+                return Err(format!("Give at least one tool pattern (`*` for every tool): `{p}` reaches only the tools a token covers."));
+            }
             let expires_in_seconds = match f.choice(3).as_str() {
                 "1 day" => Some(86_400),
                 "30 days" => Some(30 * 86_400),
@@ -624,4 +630,39 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         spans.push(Span::styled(text, if ok { t.muted } else { t.disabled }));
     }
     f.render_widget(Paragraph::new(Line::from(spans)).wrap(Wrap { trim: true }), hint);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_form(scopes: &[&str], tools: &str) -> Form {
+        let options: Vec<(String, String)> = ["actions:submit", "audit:read"].iter().map(|s| (s.to_string(), String::new())).collect();
+        let checked = options.iter().enumerate().filter(|(_, o)| scopes.contains(&o.0.as_str())).map(|(i, _)| i).collect();
+        Form {
+            title: "New agent token".into(),
+            purpose: Purpose::NewToken,
+            fields: vec![
+                Field::Text { label: "Name".into(), value: "shipper".into(), secret: false, hint: String::new() },
+                Field::Checklist { label: "Scopes".into(), options, checked, cursor: 0 },
+                Field::Text { label: "Tools".into(), value: tools.into(), secret: false, hint: String::new() },
+                Field::Choice { label: "Expires".into(), options: vec!["never".into()], selected: 0 },
+            ],
+            focus: 0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_token_that_reaches_tools_needs_a_tool_pattern_and_a_log_shippers_does_not() {
+        let Err(err) = op_from_form(&token_form(&["actions:submit"], " , ")) else { panic!("a token that reaches no tool was accepted") };
+        assert!(err.contains("`actions:submit`") && err.contains("tool pattern"), "{err}");
+        match op_from_form(&token_form(&["audit:read"], "")) {
+            Ok(PendingOp::Access(AccessOp::CreateToken { tools, scopes, .. })) => {
+                assert!(tools.is_empty());
+                assert_eq!(scopes, ["audit:read"]);
+            }
+            other => panic!("a log shipper's token was not created: {:?}", other.err()),
+        }
+    }
 }

@@ -86,6 +86,14 @@ fn check_create(caller: &Caller, req: &CreateToken) -> Result<()> {
     if let Some(p) = scopes.iter().find(|p| !caller.can(**p)) {
         return Err(Error::unprocessable("scope_not_held", format!("you cannot give a token `{p}`: your role does not grant it to you")));
     }
+    if req.tools.is_empty()
+        && let Some(p) = scopes.iter().find(|p| p.limited_by_tools())
+    {
+        return Err(Error::unprocessable(
+            "invalid_field",
+            format!("tools: `{p}` reaches only the tools a token's patterns cover; give at least one (`crm.*`, or `*` for every tool)"),
+        ));
+    }
     if let Some(bad) = req.tools.iter().find(|t| !permissions::valid_tool_pattern(t)) {
         let shown: String = bad.chars().take(80).collect();
         return Err(Error::unprocessable(
