@@ -677,6 +677,10 @@ async fn a_token_reads_and_replays_only_the_tools_it_covers() {
     let flipped: Vec<String> =
         r.assert_status(200)["changes"].as_array().unwrap().iter().map(|c| c["action_id"].as_str().unwrap().to_string()).collect();
     assert_eq!(flipped, [crm.as_str()], "{}", r.body);
+    // The window's edges name only what it replayed: not the newer action on `doc.edit`.
+    assert_eq!(r.body["window"]["newest_action_id"], crm.as_str());
+    assert_eq!(r.body["window"]["oldest_action_id"], crm.as_str());
+    assert!(!r.text.contains(&doc), "{}", r.text);
     // People are not limited by patterns.
     let r = ws.owner.post("/v1/simulations", deny_all).await;
     assert_eq!(r.assert_status(200)["changes"].as_array().unwrap().len(), 2);

@@ -169,8 +169,6 @@ pub async fn simulate(
     while let Some(handle) = next.take() {
         let page = handle.await.map_err(|_| Error::internal("reading the history failed"))??;
         let Some(last_id) = page.actions.last().map(|a| a.id.clone()) else { break };
-        newest.get_or_insert_with(|| page.actions[0].id.clone());
-        oldest = Some(last_id.clone());
         remaining -= page.actions.len() as i64;
         if !page.exhausted {
             if replaying.elapsed() >= TIME_LIMIT {
@@ -191,6 +189,11 @@ pub async fn simulate(
         // actions a draft rule would flip says what their payloads hold, a field at a time.
         let mut page = page;
         page.actions.retain(|a| caller.covers_tool(&a.tool));
+        // The window's edges are of what was replayed, so they name no action it did not cover.
+        if let (Some(first), Some(last)) = (page.actions.first(), page.actions.last()) {
+            newest.get_or_insert_with(|| first.id.clone());
+            oldest = Some(last.id.clone());
+        }
         let replayed = decide_page(page, &people, &cmp, cap).await?;
         totals.add(&replayed.totals);
         changes.extend(replayed.changes);

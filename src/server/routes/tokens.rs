@@ -31,7 +31,8 @@ pub struct CreateToken {
     pub name: String,
     /// Permissions, e.g. `["actions:submit"]`. Never `approvals:decide`.
     pub scopes: Vec<String>,
-    /// Tool name patterns the token may submit: `email.*`, `crm.read`, `*`.
+    /// Tool name patterns the token may submit: `email.*`, `crm.read`, `*`. At least one
+    /// when a scope reaches tools (`actions:*`, `approvals:read`, `tools:read`).
     pub tools: Vec<String>,
     /// Lifetime, 60 seconds to 2 years. Without it the token lives until revoked.
     pub expires_in_seconds: Option<i64>,
