@@ -685,4 +685,19 @@ async fn a_token_reads_and_replays_only_the_tools_it_covers() {
     let r = ws.owner.post("/v1/simulations", deny_all).await;
     assert_eq!(r.assert_status(200)["changes"].as_array().unwrap().len(), 2);
     assert_eq!(names(&ws.owner.get("/v1/tools").await, "name").len(), 2);
+
+    // Kill switches: a responder's token sees and engages only its own tools' switches.
+    let stop = json!({"engaged": true, "reason": "incident 7"});
+    ws.owner.put("/v1/killswitches/tools/doc.edit", stop.clone()).await.assert_status(200);
+    let (_, responder) = Workspace::token(&ws.owner, &["killswitch:read", "killswitch:engage"], &["crm.*"]).await;
+    let responder = ws.owner.as_token(&responder);
+    for tool in ["doc.edit", "no.such"] {
+        responder.put(&format!("/v1/killswitches/tools/{tool}"), stop.clone()).await.assert_error(403, "tool_not_in_scope");
+    }
+    responder.put("/v1/killswitches/tools/crm.read", stop.clone()).await.assert_status(200);
+    let seen = responder.get("/v1/killswitches").await;
+    let targets: Vec<&str> = seen.body["tools"].as_array().unwrap().iter().map(|s| s["target"].as_str().unwrap()).collect();
+    assert_eq!(targets, ["crm.read"], "{}", seen.text);
+    assert!(!seen.text.contains("doc.edit"), "{}", seen.text);
+    assert_eq!(ws.owner.get("/v1/killswitches").await.body["tools"].as_array().unwrap().len(), 2);
 }

@@ -23,10 +23,13 @@ pub struct SetSwitch {
     pub reason: String,
 }
 
-/// Every kill switch.
+/// Every kill switch: the workspace's, and each tool's (an agent token's, only those of the
+/// tools its patterns cover).
 #[utoipa::path(get, path = "/v1/killswitches", tag = "killswitches", responses((status = 200, body = KillSwitches), (status = 403, body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>, caller: Auth<need::KillswitchRead>) -> Result<Json<KillSwitches>> {
-    Ok(Json(state.store.killswitches(&caller.workspace).await?))
+    let mut switches = state.store.killswitches(&caller.workspace).await?;
+    switches.tools.retain(|s| caller.covers_tool(&s.target));
+    Ok(Json(switches))
 }
 
 /// A switch as a change request left it.
@@ -73,7 +76,7 @@ pub async fn set_workspace(
 /// Engages or lifts one tool's kill switch.
 #[utoipa::path(put, path = "/v1/killswitches/tools/{name}", tag = "killswitches", request_body = SetSwitch, params(("name" = String, Path, description = "tool name")), responses(
     (status = 200, body = SwitchChange),
-    (status = 403, body = ErrorBody),
+    (status = 403, description = "permission_denied; tool_not_in_scope (outside a token's tools, whether or not it exists)", body = ErrorBody),
     (status = 404, body = ErrorBody),
     (status = 422, body = ErrorBody),
 ))]
@@ -85,6 +88,11 @@ pub async fn set_tool(
 ) -> Result<Json<SwitchChange>> {
     caller.require(if req.engaged { Permission::KillswitchEngage } else { Permission::KillswitchLift })?;
     crate::names::check_tool_name(&name)?;
+    // Before any lookup, as everywhere a token names a tool: outside its patterns, the same
+    // answer whether the tool exists or not.
+    if !caller.covers_tool(&name) {
+        return Err(Error::forbidden("tool_not_in_scope", format!("`{name}` is outside this token's tools")));
+    }
     // A switch on a misspelt tool would protect nothing: it must name a real one. An
     // engaged switch can always be lifted, even should its tool be gone.
     let ctx = state.store.gate_context(&caller.workspace, &name).await?;
