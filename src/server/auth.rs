@@ -110,6 +110,16 @@ impl Caller {
             CallerKind::Agent { tools, .. } => tools.iter().any(|p| permissions::tool_matches(p, tool)),
         }
     }
+
+    /// Refuses a tool the caller named outside its token's patterns, before any lookup:
+    /// the same answer whether or not the tool exists, so a token learns nothing of tools
+    /// beyond its own.
+    pub fn require_tool(&self, tool: &str) -> Result<()> {
+        if !self.covers_tool(tool) {
+            return Err(Error::forbidden("tool_not_in_scope", format!("`{tool}` is outside this token's tools")));
+        }
+        Ok(())
+    }
 }
 
 /// A permission a route needs, as a type, so the route's signature says it.

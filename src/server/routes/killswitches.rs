@@ -88,11 +88,7 @@ pub async fn set_tool(
 ) -> Result<Json<SwitchChange>> {
     caller.require(if req.engaged { Permission::KillswitchEngage } else { Permission::KillswitchLift })?;
     crate::names::check_tool_name(&name)?;
-    // Before any lookup, as everywhere a token names a tool: outside its patterns, the same
-    // answer whether the tool exists or not.
-    if !caller.covers_tool(&name) {
-        return Err(Error::forbidden("tool_not_in_scope", format!("`{name}` is outside this token's tools")));
-    }
+    caller.require_tool(&name)?;
     // A switch on a misspelt tool would protect nothing: it must name a real one. An
     // engaged switch can always be lifted, even should its tool be gone.
     let ctx = state.store.gate_context(&caller.workspace, &name).await?;

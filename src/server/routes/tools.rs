@@ -305,10 +305,7 @@ pub async fn list_tools(State(state): State<AppState>, caller: Auth<need::ToolsR
 pub async fn get_tool(State(state): State<AppState>, caller: Auth<need::ToolsRead>, Path(name): Path<String>) -> Result<Json<Tool>> {
     // The name checked as on PUT: a name no tool can have is a mistake to say, not a 404.
     names::check_tool_name(&name)?;
-    // Outside a token's tools, the same answer whether or not the tool exists.
-    if !caller.covers_tool(&name) {
-        return Err(Error::forbidden("tool_not_in_scope", format!("`{name}` is outside this token's tools")));
-    }
+    caller.require_tool(&name)?;
     Ok(Json(state.store.get_tool(&caller.workspace, &name).await?))
 }
 
