@@ -20,7 +20,9 @@
 //! Every decision counted was answered 201 with `status: executed`, which the server
 //! only sends after the action and its audit events are committed and fsynced.
 //! `GATE_LOAD_SECONDS` sets the length of each step (default 5). `GATE_LOAD_FLOORS_ONLY=N`
-//! runs only the two floors, N times over, and stops. Both processes keep the memory they
+//! runs only the two floors, N times over, and stops. `GATE_LOAD_HOLD=N` holds decisions
+//! at N connections for the step's length, then dry runs the same, printing the server's
+//! process id first (to attach a profiler), and stops. Both processes keep the memory they
 //! free (`countersign::memory`); `MIMALLOC_PURGE_DELAY=1000` runs both with mimalloc's
 //! default instead, to see what that costs here.
 
@@ -191,6 +193,22 @@ impl Drop for Server {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
+}
+
+/// The decisions every step sends: a hundred distinct payloads, so the log is not one
+/// repeated hash; as dry runs, the same with nothing written.
+fn decision_requests(addr: &str, agent: &str, dry_run: bool) -> Arc<Vec<Vec<u8>>> {
+    Arc::new(
+        (0..100)
+            .map(|i| {
+                let mut body = json!({"tool": "crm.read", "payload": {"query": "customer", "page": i, "fields": ["name", "email", "plan"]}, "confidence": 0.93});
+                if dry_run {
+                    body["dry_run"] = json!(true);
+                }
+                request("POST", addr, "/v1/actions", Some(agent), Some(&body))
+            })
+            .collect(),
+    )
 }
 
 fn start_server() -> Server {
@@ -676,9 +694,12 @@ fn main() {
     let floors_only: Option<usize> = std::env::var("GATE_LOAD_FLOORS_ONLY")
         .ok()
         .map(|n| n.parse().unwrap_or_else(|_| panic!("GATE_LOAD_FLOORS_ONLY is a number of rounds, not {n:?}")));
+    let hold: Option<usize> = std::env::var("GATE_LOAD_HOLD")
+        .ok()
+        .map(|n| n.parse().unwrap_or_else(|_| panic!("GATE_LOAD_HOLD is a number of connections, not {n:?}")));
     let probe_dir = tempfile::tempdir().unwrap();
-    let fsyncs = floors_only.is_none().then(|| fsync_rate(probe_dir.path(), 2.0));
-    if floors_only.is_none() {
+    let fsyncs = (floors_only.is_none() && hold.is_none()).then(|| fsync_rate(probe_dir.path(), 2.0));
+    if floors_only.is_none() && hold.is_none() {
         store_only(secs);
     }
     let server = start_server();
@@ -695,6 +716,30 @@ fn main() {
         }
 
         let health = Arc::new(vec![request("GET", &addr, "/healthz", None, None)]);
+        if let Some(conns) = hold {
+            println!("server pid {}", server.child.id());
+            let h = closed_loop(&addr, 64, secs, health.clone(), healthy).await.rate();
+            println!("GET /healthz, 64 connections: {h:.0}/s");
+            let mut st = closed_loop(&addr, conns, secs, decision_requests(&addr, &s.agent, false), executed).await;
+            println!(
+                "decisions, {conns} connections: {:.0}/s ({:.2} of healthz/s), p50 {:.2} ms, p99 {:.2} ms, errors {}",
+                st.rate(),
+                st.rate() / h,
+                st.pct(0.5),
+                st.pct(0.99),
+                st.errors
+            );
+            let mut st = closed_loop(&addr, conns, secs, decision_requests(&addr, &s.agent, true), simulated).await;
+            println!(
+                "dry runs, {conns} connections: {:.0}/s ({:.2} of healthz/s), p50 {:.2} ms, p99 {:.2} ms, errors {}",
+                st.rate(),
+                st.rate() / h,
+                st.pct(0.5),
+                st.pct(0.99),
+                st.errors
+            );
+            return;
+        }
         // The same requests to a responder with nothing of Countersign in it: the machine's
         // own loopback HTTP, its rate and its stalls, measured in the same run.
         let plain = PlainResponder::start();
@@ -710,15 +755,7 @@ fn main() {
         floors("plain responder", &plain.addr, secs, plain_get, server._dir.path()).await;
         drop(plain);
 
-        // A hundred distinct payloads, so the log is not one repeated hash.
-        let submits: Arc<Vec<Vec<u8>>> = Arc::new(
-            (0..100)
-                .map(|i| {
-                    let body = json!({"tool": "crm.read", "payload": {"query": "customer", "page": i, "fields": ["name", "email", "plan"]}, "confidence": 0.93});
-                    request("POST", &addr, "/v1/actions", Some(&s.agent), Some(&body))
-                })
-                .collect(),
-        );
+        let submits = decision_requests(&addr, &s.agent, false);
         {
             let mut probe = Raw::connect(&addr).await;
             let (st, body) = probe.send(&submits[0]).await.unwrap();
@@ -766,14 +803,7 @@ fn main() {
         println!("best decisions/s ÷ healthz/s = {:.2}\n", best / h.rate());
         // The ceiling the store leaves room for: the same requests as dry runs go through
         // HTTP, authentication and the whole pipeline, and write nothing.
-        let dry: Arc<Vec<Vec<u8>>> = Arc::new(
-            (0..100)
-                .map(|i| {
-                    let body = json!({"tool": "crm.read", "payload": {"query": "customer", "page": i, "fields": ["name", "email", "plan"]}, "confidence": 0.93, "dry_run": true});
-                    request("POST", &addr, "/v1/actions", Some(&s.agent), Some(&body))
-                })
-                .collect(),
-        );
+        let dry = decision_requests(&addr, &s.agent, true);
         let mut d = closed_loop(&addr, 64, secs, dry, simulated).await;
         println!(
             "dry runs (whole pipeline, nothing written), 64 connections: {:.0} per second (p50 {:.2} ms, p99 {:.2} ms, errors {}), {:.2} of healthz/s\n",

@@ -311,6 +311,14 @@ pub trait Conn: Send {
         Ok(())
     }
 
+    /// How many rows this connection's INSERT, UPDATE and DELETE statements have changed
+    /// since it opened, where the database keeps that count (SQLite): how the writer tells
+    /// that a refused job changed nothing, so that there is nothing to undo (see
+    /// `store::engine::Batch`). A statement that fails changes nothing and is not counted.
+    fn total_changes(&self) -> Option<u64> {
+        None
+    }
+
     /// The first row, if any.
     fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, DbError> {
         Ok(self.query(sql, params)?.into_iter().next())

@@ -407,6 +407,8 @@ pub struct WriteTx<'a> {
     deliveries_queued: bool,
     /// Whether this job lost a race to another replica and should run again.
     retry: bool,
+    /// Whether a statement of this job failed (it may have been refused for it).
+    statement_failed: bool,
 }
 
 impl<'a> WriteTx<'a> {
@@ -420,8 +422,13 @@ impl<'a> WriteTx<'a> {
 
     /// Notes a lock race in a statement's outcome (see [`WriteTx::retry_later`]).
     fn noting<T>(&mut self, r: Result<T, DbError>) -> Result<T, DbError> {
-        if let Err(DbError::Busy(_)) = &r {
-            self.retry = true;
+        match &r {
+            Err(DbError::Busy(_)) => {
+                self.retry = true;
+                self.statement_failed = true;
+            }
+            Err(_) => self.statement_failed = true,
+            Ok(_) => {}
         }
         r
     }
@@ -825,10 +832,27 @@ impl Syncer {
 
 /// One write transaction, filled job by job, then committed once.
 ///
+/// A job refused after it wrote must leave nothing behind, while its neighbours' work is
+/// kept. On PostgreSQL every job runs in its own savepoint (*guarded*). Where the database
+/// counts the rows a connection changed (SQLite), a batch starts *optimistic* instead: jobs
+/// run without savepoints, because nearly every refusal comes before a job writes anything
+/// and a statement that fails changes nothing, while a savepoint per job cost the writer a
+/// copy of every page each job touched. A job refused after it changed a row (or after a
+/// statement of it failed) makes the batch start over: the transaction is rolled back and
+/// begun again, and the jobs kept so far run again, then the refused one, each now in its
+/// own savepoint, as for the rest of the batch. Jobs may run more than once anyway (see the
+/// module's notes) and nobody is answered before the commit, so callers cannot tell.
+///
 /// Savepoints go through `execute`, not `batch`: prepared once and cached, they are not
 /// parsed again for every job.
 struct Batch {
     dialect: Dialect,
+    /// Whether every job runs in its own savepoint (see above).
+    guarded: bool,
+    /// The jobs kept so far, in order: answered once the batch commits, and run again if an
+    /// optimistic batch starts over.
+    kept: Vec<Job>,
+    /// How the jobs that were refused are answered.
     finishes: Vec<Box<dyn FnOnce(Result<()>) + Send>>,
     /// Jobs that lost a lock race: they open the next batch.
     again: Vec<Job>,
@@ -847,6 +871,24 @@ struct Batch {
     epoch_at_batch: Option<u64>,
 }
 
+/// What one run of a job left, besides what it wrote.
+struct Ran {
+    ok: bool,
+    retry: bool,
+    statement_failed: bool,
+    job_heads: HashMap<String, (i64, String)>,
+    job_events: Vec<AuditEvent>,
+    config_changed: bool,
+    job_subscriptions: HashMap<String, Subscriptions>,
+}
+
+impl Ran {
+    /// Whether the job's work stays in the transaction.
+    fn kept(&self) -> bool {
+        self.ok && !self.retry
+    }
+}
+
 impl Batch {
     /// Opens the transaction. `None` if it could not be opened (logged): the caller drops
     /// its jobs unrun, which drops their reply channels, so each caller hears "store
@@ -861,6 +903,8 @@ impl Batch {
         }
         Some(Batch {
             dialect,
+            guarded: dialect.begin_job().is_some() || conn.total_changes().is_none(),
+            kept: Vec::new(),
             finishes: Vec::new(),
             again: Vec::new(),
             heads: HashMap::new(),
@@ -878,14 +922,65 @@ impl Batch {
         self.taken
     }
 
-    /// Runs one job in its own savepoint: kept, rolled back (its error is its answer), or
-    /// set aside to run again in the next batch.
-    fn run(&mut self, conn: &mut dyn Conn, mut job: Job, clock: &Clock) {
+    /// Runs one job: kept, refused (its error is its answer, and nothing it did is left),
+    /// or set aside to run again in the next batch.
+    fn run(&mut self, conn: &mut dyn Conn, job: Job, clock: &Clock) {
         self.taken += 1;
         if self.failed.is_some() {
             drop(job);
+        } else if self.guarded {
+            self.run_guarded(conn, job, clock);
+        } else {
+            self.run_optimistic(conn, job, clock);
+        }
+    }
+
+    /// Runs a job with nothing around it; starts the batch over if it was refused after
+    /// changing something.
+    fn run_optimistic(&mut self, conn: &mut dyn Conn, mut job: Job, clock: &Clock) {
+        let before = conn.total_changes();
+        let ran = self.run_in(conn, &mut job, clock);
+        if ran.kept() {
+            return self.keep(conn, job, ran);
+        }
+        let changed = before.is_none() || conn.total_changes() != before;
+        if !changed && !ran.statement_failed && !ran.retry {
+            // Refused before it changed anything: there is nothing to undo.
+            return self.finishes.push(job.finish);
+        }
+        self.start_over(conn, job, clock);
+    }
+
+    /// Rolls the batch back and runs again, each in its own savepoint, the jobs kept so
+    /// far and then `refused`, the job that made it start over.
+    fn start_over(&mut self, conn: &mut dyn Conn, refused: Job, clock: &Clock) {
+        self.guarded = true;
+        let mut jobs = std::mem::take(&mut self.kept);
+        jobs.push(refused);
+        self.heads.clear();
+        self.events.clear();
+        self.config_changed = false;
+        self.subscriptions.clear();
+        self.holding = false;
+        tracing::debug!(jobs = jobs.len(), "a write job was refused after it wrote; the batch starts over, each job in a savepoint");
+        let reopened = conn.batch("ROLLBACK").and_then(|_| conn.batch(self.dialect.begin_write()));
+        if let Err(e) = reopened {
+            // Nothing of the batch is left: each job is answered with the failure.
+            self.failed = Some(e);
+            self.kept = jobs;
             return;
         }
+        for job in jobs {
+            if self.failed.is_some() {
+                self.finishes.push(job.finish);
+            } else {
+                self.run_guarded(conn, job, clock);
+            }
+        }
+    }
+
+    /// Runs a job in its own savepoint.
+    fn run_guarded(&mut self, conn: &mut dyn Conn, mut job: Job, clock: &Clock) {
         let begun = match self.dialect.begin_job() {
             Some(sql) => conn.batch(sql),
             None => conn.execute("SAVEPOINT job", &[]).map(drop),
@@ -895,49 +990,15 @@ impl Batch {
             drop(job);
             return;
         }
-        let mut tx = WriteTx {
-            conn: &mut *conn,
-            now: clock.now(),
-            heads: std::mem::take(&mut self.heads),
-            job_heads: HashMap::new(),
-            events: std::mem::take(&mut self.events),
-            job_events: Vec::new(),
-            config_changed: false,
-            earlier_config_changed: self.config_changed,
-            epoch_at_batch: self.epoch_at_batch,
-            subscriptions: std::mem::take(&mut self.subscriptions),
-            job_subscriptions: HashMap::new(),
-            deliveries_queued: false,
-            retry: false,
-        };
-        let ok = (job.run)(&mut tx);
-        let WriteTx { heads, job_heads, events, job_events, config_changed, subscriptions, job_subscriptions, retry, .. } = tx;
-        self.heads = heads;
-        self.events = events;
-        self.subscriptions = subscriptions;
-        let keep = ok && !retry;
-        let end = if keep {
+        let ran = self.run_in(conn, &mut job, clock);
+        let end = if ran.kept() {
             conn.execute("RELEASE SAVEPOINT job", &[]).map(drop)
         } else {
             conn.execute("ROLLBACK TO SAVEPOINT job", &[]).map(drop).and_then(|_| conn.execute("RELEASE SAVEPOINT job", &[]).map(drop))
         };
         match end {
-            Ok(()) if keep => {
-                self.heads.extend(job_heads);
-                self.events.extend(job_events);
-                self.config_changed |= config_changed;
-                self.subscriptions.extend(job_subscriptions);
-                self.finishes.push(job.finish);
-                if !self.holding {
-                    self.holding = true;
-                    if let Some(limit) = self.dialect.limit_lock_waits()
-                        && let Err(e) = conn.batch(limit)
-                    {
-                        self.failed = Some(e);
-                    }
-                }
-            }
-            Ok(()) if retry && job.attempts + 1 < MAX_ATTEMPTS => {
+            Ok(()) if ran.kept() => self.keep(conn, job, ran),
+            Ok(()) if ran.retry && job.attempts + 1 < MAX_ATTEMPTS => {
                 job.attempts += 1;
                 tracing::debug!(attempts = job.attempts, "a write job lost a lock race; it runs again in the next batch");
                 self.again.push(job);
@@ -950,10 +1011,56 @@ impl Batch {
         }
     }
 
+    /// Runs the job's closure in the transaction, with the batch's chain heads, events and
+    /// subscriptions lent to it.
+    fn run_in(&mut self, conn: &mut dyn Conn, job: &mut Job, clock: &Clock) -> Ran {
+        let mut tx = WriteTx {
+            conn,
+            now: clock.now(),
+            heads: std::mem::take(&mut self.heads),
+            job_heads: HashMap::new(),
+            events: std::mem::take(&mut self.events),
+            job_events: Vec::new(),
+            config_changed: false,
+            earlier_config_changed: self.config_changed,
+            epoch_at_batch: self.epoch_at_batch,
+            subscriptions: std::mem::take(&mut self.subscriptions),
+            job_subscriptions: HashMap::new(),
+            deliveries_queued: false,
+            retry: false,
+            statement_failed: false,
+        };
+        let ok = (job.run)(&mut tx);
+        let WriteTx { heads, job_heads, events, job_events, config_changed, subscriptions, job_subscriptions, retry, statement_failed, .. } =
+            tx;
+        self.heads = heads;
+        self.events = events;
+        self.subscriptions = subscriptions;
+        Ran { ok, retry, statement_failed, job_heads, job_events, config_changed, job_subscriptions }
+    }
+
+    /// Keeps a job's work: its heads, events and subscriptions become the batch's.
+    fn keep(&mut self, conn: &mut dyn Conn, job: Job, ran: Ran) {
+        self.heads.extend(ran.job_heads);
+        self.events.extend(ran.job_events);
+        self.config_changed |= ran.config_changed;
+        self.subscriptions.extend(ran.job_subscriptions);
+        self.kept.push(job);
+        if !self.holding {
+            self.holding = true;
+            if let Some(limit) = self.dialect.limit_lock_waits()
+                && let Err(e) = conn.batch(limit)
+            {
+                self.failed = Some(e);
+            }
+        }
+    }
+
     /// Moves the chain heads, announces the events, moves the configuration epoch, and
     /// commits. Returns the jobs to run again, and the batch to tell once it is durable.
     fn commit(self, conn: &mut dyn Conn, epoch: &AtomicU64, replica: &str) -> (Vec<Job>, Committed) {
-        let Batch { dialect, finishes, again, heads, events, mut failed, config_changed, holding, .. } = self;
+        let Batch { dialect, kept, mut finishes, again, heads, events, mut failed, config_changed, holding, .. } = self;
+        finishes.extend(kept.into_iter().map(|job| job.finish));
         // Move each touched chain head once per batch (each write fenced to its workspace).
         if failed.is_none() {
             for (ws, (seq, hash)) in &heads {
@@ -1324,5 +1431,100 @@ mod tests {
         let engine = Engine::start(&SqliteConnector::new(&db), Clock::system()).unwrap();
         assert_eq!(count(&engine).unwrap(), 2, "a write went through after a failed sync");
         engine.close();
+    }
+
+    /// A job for a batch run by hand: `f` runs in the transaction, its runs are counted,
+    /// and its answer (the batch's outcome, then its own) is sent with its name.
+    fn job(
+        name: &'static str,
+        runs: &Arc<AtomicU64>,
+        answers: &Sender<(&'static str, Result<()>)>,
+        mut f: impl FnMut(&mut WriteTx<'_>) -> Result<()> + Send + 'static,
+    ) -> Job {
+        let slot: Arc<std::sync::Mutex<Option<Result<()>>>> = Arc::default();
+        let (runs, answers, out) = (runs.clone(), answers.clone(), slot.clone());
+        Job {
+            run: Box::new(move |tx| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let r = f(tx);
+                let ok = r.is_ok();
+                *slot.lock().unwrap() = Some(r);
+                ok
+            }),
+            finish: Box::new(move |committed| {
+                let _ = answers.send((name, committed.and(out.lock().unwrap().take().expect("ran"))));
+            }),
+            attempts: 0,
+        }
+    }
+
+    fn insert(tx: &mut WriteTx<'_>, x: i64) -> Result<()> {
+        tx.execute("INSERT INTO t VALUES ($1)", &[Value::Int(x)])?;
+        Ok(())
+    }
+
+    fn refused() -> Error {
+        Error::conflict("refused", "refused by the test")
+    }
+
+    #[test]
+    fn a_job_refused_after_it_wrote_leaves_nothing_and_its_neighbours_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = SqliteConnector::new(&dir.path().join("s.db")).open_writer().unwrap();
+        conn.batch("CREATE TABLE t (x BIGINT NOT NULL UNIQUE)").unwrap();
+        let (answers, answered) = crossbeam_channel::unbounded();
+        let runs: Vec<Arc<AtomicU64>> = (0..6).map(|_| Arc::default()).collect();
+        let clock = Clock::system();
+        let mut batch = Batch::begin(&mut *conn, &AtomicU64::new(0)).expect("a transaction");
+        assert!(!batch.guarded, "SQLite counts changes: a batch starts without savepoints");
+        batch.run(&mut *conn, job("a", &runs[0], &answers, |tx| insert(tx, 1)), &clock);
+        // Refused before writing: nothing to undo, so the batch goes on as it was.
+        batch.run(&mut *conn, job("b", &runs[1], &answers, |_| Err(refused())), &clock);
+        assert!(!batch.guarded, "a refusal that changed nothing started the batch over");
+        // Refused after writing: the batch starts over, each job in a savepoint.
+        batch.run(&mut *conn, job("c", &runs[2], &answers, |tx| insert(tx, 2).and(Err(refused()))), &clock);
+        assert!(batch.guarded, "a refusal after a write did not start the batch over");
+        batch.run(&mut *conn, job("d", &runs[3], &answers, |tx| insert(tx, 3)), &clock);
+        // A statement that fails after one that wrote, in a guarded batch.
+        batch.run(&mut *conn, job("e", &runs[4], &answers, |tx| insert(tx, 4).and(insert(tx, 1))), &clock);
+        batch.run(&mut *conn, job("f", &runs[5], &answers, |tx| insert(tx, 5)), &clock);
+        let (again, committed) = batch.commit(&mut *conn, &AtomicU64::new(0), "test");
+        assert!(again.is_empty());
+        committed.tell(&std::sync::RwLock::new(None));
+        drop(answers);
+        let mut told: Vec<(&str, bool)> = answered.iter().map(|(name, r)| (name, r.is_ok())).collect();
+        told.sort();
+        assert_eq!(told, [("a", true), ("b", false), ("c", false), ("d", true), ("e", false), ("f", true)]);
+        let rows: Vec<i64> = conn.query("SELECT x FROM t ORDER BY x", &[]).unwrap().iter().map(|r| r.int(0).unwrap()).collect();
+        assert_eq!(rows, [1, 3, 5], "exactly the kept jobs' rows were committed");
+        // `a` ran again when the batch started over, and `c` once more in its savepoint;
+        // nobody else ran twice.
+        let counts: Vec<u64> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+        assert_eq!(counts, [2, 1, 2, 1, 1, 1]);
+    }
+
+    #[test]
+    fn a_failed_statement_in_an_optimistic_batch_starts_it_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = SqliteConnector::new(&dir.path().join("s.db")).open_writer().unwrap();
+        conn.batch("CREATE TABLE t (x BIGINT NOT NULL UNIQUE)").unwrap();
+        let (answers, answered) = crossbeam_channel::unbounded();
+        let runs: Vec<Arc<AtomicU64>> = (0..3).map(|_| Arc::default()).collect();
+        let clock = Clock::system();
+        let mut batch = Batch::begin(&mut *conn, &AtomicU64::new(0)).expect("a transaction");
+        batch.run(&mut *conn, job("a", &runs[0], &answers, |tx| insert(tx, 1)), &clock);
+        // Its second statement fails on the unique index; its first row must not stay. A
+        // job that went on after the failure (and so succeeded) would be kept as is.
+        batch.run(&mut *conn, job("b", &runs[1], &answers, |tx| insert(tx, 2).and(insert(tx, 1))), &clock);
+        assert!(batch.guarded);
+        batch.run(&mut *conn, job("c", &runs[2], &answers, |tx| insert(tx, 3)), &clock);
+        let (_, committed) = batch.commit(&mut *conn, &AtomicU64::new(0), "test");
+        committed.tell(&std::sync::RwLock::new(None));
+        drop(answers);
+        let mut told: Vec<(&str, bool)> = answered.iter().map(|(name, r)| (name, r.is_ok())).collect();
+        told.sort();
+        assert_eq!(told, [("a", true), ("b", false), ("c", true)]);
+        let rows: Vec<i64> = conn.query("SELECT x FROM t ORDER BY x", &[]).unwrap().iter().map(|r| r.int(0).unwrap()).collect();
+        assert_eq!(rows, [1, 3]);
     }
 }

@@ -256,6 +256,10 @@ fn read_value(v: ValueRef<'_>) -> Value {
 }
 
 impl Conn for SqliteConn {
+    fn total_changes(&self) -> Option<u64> {
+        Some(self.conn.total_changes())
+    }
+
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
         let mut stmt = prepare(&self.conn, &mut self.bindings, sql, params)?;
         stmt.raw_execute().map(|n| n as u64).map_err(map_err)
