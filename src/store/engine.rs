@@ -2,8 +2,9 @@
 //!
 //! Every write is a job sent to the single writer thread. The writer takes the first
 //! job, then everything else already waiting (up to [`MAX_BATCH`]), and runs them all in
-//! one transaction, each inside its own savepoint so that one job's refusal does not
-//! undo its neighbours. Then it commits once, which costs one fsync for the whole batch,
+//! one transaction, so that one job's refusal leaves nothing of it and does not undo its
+//! neighbours (each job in its own savepoint, or on SQLite none until one is needed: see
+//! [`Batch`]). Then it commits once, which costs one fsync for the whole batch,
 //! and only once that fsync is done are the jobs answered. A caller therefore never hears
 //! "done" before its write is on disk, and under load hundreds of writes share each fsync
 //! (group commit). On SQLite the fsync is pipelined: the COMMIT only writes the log, and a
@@ -256,11 +257,12 @@ impl Engine {
 
     /// Runs `f` in the next write batch and answers once that batch is durable.
     ///
-    /// If `f` returns an error, its savepoint is rolled back (nothing it did remains) and
-    /// the error is the answer. If the commit fails, every job of the batch gets the
-    /// commit's error, and nothing of the batch remains. `f` may run more than once (on
-    /// PostgreSQL, after losing a lock race to another replica; see the module docs): each
-    /// run starts from a clean savepoint, and the answer is the last run's.
+    /// If `f` returns an error, nothing it did remains and the error is the answer. If the
+    /// commit fails, every job of the batch gets the commit's error, and nothing of the
+    /// batch remains. `f` may run more than once (on PostgreSQL, after losing a lock race
+    /// to another replica; on SQLite, when a later job of its batch is refused after it
+    /// wrote: see [`Batch`]): each run starts from a clean state, and the answer is the
+    /// last run's.
     pub async fn write<T, F>(&self, mut f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -1031,8 +1033,9 @@ impl Batch {
             statement_failed: false,
         };
         let ok = (job.run)(&mut tx);
-        let WriteTx { heads, job_heads, events, job_events, config_changed, subscriptions, job_subscriptions, retry, statement_failed, .. } =
-            tx;
+        let WriteTx {
+            heads, job_heads, events, job_events, config_changed, subscriptions, job_subscriptions, retry, statement_failed, ..
+        } = tx;
         self.heads = heads;
         self.events = events;
         self.subscriptions = subscriptions;
