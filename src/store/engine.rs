@@ -1473,7 +1473,7 @@ mod tests {
     #[test]
     fn a_job_refused_after_it_wrote_leaves_nothing_and_its_neighbours_stay() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = SqliteConnector::new(&dir.path().join("s.db")).open_writer().unwrap();
+        let mut conn = SqliteConnector::new(dir.path().join("s.db")).open_writer().unwrap();
         conn.batch("CREATE TABLE t (x BIGINT NOT NULL UNIQUE)").unwrap();
         let (answers, answered) = crossbeam_channel::unbounded();
         let runs: Vec<Arc<AtomicU64>> = (0..6).map(|_| Arc::default()).collect();
@@ -1509,7 +1509,7 @@ mod tests {
     #[test]
     fn a_failed_statement_in_an_optimistic_batch_starts_it_over() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = SqliteConnector::new(&dir.path().join("s.db")).open_writer().unwrap();
+        let mut conn = SqliteConnector::new(dir.path().join("s.db")).open_writer().unwrap();
         conn.batch("CREATE TABLE t (x BIGINT NOT NULL UNIQUE)").unwrap();
         let (answers, answered) = crossbeam_channel::unbounded();
         let runs: Vec<Arc<AtomicU64>> = (0..3).map(|_| Arc::default()).collect();
